@@ -1,0 +1,299 @@
+//! G: the header of one goroutine, and the state word that makes parking safe.
+//!
+//! # Ownership
+//!
+//! A G is allocated once and never freed while its scheduler lives: finished
+//! Gs go back to a free list (Go's `gfree`), and `Sched` frees them all when it
+//! drops. Memory that stays a `G` for the scheduler's whole life is what lets a
+//! stale [`GPtr`] (a timer that lost to a channel, say) still be dereferenced:
+//! the state word, not the pointer, decides whether a wake is current.
+//!
+//! At any instant exactly one party *owns* a live G: the run queue it sits in,
+//! the M that runs it, or, while it is parked, nobody but the state word. Only
+//! the owner touches `body`.
+//!
+//! # State word
+//!
+//! `state` packs a status (low [`STATUS_BITS`] bits) and a generation (the
+//! rest). The generation goes up each time an M takes the G off a run queue,
+//! so the wake that one park handed out can ready that park and nothing later.
+//!
+//! | status     | meaning                                         | who leaves it            |
+//! |------------|-------------------------------------------------|--------------------------|
+//! | `IDLE`     | free list, or finished                          | spawner (→ RUNNABLE)     |
+//! | `RUNNABLE` | in some run queue                               | the M that pops it       |
+//! | `RUNNING`  | an M is stepping the body                       | that M; a waker (→ NOTIFIED) |
+//! | `NOTIFIED` | still running, but its wait is already over     | that M (→ RUNNABLE)      |
+//! | `PARKED`   | waiting; one waker of this generation may ready | the winning waker        |
+//!
+//! The driver registers a wait *before* the M commits the park (Go's
+//! `gopark(unlockf)`), so a wake can arrive while the G still runs. It then
+//! lands as `NOTIFIED` and the M, whose `RUNNING → PARKED` CAS fails, requeues
+//! the G itself: the wake is never lost and the G never runs on two Ms.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::ptr::NonNull;
+
+use crate::loom::sync::atomic::{AtomicU64, Ordering::*};
+
+pub(crate) const STATUS_BITS: u32 = 3;
+const STATUS_MASK: u64 = (1 << STATUS_BITS) - 1;
+
+/// The status half of a G's state word (see the module docs for the table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    Idle = 0,
+    Runnable = 1,
+    Running = 2,
+    Notified = 3,
+    Parked = 4,
+}
+
+impl Status {
+    fn from_word(w: u64) -> Status {
+        match w & STATUS_MASK {
+            0 => Status::Idle,
+            1 => Status::Runnable,
+            2 => Status::Running,
+            3 => Status::Notified,
+            4 => Status::Parked,
+            s => unreachable!("corrupt G state word {w:#x} (status {s})"),
+        }
+    }
+}
+
+fn word(status: Status, gen: u64) -> u64 {
+    (gen << STATUS_BITS) | status as u64
+}
+
+/// What a wake did to the G it aimed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The G was parked and is now `RUNNABLE`: the waker must enqueue it.
+    Enqueue,
+    /// The G was still running its step; its M will requeue it.
+    Notified,
+    /// The wake belongs to an older park (or the G is already readied): no-op.
+    Stale,
+}
+
+/// What a G body runs. The core is generic over it: the bindings supply a
+/// Python coroutine stepper; tests supply Rust closures.
+pub(crate) type BoxBody = Box<dyn crate::sched::Body>;
+
+/// The header of a goroutine. Fields are atomics or owner-only.
+pub struct G {
+    /// Status and generation; see the module docs. Every transition is a CAS
+    /// or an owner store, paired as described at each site.
+    state: AtomicU64,
+    /// Goroutine id, written by the spawner while it owns the G; read racily
+    /// (Relaxed) by stats and deadlock dumps, which only print it.
+    id: AtomicU64,
+    /// Owned by whoever owns the G (module docs); `None` while idle.
+    body: UnsafeCell<Option<BoxBody>>,
+}
+
+impl G {
+    pub(crate) fn new() -> G {
+        G {
+            state: AtomicU64::new(word(Status::Idle, 0)),
+            id: AtomicU64::new(0),
+            body: UnsafeCell::new(None),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id.load(Relaxed)
+    }
+
+    pub fn status(&self) -> Status {
+        Status::from_word(self.state.load(Acquire))
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.state.load(Acquire) >> STATUS_BITS
+    }
+
+    /// Spawner, which owns the idle G: give it a body and make it runnable.
+    /// The G is published by the run-queue push that follows (a Release store
+    /// of the queue tail, or the global queue's lock), so Relaxed is enough.
+    pub(crate) fn prepare(&self, id: u64, body: BoxBody) {
+        debug_assert_eq!(self.status(), Status::Idle, "spawning a live G");
+        self.id.store(id, Relaxed);
+        // SAFETY: an idle G is owned by the spawner alone (it just took it
+        // off the free list or allocated it), so no one else reads `body`.
+        unsafe { *self.body.get() = Some(body) };
+        let gen = self.generation();
+        self.state.store(word(Status::Runnable, gen), Relaxed);
+    }
+
+    /// The M that popped this G from a run queue: `RUNNABLE → RUNNING` with a
+    /// new generation, which makes every wake handed out before stale.
+    /// Release: pairs with the Acquire of a waker's CAS, so a waker that sees
+    /// the new generation also sees the G as owned by this M.
+    pub(crate) fn start_running(&self) -> u64 {
+        let cur = self.state.load(Acquire);
+        debug_assert_eq!(
+            Status::from_word(cur),
+            Status::Runnable,
+            "running a G that is not runnable; state = {cur:#x}"
+        );
+        let gen = (cur >> STATUS_BITS) + 1;
+        self.state.store(word(Status::Running, gen), Release);
+        gen
+    }
+
+    /// The running M commits a park (`RUNNING → PARKED`). Returns false when a
+    /// wake already arrived during the step (`NOTIFIED`): the G is then made
+    /// `RUNNABLE` again and the caller must enqueue it.
+    /// AcqRel: Release publishes everything the step wrote before the park to
+    /// the waker that wins the G; Acquire (on failure too) sees what a
+    /// notifying waker wrote before its wake (a channel's handed-off value).
+    pub(crate) fn commit_park(&self, gen: u64) -> bool {
+        match self
+            .state
+            .compare_exchange(word(Status::Running, gen), word(Status::Parked, gen), AcqRel, Acquire)
+        {
+            Ok(_) => true,
+            Err(cur) => {
+                debug_assert_eq!(
+                    cur,
+                    word(Status::Notified, gen),
+                    "only a wake of this park may touch a running G"
+                );
+                self.state.store(word(Status::Runnable, gen), Release);
+                false
+            }
+        }
+    }
+
+    /// The running M requeues a G that yielded (`RUNNING|NOTIFIED → RUNNABLE`).
+    /// A swap, not a store: a waker may be moving `RUNNING → NOTIFIED` at the
+    /// same moment, and either order leaves the G runnable exactly once.
+    pub(crate) fn yield_now(&self, gen: u64) {
+        let prev = self.state.swap(word(Status::Runnable, gen), AcqRel);
+        debug_assert!(
+            prev == word(Status::Running, gen) || prev == word(Status::Notified, gen),
+            "yielding a G that is not running; state = {prev:#x}"
+        );
+    }
+
+    /// The running M retires a finished G (`RUNNING|NOTIFIED → IDLE`). The
+    /// generation moves on so that no wake from the finished life applies.
+    pub(crate) fn finish(&self, gen: u64) {
+        self.state.swap(word(Status::Idle, gen + 1), AcqRel);
+    }
+
+    /// Any thread: deliver the wake that park `gen` handed out.
+    pub(crate) fn wake(&self, gen: u64) -> Wake {
+        let mut cur = self.state.load(Acquire);
+        loop {
+            if cur >> STATUS_BITS != gen {
+                return Wake::Stale;
+            }
+            let (next, outcome) = match Status::from_word(cur) {
+                Status::Parked => (word(Status::Runnable, gen), Wake::Enqueue),
+                Status::Running => (word(Status::Notified, gen), Wake::Notified),
+                _ => return Wake::Stale,
+            };
+            // AcqRel: Acquire pairs with `commit_park`'s Release (we now own
+            // the G and see its last step); Release publishes what the waker
+            // wrote for the G (see `commit_park`).
+            match self.state.compare_exchange_weak(cur, next, AcqRel, Acquire) {
+                Ok(_) => return outcome,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Shutdown, with every M stopped: mark the G dead so that late wakes are
+    /// stale, and hand back its body if it had one.
+    pub(crate) fn kill(&self) -> Option<BoxBody> {
+        let cur = self.state.load(Acquire);
+        if Status::from_word(cur) == Status::Running {
+            // Still inside a step on an M that did not stop: it owns the body.
+            return None;
+        }
+        self.state.store(word(Status::Idle, (cur >> STATUS_BITS) + 1), Release);
+        // SAFETY: the caller has stopped every M that could own this G, and the
+        // state is no longer one a waker can move to RUNNABLE, so nobody else
+        // can reach the body.
+        unsafe { (*self.body.get()).take() }
+    }
+
+    /// Owner only: the body, to step it.
+    ///
+    /// # Safety
+    /// The caller must own the G (it is `RUNNING` on the caller's M).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn body_mut(&self) -> &mut Option<BoxBody> {
+        // SAFETY: exclusive ownership is the caller's precondition.
+        unsafe { &mut *self.body.get() }
+    }
+}
+
+impl fmt::Debug for G {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self.state.load(Relaxed);
+        f.debug_struct("G")
+            .field("id", &self.id())
+            .field("status", &Status::from_word(w))
+            .field("gen", &(w >> STATUS_BITS))
+            .finish()
+    }
+}
+
+/// A pointer to a G, passed between run queues, Ms and wait lists. Copying it
+/// does not copy ownership: the protocol in the module docs says who owns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct GPtr(NonNull<G>);
+
+// SAFETY: a G's fields are atomics or owner-only (`body`), and ownership moves
+// with a happens-before edge (queue Release/Acquire, a lock, or the state CAS),
+// so handing the pointer to another thread is sound.
+unsafe impl Send for GPtr {}
+// SAFETY: as above; shared access only reaches the atomics.
+unsafe impl Sync for GPtr {}
+
+impl GPtr {
+    pub(crate) fn alloc() -> GPtr {
+        GPtr(NonNull::from(Box::leak(Box::new(G::new()))))
+    }
+
+    /// # Safety
+    /// `self` came from [`GPtr::alloc`], is freed once, and no copy is used
+    /// afterwards.
+    pub(crate) unsafe fn free(self) {
+        // SAFETY: forwarded from the caller.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+
+    pub(crate) fn as_ptr(self) -> *mut G {
+        self.0.as_ptr()
+    }
+
+    /// # Safety
+    /// `p` is non-null and came from [`GPtr::as_ptr`].
+    pub(crate) unsafe fn from_ptr(p: *mut G) -> GPtr {
+        // SAFETY: forwarded from the caller.
+        GPtr(unsafe { NonNull::new_unchecked(p) })
+    }
+}
+
+impl std::ops::Deref for GPtr {
+    type Target = G;
+    fn deref(&self) -> &G {
+        // SAFETY: Gs are freed only when their scheduler drops (module docs);
+        // every GPtr is held by that scheduler or by something that keeps it
+        // alive (a `Waker` holds an `Arc<Sched>`), so the G outlives the use.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl fmt::Debug for GPtr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}

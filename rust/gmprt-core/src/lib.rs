@@ -1,0 +1,18 @@
+//! gmprt-core: Go's G/M/P scheduler, with no Python in it.
+//!
+//! - [`g`]: the G header and its state word (park/wake without lost wakes).
+//! - [`runq`]: a P's lock-free local run queue with Go's `runnext`.
+//! - [`sched`]: Ps, Ms, the global queue, `findRunnable`, spinning Ms.
+//!
+//! The embedder supplies what a G runs ([`Body`]) and what an M does around
+//! its life and its waits ([`Hooks`]); the Python bindings use those to step
+//! coroutines on Ms attached to the interpreter.
+
+pub mod g;
+mod loom;
+mod park;
+pub mod runq;
+pub mod sched;
+
+pub use g::{GPtr, Status, Wake};
+pub use sched::{Body, Config, Cx, Hooks, NoHooks, Sched, Stats, Step, Stopped, Waker};

@@ -1,0 +1,48 @@
+//! The one place that names `std::sync`: everything concurrent in the core
+//! imports from here, so `RUSTFLAGS="--cfg loom"` swaps the whole runtime onto
+//! loom's model-checked primitives without touching a call site.
+//!
+//! Loom builds also shrink the constants that size state spaces (see
+//! `runq::CAPACITY`), the way tokio's queue drops to 4 slots under loom.
+
+#[cfg(not(loom))]
+mod imp {
+    pub(crate) mod sync {
+        pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+        pub(crate) mod atomic {
+            pub(crate) use std::sync::atomic::{
+                fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+            };
+        }
+    }
+    pub(crate) mod thread {
+        pub(crate) use std::thread::{yield_now, Builder, JoinHandle};
+    }
+}
+
+#[cfg(loom)]
+mod imp {
+    pub(crate) mod sync {
+        pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+        pub(crate) mod atomic {
+            pub(crate) use loom::sync::atomic::{
+                fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+            };
+        }
+    }
+    pub(crate) mod thread {
+        pub(crate) use loom::thread::{yield_now, Builder, JoinHandle};
+    }
+}
+
+pub(crate) use imp::*;
+
+/// Locks a mutex, treating poisoning as a bug elsewhere already reported:
+/// the runtime's locks guard plain data whose invariants hold between
+/// statements, so the data stays usable after a panicking holder.
+pub(crate) fn lock<T>(m: &sync::Mutex<T>) -> sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

@@ -1,0 +1,60 @@
+//! park: how an idle M sleeps and how it is handed a P (Go's `m.park` note
+//! plus `m.nextp`).
+//!
+//! An M that finds no work puts itself on the idle list and sleeps on its
+//! [`Note`]. Whoever takes it off the list (`startm`, or shutdown) hands it its
+//! next P *through the note*, under the note's lock, so the P cannot be seen by
+//! anyone before the M owns it and a wakeup can never be lost: a `wakeup` that
+//! comes before `sleep` leaves the handoff in the slot and `sleep` returns at
+//! once.
+
+use crate::loom::sync::{Condvar, Mutex};
+
+/// What a sleeping M is woken with.
+pub(crate) enum Handoff<P> {
+    /// Run with this P; `spinning` says the waker already counted this M in
+    /// `nmspinning` (Go's `startm(pp, spinning=true)`).
+    Run { p: P, spinning: bool },
+    /// The scheduler is stopping: exit.
+    Exit,
+}
+
+pub(crate) struct Note<P> {
+    slot: Mutex<Option<Handoff<P>>>,
+    cv: Condvar,
+}
+
+impl<P> Note<P> {
+    pub(crate) fn new() -> Self {
+        Note { slot: Mutex::new(None), cv: Condvar::new() }
+    }
+
+    /// Any thread: give the M its handoff. One handoff per sleep: the M is on
+    /// the idle list exactly once, and whoever pops it is the only waker.
+    pub(crate) fn wakeup(&self, h: Handoff<P>) {
+        let mut slot = crate::loom::lock(&self.slot);
+        debug_assert!(slot.is_none(), "two handoffs for one idle M");
+        *slot = Some(h);
+        drop(slot);
+        self.cv.notify_one();
+    }
+
+    /// Takes back a handoff nobody slept for (a thread that failed to start).
+    pub(crate) fn take(&self) -> Option<Handoff<P>> {
+        crate::loom::lock(&self.slot).take()
+    }
+
+    /// The M itself: sleep until handed something.
+    pub(crate) fn sleep(&self) -> Handoff<P> {
+        let mut slot = crate::loom::lock(&self.slot);
+        loop {
+            if let Some(h) = slot.take() {
+                return h;
+            }
+            slot = match self.cv.wait(slot) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+    }
+}

@@ -1,0 +1,902 @@
+//! sched: Ps, Ms, `findRunnable`, and the wake/park protocol (Go's proc.go).
+//!
+//! # Objects
+//!
+//! - **P** ([`P`]): one of `procs` scheduling contexts. Owns a local run queue
+//!   (`runq::Local`), its schedtick and a G free-list cache. A `Box<P>` is held
+//!   by exactly one M at a time or sits on the idle list, so the type system
+//!   enforces "owner P only" for everything in it. Thieves reach its queue
+//!   through `Sched::allp` (`runq::Stealer`).
+//! - **M** (`M`): an OS thread. Lives on its thread's stack, reachable through
+//!   the `CURRENT` thread-local so that code running inside a G step (a spawn,
+//!   a wake) can use the M's P without locks.
+//! - **G** ([`crate::g`]): stepped by the M that owns it.
+//!
+//! # `Sched::lock` (Go's `sched.lock`)
+//!
+//! Guards the global run queue, the idle P list and the idle M list. The
+//! counters beside it (`runq_size`, `npidle`) are written under the lock and
+//! read without it, so emptiness checks on hot paths take no lock.
+//!
+//! # Spinning handshake (Go's "Worker thread parking/unparking")
+//!
+//! An M with a P but no work *spins* (looks for work to steal) before it
+//! parks. At most half the busy Ps have a spinning M (`2 * nmspinning <
+//! procs - npidle`), which bounds the CPU burnt looking.
+//!
+//! - A **submitter** (anything that readies a G) does: enqueue → SeqCst fence
+//!   → if an idle P exists and `nmspinning == 0`, CAS `nmspinning` 0→1 and
+//!   start an M on an idle P ([`Sched::wakep`]).
+//! - A **spinner** that gives up does: put its P on the idle list → decrement
+//!   `nmspinning` → SeqCst fence → re-check every queue; if something turned
+//!   up, take an idle P back and spin again.
+//!
+//! The two fences are what make this sound: either the spinner's re-check
+//! sees the new G, or the submitter sees `nmspinning` drop (and the idle P)
+//! and wakes someone. Acquire/Release alone allows both sides to read stale
+//! values (store buffering). An M that finds work while spinning stops
+//! spinning and calls `wakep` itself ([`Sched::reset_spinning`]), so a burst
+//! ramps Ms up one at a time instead of as a thundering herd.
+//!
+//! A non-spinning M that gives up its P does not re-check local queues (as in
+//! Go): a G left in another P's queue is run by that P's own M. The global
+//! queue is checked under the lock before the P is released, and injecting
+//! into it takes the lock, so global work is never stranded.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use crate::g::{BoxBody, GPtr, Wake};
+use crate::loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use crate::loom::sync::{Arc, Condvar, Mutex};
+use crate::loom::{lock, thread};
+use crate::park::{Handoff, Note};
+use crate::runq::{self, Overflow as _};
+
+/// Go's fairness tick: every 61st schedtick a P takes one G from the global
+/// queue before its own (proc.go `schedtick%61`; 61 is prime so it does not
+/// line up with other periods).
+const GLOBAL_CHECK_INTERVAL: u32 = 61;
+
+/// tokio's `MAX_LIFO_POLLS_PER_TICK`: after 3 runnext runs in a row the P
+/// takes from its ring, so two Gs ping-ponging through runnext cannot starve
+/// the rest of its queue (tokio#2349, #5712; Go#65178).
+const MAX_RUNNEXT_STREAK: u32 = 3;
+
+/// Go's `stealWork` makes 4 passes over the other Ps; runnext is stolen only
+/// on the last.
+const STEAL_ROUNDS: usize = 4;
+
+/// Go's per-P free-list cache: at 64 idle Gs, move 32 to the global list.
+const GFREE_LOCAL_MAX: usize = 64;
+const GFREE_BATCH: usize = 32;
+
+/// Go's `sched.maxmcount` default.
+pub const DEFAULT_MAX_THREADS: usize = 10_000;
+
+/// What one step of a G ended in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Still runnable: requeue at the tail of the local queue (Go's `goyield`).
+    Yield,
+    /// Waiting: the body registered a [`Waker`] during the step (the driver
+    /// registers, Go's `gopark` discipline); the M now commits the park.
+    Park,
+    /// Finished: the G is recycled.
+    Done,
+}
+
+/// What a G runs. The bindings step a Python coroutine; tests use closures.
+pub trait Body: Send + 'static {
+    /// Runs the G until it yields, parks or finishes.
+    fn step(&mut self, cx: &mut Cx<'_>) -> Step;
+
+    /// The runtime stopped while this G was unfinished: release it (a Python
+    /// coroutine is closed here, running its `finally` blocks). Called on the
+    /// thread that stops the runtime, after every M has stopped.
+    fn cancel(self: Box<Self>) {}
+}
+
+/// Per-M hooks supplied by the embedder (the Python binding attaches each M to
+/// the interpreter for its whole life and detaches around every wait).
+pub trait Hooks: Send + Sync + 'static {
+    /// Runs an M's whole life; must call `run` exactly once.
+    fn m_main(&self, run: &mut dyn FnMut()) {
+        run()
+    }
+
+    /// Wraps every wait of an M (an idle M's sleep).
+    fn blocking(&self, wait: &mut dyn FnMut()) {
+        wait()
+    }
+}
+
+/// Hooks that do nothing: Rust-native Gs.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// Scheduler settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// GOMAXPROCS: how many Ps.
+    pub procs: usize,
+    /// Cap on OS threads (Ms), Go's `debug.SetMaxThreads`.
+    pub max_threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { procs: 1, max_threads: DEFAULT_MAX_THREADS }
+    }
+}
+
+/// The step's view of the runtime.
+pub struct Cx<'a> {
+    sched: &'a Arc<Sched>,
+    g: GPtr,
+    gen: u64,
+}
+
+impl Cx<'_> {
+    /// The wake for the park this step is about to commit. Register it with
+    /// whatever the G waits on, then return [`Step::Park`].
+    pub fn waker(&self) -> Waker {
+        Waker { sched: self.sched.clone(), g: self.g, gen: self.gen }
+    }
+
+    /// The running G's id.
+    pub fn id(&self) -> u64 {
+        self.g.id()
+    }
+
+    pub fn sched(&self) -> &Arc<Sched> {
+        self.sched
+    }
+}
+
+/// Readies one park of one G. Holding it keeps the scheduler's memory alive,
+/// so a wake after the G moved on (or after the runtime stopped) is a no-op.
+pub struct Waker {
+    sched: Arc<Sched>,
+    g: GPtr,
+    gen: u64,
+}
+
+impl Waker {
+    /// Any thread. Returns true when this call readied the G (the first wake
+    /// of its current park); false when the wake is stale.
+    pub fn wake(&self) -> bool {
+        match self.g.wake(self.gen) {
+            Wake::Enqueue => {
+                self.sched.ready(self.g, true);
+                true
+            }
+            Wake::Notified => true,
+            Wake::Stale => false,
+        }
+    }
+
+    /// Whether a wake would still apply (the G has not moved past this park).
+    pub fn is_current(&self) -> bool {
+        self.g.generation() == self.gen
+    }
+
+    pub fn g_id(&self) -> u64 {
+        self.g.id()
+    }
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waker").field("g", &self.g).field("gen", &self.gen).finish()
+    }
+}
+
+/// Spawning into a runtime that is stopping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the gmprt runtime is not running (it has stopped or is stopping)")
+    }
+}
+impl std::error::Error for Stopped {}
+
+/// A counters snapshot for `gmprt.stats()`.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub goroutines: usize,
+    pub procs: usize,
+    pub threads: usize,
+    pub idle_threads: usize,
+    pub idle_procs: usize,
+    pub spinning: usize,
+    pub global_runq: usize,
+    pub local_runq: Vec<usize>,
+    pub steals: u64,
+    pub handoffs: u64,
+    pub spawned: u64,
+}
+
+/// A scheduling context (Go's `p`). Owner M only: see the module docs.
+pub struct P {
+    id: usize,
+    runq: runq::Local,
+    /// Incremented per G run that does not inherit its slice.
+    schedtick: u32,
+    /// Consecutive runnext runs (capped by `MAX_RUNNEXT_STREAK`).
+    runnext_streak: u32,
+    gfree: Vec<GPtr>,
+    /// Reused buffer for global-queue batches.
+    batch: Vec<GPtr>,
+}
+
+struct Locked {
+    runq: VecDeque<GPtr>,
+    // A P moves between Ms and this list as one pointer.
+    #[allow(clippy::vec_box)]
+    pidle: Vec<Box<P>>,
+    midle: Vec<Arc<Note<Box<P>>>>,
+}
+
+/// One runtime: Ps, Ms, the global queue.
+pub struct Sched {
+    procs: usize,
+    max_threads: usize,
+    /// Every P's queue, for thieves and stats. Indexed by `P::id`.
+    allp: Box<[runq::Stealer]>,
+    lock: Mutex<Locked>,
+    /// Global queue length. Written under `lock` (Release); read anywhere
+    /// (Acquire) as a lock-free emptiness hint.
+    runq_size: AtomicUsize,
+    /// Idle Ps. Changed under `lock` (SeqCst: it is read by the spinning
+    /// handshake on the submitter side, see the module docs).
+    npidle: AtomicUsize,
+    /// Spinning Ms. SeqCst throughout: the spinning handshake.
+    nmspinning: AtomicUsize,
+    /// Ms created and not yet exited; Ms on the idle list.
+    mcount: AtomicUsize,
+    nmidle: AtomicUsize,
+    /// Live Gs (spawned, not finished).
+    ngs: AtomicUsize,
+    next_gid: AtomicU64,
+    /// Set once under `lock`; Ms exit at their next schedule.
+    stopping: AtomicBool,
+    hooks: Box<dyn Hooks>,
+    /// Every G ever allocated, freed when the scheduler drops (Go's `allgs`).
+    allgs: Mutex<Vec<GPtr>>,
+    gfree: Mutex<Vec<GPtr>>,
+    steals: AtomicU64,
+    handoffs: AtomicU64,
+    spawned: AtomicU64,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// Ms still running (for a bounded join at shutdown).
+    live_ms: Mutex<usize>,
+    ms_exited: Condvar,
+}
+
+struct M {
+    sched: Arc<Sched>,
+    note: Arc<Note<Box<P>>>,
+    p: RefCell<Option<Box<P>>>,
+    spinning: Cell<bool>,
+    rng: Cell<u32>,
+}
+
+// The M running on this thread, or null. Set by `mstart` for the M's whole
+// life; the M lives on that function's stack frame.
+#[cfg(not(loom))]
+std::thread_local! {
+    static CURRENT: Cell<*const M> = const { Cell::new(ptr::null()) };
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static CURRENT: Cell<*const M> = Cell::new(ptr::null());
+}
+
+/// Pushes a P's overflow to the global queue in one lock.
+struct GlobalOverflow<'a>(&'a Sched);
+
+impl runq::Overflow for GlobalOverflow<'_> {
+    fn push_batch(&self, batch: &mut dyn Iterator<Item = GPtr>) {
+        let mut l = lock(&self.0.lock);
+        l.runq.extend(batch);
+        // Release: pairs with the Acquire emptiness checks in findRunnable.
+        self.0.runq_size.store(l.runq.len(), Release);
+    }
+}
+
+impl Sched {
+    pub fn new(config: Config, hooks: Box<dyn Hooks>) -> Arc<Sched> {
+        assert!(config.procs >= 1, "procs must be at least 1, got {}", config.procs);
+        let mut pidle = Vec::with_capacity(config.procs);
+        let mut allp = Vec::with_capacity(config.procs);
+        for id in 0..config.procs {
+            let (local, stealer) = runq::new();
+            allp.push(stealer);
+            pidle.push(Box::new(P {
+                id,
+                runq: local,
+                schedtick: 0,
+                runnext_streak: 0,
+                gfree: Vec::new(),
+                batch: Vec::with_capacity(runq::CAPACITY as usize / 2),
+            }));
+        }
+        // Hand out P0 first, like Go's pidle order.
+        pidle.reverse();
+        Arc::new(Sched {
+            procs: config.procs,
+            max_threads: config.max_threads.max(1),
+            allp: allp.into_boxed_slice(),
+            lock: Mutex::new(Locked { runq: VecDeque::new(), pidle, midle: Vec::new() }),
+            runq_size: AtomicUsize::new(0),
+            npidle: AtomicUsize::new(config.procs),
+            nmspinning: AtomicUsize::new(0),
+            mcount: AtomicUsize::new(0),
+            nmidle: AtomicUsize::new(0),
+            ngs: AtomicUsize::new(0),
+            next_gid: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            hooks,
+            allgs: Mutex::new(Vec::new()),
+            gfree: Mutex::new(Vec::new()),
+            steals: AtomicU64::new(0),
+            handoffs: AtomicU64::new(0),
+            spawned: AtomicU64::new(0),
+            threads: Mutex::new(Vec::new()),
+            live_ms: Mutex::new(0),
+            ms_exited: Condvar::new(),
+        })
+    }
+
+    pub fn procs(&self) -> usize {
+        self.procs
+    }
+
+    /// Any thread: start a G running `body`. From inside a G of this runtime
+    /// the new G goes to the current P's runnext (Go's `newproc`); from
+    /// anywhere else, to the global queue.
+    pub fn spawn(self: &Arc<Self>, body: BoxBody) -> Result<u64, Stopped> {
+        if self.stopping.load(Acquire) {
+            return Err(Stopped);
+        }
+        let id = self.next_gid.fetch_add(1, Relaxed);
+        self.ngs.fetch_add(1, Relaxed);
+        self.spawned.fetch_add(1, Relaxed);
+        let g = self.with_current_p(|p| self.gfget(p)).unwrap_or_else(|| self.gfget_global());
+        g.prepare(id, body);
+        self.ready(g, true);
+        Ok(id)
+    }
+
+    /// Whether the calling thread is an M of this runtime (inside a G step or
+    /// the scheduler loop).
+    pub fn on_m(&self) -> bool {
+        self.with_current(|_| ()).is_some()
+    }
+
+    fn with_current<R>(&self, f: impl FnOnce(&M) -> R) -> Option<R> {
+        let m = CURRENT.with(|c| c.get());
+        if m.is_null() {
+            return None;
+        }
+        // SAFETY: CURRENT is non-null only while `mstart` runs on this thread,
+        // and it points at the M on that frame, which outlives this call.
+        let m = unsafe { &*m };
+        if !ptr::eq(Arc::as_ptr(&m.sched), self) {
+            return None;
+        }
+        Some(f(m))
+    }
+
+    /// Runs `f` with the calling M's P, if the caller is an M of this runtime
+    /// holding one and the P is not already borrowed by the scheduler loop.
+    fn with_current_p<R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
+        self.with_current(|m| match m.p.try_borrow_mut() {
+            Ok(mut p) => p.as_deref_mut().map(f),
+            Err(_) => None,
+        })
+        .flatten()
+    }
+
+    /// Go's `ready`: make `g` (already `RUNNABLE`) run. Local runnext when
+    /// called on an M of ours with a P, else the global queue; then `wakep`.
+    fn ready(self: &Arc<Self>, g: GPtr, next: bool) {
+        let overflow = GlobalOverflow(self);
+        let local = self.with_current_p(|p| p.runq.push(g, next, &overflow)).is_some();
+        if !local {
+            overflow.push_batch(&mut std::iter::once(g));
+        }
+        self.wakep();
+    }
+
+    /// Go's `wakep` (1.19 form): start one more spinning M if a P is idle and
+    /// nobody is spinning. The submitter half of the spinning handshake.
+    fn wakep(self: &Arc<Self>) {
+        // SeqCst fence: orders the caller's enqueue before the loads below;
+        // pairs with the fence in `find_runnable` after a spinner drops
+        // `nmspinning` (module docs, "Spinning handshake").
+        fence(SeqCst);
+        if self.npidle.load(SeqCst) == 0 || self.nmspinning.load(SeqCst) != 0 {
+            return;
+        }
+        if self.nmspinning.compare_exchange(0, 1, SeqCst, SeqCst).is_err() {
+            return;
+        }
+        let mut l = lock(&self.lock);
+        let Some(p) = l.pidle.pop() else {
+            drop(l);
+            self.nmspinning.fetch_sub(1, SeqCst);
+            return;
+        };
+        self.npidle.fetch_sub(1, SeqCst);
+        self.startm(l, p, true);
+    }
+
+    /// Go's `startm`: run `p` on an idle M, or a new one. Consumes the lock
+    /// guard so the idle-M pop happens under the same lock as the caller's
+    /// idle-P pop.
+    fn startm(self: &Arc<Self>, mut l: crate::loom::sync::MutexGuard<'_, Locked>, p: Box<P>, spinning: bool) {
+        if let Some(note) = l.midle.pop() {
+            self.nmidle.fetch_sub(1, Relaxed);
+            drop(l);
+            note.wakeup(Handoff::Run { p, spinning });
+            return;
+        }
+        drop(l);
+        self.newm(p, spinning);
+    }
+
+    /// Go's `newm`: a new OS thread for `p`. The P is handed over through
+    /// the new M's note, the same way every later P reaches it, so a failed
+    /// spawn can take it straight back.
+    fn newm(self: &Arc<Self>, p: Box<P>, spinning: bool) {
+        let note = Arc::new(Note::new());
+        note.wakeup(Handoff::Run { p, spinning });
+        let under_cap = self
+            .mcount
+            .fetch_update(SeqCst, SeqCst, |n| (n < self.max_threads).then_some(n + 1))
+            .is_ok();
+        let failure = if under_cap {
+            *lock(&self.live_ms) += 1;
+            let sched = self.clone();
+            let m_note = note.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("gmprt-m{}", self.mcount.load(Relaxed)))
+                .spawn(move || sched.mstart(m_note));
+            match spawned {
+                Ok(h) => {
+                    lock(&self.threads).push(h);
+                    return;
+                }
+                Err(e) => {
+                    self.mcount.fetch_sub(1, SeqCst);
+                    *lock(&self.live_ms) -= 1;
+                    format!("cannot create an OS thread: {e}")
+                }
+            }
+        } else {
+            format!("thread limit of {} reached", self.max_threads)
+        };
+        eprintln!("gmprt: {failure}; its P stays idle until an M frees up");
+        let Some(Handoff::Run { p, spinning }) = note.take() else {
+            unreachable!("a note nobody sleeps on lost its handoff")
+        };
+        if spinning {
+            self.nmspinning.fetch_sub(1, SeqCst);
+        }
+        let mut l = lock(&self.lock);
+        l.pidle.push(p);
+        self.npidle.fetch_add(1, SeqCst);
+    }
+
+    /// The body of an M thread (Go's `mstart`).
+    fn mstart(self: Arc<Self>, note: Arc<Note<Box<P>>>) {
+        let hooks: &dyn Hooks = &*self.hooks;
+        let sched = self.clone();
+        hooks.m_main(&mut || {
+            let m = M {
+                sched: sched.clone(),
+                note: note.clone(),
+                p: RefCell::new(None),
+                spinning: Cell::new(false),
+                rng: Cell::new(0x9E37_79B9 ^ sched.mcount.load(Relaxed) as u32),
+            };
+            CURRENT.with(|c| c.set(&m));
+            if sched.park_m(&m) {
+                sched.schedule(&m);
+            }
+            CURRENT.with(|c| c.set(ptr::null()));
+        });
+        self.mcount.fetch_sub(1, SeqCst);
+        let mut live = lock(&self.live_ms);
+        *live -= 1;
+        drop(live);
+        self.ms_exited.notify_all();
+    }
+
+    /// Sleeps on the M's note until handed a P (true) or told to exit.
+    fn park_m(&self, m: &M) -> bool {
+        let mut handoff = None;
+        self.hooks.blocking(&mut || handoff = Some(m.note.sleep()));
+        match handoff.expect("note sleep returned nothing") {
+            Handoff::Run { p, spinning } => {
+                *m.p.borrow_mut() = Some(p);
+                m.spinning.set(spinning);
+                true
+            }
+            Handoff::Exit => false,
+        }
+    }
+
+    /// Go's `schedule`: find a G, run it, forever (until stop).
+    fn schedule(self: &Arc<Self>, m: &M) {
+        while let Some((g, inherit)) = self.find_runnable(m) {
+            if m.spinning.get() {
+                self.reset_spinning(m);
+            }
+            self.execute(m, g, inherit);
+        }
+    }
+
+    /// Go's `resetspinning`: a spinner found work; stop spinning and pass the
+    /// searcher role on, so a burst ramps up one M at a time.
+    fn reset_spinning(self: &Arc<Self>, m: &M) {
+        m.spinning.set(false);
+        let prev = self.nmspinning.fetch_sub(1, SeqCst);
+        debug_assert!(prev > 0, "nmspinning underflow");
+        self.wakep();
+    }
+
+    /// Go's `findRunnable`. Returns None only when the runtime stops.
+    fn find_runnable(self: &Arc<Self>, m: &M) -> Option<(GPtr, bool)> {
+        loop {
+            if self.stopping.load(Acquire) {
+                return None;
+            }
+            let mut slot = m.p.borrow_mut();
+            let p = slot.as_mut().expect("findRunnable without a P");
+
+            // Fairness: without this, two Gs respawning each other could keep
+            // the global queue waiting forever.
+            if p.schedtick % GLOBAL_CHECK_INTERVAL == 0 && self.runq_size.load(Acquire) > 0 {
+                if let Some(g) = self.globrunqget(p, 1) {
+                    return Some((g, false));
+                }
+            }
+            if let Some((g, inherit)) = p.runq.pop(p.runnext_streak < MAX_RUNNEXT_STREAK) {
+                p.runnext_streak = if inherit { p.runnext_streak + 1 } else { 0 };
+                return Some((g, inherit));
+            }
+            if self.runq_size.load(Acquire) > 0 {
+                if let Some(g) = self.globrunqget(p, 0) {
+                    return Some((g, false));
+                }
+            }
+            // (netpoll: a non-blocking poll goes here once the netpoller lands)
+
+            // Steal, if this M is already spinning or spinning Ms are under
+            // half the busy Ps (SeqCst: part of the spinning handshake).
+            let busy = self.procs - self.npidle.load(SeqCst);
+            if m.spinning.get() || 2 * self.nmspinning.load(SeqCst) < busy {
+                if !m.spinning.get() {
+                    m.spinning.set(true);
+                    self.nmspinning.fetch_add(1, SeqCst);
+                }
+                if let Some(g) = self.steal_work(m, p) {
+                    return Some((g, false));
+                }
+            }
+
+            // Nothing anywhere: give up the P. The global queue is checked
+            // under the lock that injectors take (module docs).
+            let mut l = lock(&self.lock);
+            if self.stopping.load(Acquire) {
+                return None;
+            }
+            if !l.runq.is_empty() {
+                let g = self.globrunqget_locked(&mut l, p, 0);
+                drop(l);
+                self.runqput_batch(p);
+                return g.map(|g| (g, false));
+            }
+            l.pidle.push(slot.take().expect("P vanished"));
+            self.npidle.fetch_add(1, SeqCst);
+            drop(l);
+            drop(slot);
+
+            if m.spinning.get() {
+                // The spinner half of the spinning handshake.
+                m.spinning.set(false);
+                let prev = self.nmspinning.fetch_sub(1, SeqCst);
+                debug_assert!(prev > 0, "nmspinning underflow");
+                // SeqCst fence: our decrement before the re-check below;
+                // pairs with the fence in `wakep` (module docs).
+                fence(SeqCst);
+                if self.work_anywhere() {
+                    let mut l = lock(&self.lock);
+                    if let Some(p) = l.pidle.pop() {
+                        self.npidle.fetch_sub(1, SeqCst);
+                        drop(l);
+                        *m.p.borrow_mut() = Some(p);
+                        m.spinning.set(true);
+                        self.nmspinning.fetch_add(1, SeqCst);
+                        continue;
+                    }
+                }
+            }
+            if !self.stopm(m) {
+                return None;
+            }
+        }
+    }
+
+    /// Any queue non-empty (Go's `checkRunqsNoP` plus the global check).
+    fn work_anywhere(&self) -> bool {
+        self.runq_size.load(Acquire) > 0 || self.allp.iter().any(|q| !q.is_empty())
+    }
+
+    /// Go's `stopm`: join the idle list and sleep until handed a P.
+    fn stopm(&self, m: &M) -> bool {
+        let mut l = lock(&self.lock);
+        if self.stopping.load(Acquire) {
+            return false;
+        }
+        l.midle.push(m.note.clone());
+        self.nmidle.fetch_add(1, Relaxed);
+        drop(l);
+        self.park_m(m)
+    }
+
+    /// Go's `stealWork`: 4 passes over the other Ps in random order; runnext
+    /// only on the last pass.
+    fn steal_work(&self, m: &M, p: &mut P) -> Option<GPtr> {
+        let n = self.procs;
+        if n == 1 {
+            return None;
+        }
+        for round in 0..STEAL_ROUNDS {
+            let last = round == STEAL_ROUNDS - 1;
+            // A random start and a stride coprime with n visit every P once
+            // (Go's `randomOrder`).
+            let start = m.next_rand() as usize % n;
+            let stride = coprime_stride(n, m.next_rand() as usize);
+            for k in 0..n {
+                let victim = (start + k * stride) % n;
+                if victim == p.id {
+                    continue;
+                }
+                if let Some((g, stolen)) = p.runq.steal_from(&self.allp[victim], last) {
+                    self.steals.fetch_add(u64::from(stolen), Relaxed);
+                    return Some(g);
+                }
+            }
+        }
+        None
+    }
+
+    /// Takes a batch from the global queue: one G to run now, the rest into
+    /// the P's local queue. `max = 0` means Go's batch size.
+    fn globrunqget(&self, p: &mut P, max: usize) -> Option<GPtr> {
+        let mut l = lock(&self.lock);
+        let g = self.globrunqget_locked(&mut l, p, max);
+        drop(l);
+        self.runqput_batch(p);
+        g
+    }
+
+    /// Go's `globrunqgetbatch`: `min(len, len/procs + 1, CAPACITY/2)`. The
+    /// batch is parked in `p.batch` and pushed after the lock is dropped
+    /// (a local push may overflow into the global queue, which takes it).
+    fn globrunqget_locked(&self, l: &mut Locked, p: &mut P, max: usize) -> Option<GPtr> {
+        let size = l.runq.len();
+        let mut n = size.min(size / self.procs + 1).min(runq::CAPACITY as usize / 2);
+        if max > 0 {
+            n = n.min(max);
+        }
+        let g = l.runq.pop_front();
+        p.batch.extend(l.runq.drain(..n.saturating_sub(1)));
+        // Release: pairs with the Acquire emptiness checks.
+        self.runq_size.store(l.runq.len(), Release);
+        g
+    }
+
+    fn runqput_batch(&self, p: &mut P) {
+        let overflow = GlobalOverflow(self);
+        for g in p.batch.drain(..) {
+            p.runq.push(g, false, &overflow);
+        }
+    }
+
+    /// Go's `execute` + the tail of `park_m`/`goyield`/`goexit`.
+    fn execute(self: &Arc<Self>, m: &M, g: GPtr, inherit: bool) {
+        if !inherit {
+            let mut slot = m.p.borrow_mut();
+            let p = slot.as_mut().expect("execute without a P");
+            p.schedtick = p.schedtick.wrapping_add(1);
+        }
+        let gen = g.start_running();
+        // SAFETY: we popped `g` from a run queue and made it RUNNING: this M
+        // owns it until it yields, parks or finishes below.
+        let body = unsafe { g.body_mut() }.as_mut().expect("runnable G without a body");
+        let mut cx = Cx { sched: self, g, gen };
+        let step = catch_unwind(AssertUnwindSafe(|| body.step(&mut cx))).unwrap_or_else(|_| {
+            eprintln!("gmprt: G {} panicked; it is treated as finished", g.id());
+            Step::Done
+        });
+        match step {
+            Step::Yield => {
+                g.yield_now(gen);
+                self.runqput_current(m, g, false);
+            }
+            Step::Park => {
+                if !g.commit_park(gen) {
+                    // Woken during its own step: ready it like any waker would.
+                    self.runqput_current(m, g, true);
+                    self.wakep();
+                }
+            }
+            Step::Done => {
+                // SAFETY: still the owner (the G is RUNNING or NOTIFIED).
+                let body = unsafe { g.body_mut() }.take();
+                drop(body);
+                g.finish(gen);
+                self.ngs.fetch_sub(1, Relaxed);
+                let mut slot = m.p.borrow_mut();
+                self.gfput(slot.as_mut().expect("execute without a P"), g);
+            }
+        }
+    }
+
+    fn runqput_current(&self, m: &M, g: GPtr, next: bool) {
+        let mut slot = m.p.borrow_mut();
+        let p = slot.as_mut().expect("requeue without a P");
+        p.runq.push(g, next, &GlobalOverflow(self));
+    }
+
+    /// Go's `gfget`: a recycled G from the P's cache, refilled from the global
+    /// free list, or a new one.
+    fn gfget(&self, p: &mut P) -> GPtr {
+        if p.gfree.is_empty() {
+            let mut global = lock(&self.gfree);
+            let take = global.len().min(GFREE_BATCH);
+            let at = global.len() - take;
+            p.gfree.extend(global.drain(at..));
+        }
+        p.gfree.pop().unwrap_or_else(|| self.galloc())
+    }
+
+    fn gfget_global(&self) -> GPtr {
+        let g = lock(&self.gfree).pop();
+        g.unwrap_or_else(|| self.galloc())
+    }
+
+    fn galloc(&self) -> GPtr {
+        let g = GPtr::alloc();
+        lock(&self.allgs).push(g);
+        g
+    }
+
+    /// Go's `gfput`.
+    fn gfput(&self, p: &mut P, g: GPtr) {
+        p.gfree.push(g);
+        if p.gfree.len() >= GFREE_LOCAL_MAX {
+            let at = p.gfree.len() - GFREE_BATCH;
+            lock(&self.gfree).extend(p.gfree.drain(at..));
+        }
+    }
+
+    /// Stop the runtime: no new Gs; idle Ms exit now, running Ms after their
+    /// current step. Any thread.
+    pub fn stop(&self) {
+        let mut l = lock(&self.lock);
+        self.stopping.store(true, Release);
+        let idle: Vec<_> = l.midle.drain(..).collect();
+        self.nmidle.store(0, Relaxed);
+        drop(l);
+        for note in idle {
+            note.wakeup(Handoff::Exit);
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Acquire)
+    }
+
+    /// After [`stop`](Self::stop): wait up to `timeout` for every M to exit and
+    /// join them. Returns false if some M is still inside a step (a G blocked
+    /// in a call that never returns); that thread is left to finish alone.
+    pub fn join(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut live = lock(&self.live_ms);
+        while *live > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            live = match self.ms_exited.wait_timeout(live, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        drop(live);
+        for h in lock(&self.threads).drain(..) {
+            let _ = h.join();
+        }
+        true
+    }
+
+    /// After [`join`](Self::join): take every unfinished G's body, leaving the
+    /// Gs dead (late wakes are stale). The caller cancels the bodies; for
+    /// Python that must happen while attached.
+    pub fn reap(&self) -> Vec<BoxBody> {
+        debug_assert!(self.is_stopping(), "reap on a running scheduler");
+        let gs = lock(&self.allgs).clone();
+        let bodies: Vec<BoxBody> = gs.iter().filter_map(|g| g.kill()).collect();
+        self.ngs.fetch_sub(bodies.len().min(self.ngs.load(Relaxed)), Relaxed);
+        bodies
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            goroutines: self.ngs.load(Relaxed),
+            procs: self.procs,
+            threads: self.mcount.load(Relaxed),
+            idle_threads: self.nmidle.load(Relaxed),
+            idle_procs: self.npidle.load(Relaxed),
+            spinning: self.nmspinning.load(Relaxed),
+            global_runq: self.runq_size.load(Relaxed),
+            local_runq: self.allp.iter().map(|q| q.len()).collect(),
+            steals: self.steals.load(Relaxed),
+            handoffs: self.handoffs.load(Relaxed),
+            spawned: self.spawned.load(Relaxed),
+        }
+    }
+}
+
+impl Drop for Sched {
+    fn drop(&mut self) {
+        // Every M holds an Arc, so none runs now; every Waker holds one, so
+        // no GPtr outlives this. Free each G exactly once (allgs has no
+        // duplicates: galloc is the only push).
+        let gs = std::mem::take(&mut *lock(&self.allgs));
+        for g in gs {
+            // SAFETY: see above; the queues and free lists that also hold
+            // these pointers are dropped with `self` without reading them.
+            unsafe { g.free() };
+        }
+    }
+}
+
+impl M {
+    /// xorshift32 (Marsaglia), for victim order only.
+    fn next_rand(&self) -> u32 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.set(x);
+        x
+    }
+}
+
+/// A stride in `1..n` coprime with `n`, chosen by `r`.
+fn coprime_stride(n: usize, r: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let mut s = 1 + r % (n - 1).max(1);
+    while gcd(s, n) != 1 {
+        s = s % (n - 1) + 1;
+    }
+    s
+}
