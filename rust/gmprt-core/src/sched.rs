@@ -129,7 +129,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { procs: 1, max_threads: DEFAULT_MAX_THREADS }
+        Config {
+            procs: 1,
+            max_threads: DEFAULT_MAX_THREADS,
+        }
     }
 }
 
@@ -144,7 +147,11 @@ impl Cx<'_> {
     /// The wake for the park this step is about to commit. Register it with
     /// whatever the G waits on, then return [`Step::Park`].
     pub fn waker(&self) -> Waker {
-        Waker { sched: self.sched.clone(), g: self.g, gen: self.gen }
+        Waker {
+            sched: self.sched.clone(),
+            g: self.g,
+            gen: self.gen,
+        }
     }
 
     /// The running G's id.
@@ -191,7 +198,10 @@ impl Waker {
 
 impl std::fmt::Debug for Waker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waker").field("g", &self.g).field("gen", &self.gen).finish()
+        f.debug_struct("Waker")
+            .field("g", &self.g)
+            .field("gen", &self.gen)
+            .finish()
     }
 }
 
@@ -241,6 +251,9 @@ struct Locked {
     #[allow(clippy::vec_box)]
     pidle: Vec<Box<P>>,
     midle: Vec<Arc<Note<Box<P>>>>,
+    /// Ms back from a blocking call, waiting for any P (Go's exitsyscall
+    /// slow path). Served before the idle list: their G is mid-step.
+    pwait: VecDeque<Arc<Note<Box<P>>>>,
 }
 
 /// One runtime: Ps, Ms, the global queue.
@@ -312,7 +325,11 @@ impl runq::Overflow for GlobalOverflow<'_> {
 
 impl Sched {
     pub fn new(config: Config, hooks: Box<dyn Hooks>) -> Arc<Sched> {
-        assert!(config.procs >= 1, "procs must be at least 1, got {}", config.procs);
+        assert!(
+            config.procs >= 1,
+            "procs must be at least 1, got {}",
+            config.procs
+        );
         let mut pidle = Vec::with_capacity(config.procs);
         let mut allp = Vec::with_capacity(config.procs);
         for id in 0..config.procs {
@@ -333,7 +350,12 @@ impl Sched {
             procs: config.procs,
             max_threads: config.max_threads.max(1),
             allp: allp.into_boxed_slice(),
-            lock: Mutex::new(Locked { runq: VecDeque::new(), pidle, midle: Vec::new() }),
+            lock: Mutex::new(Locked {
+                runq: VecDeque::new(),
+                pidle,
+                midle: Vec::new(),
+                pwait: VecDeque::new(),
+            }),
             runq_size: AtomicUsize::new(0),
             npidle: AtomicUsize::new(config.procs),
             nmspinning: AtomicUsize::new(0),
@@ -362,16 +384,35 @@ impl Sched {
     /// the new G goes to the current P's runnext (Go's `newproc`); from
     /// anywhere else, to the global queue.
     pub fn spawn(self: &Arc<Self>, body: BoxBody) -> Result<u64, Stopped> {
+        self.spawn_with(|_| body)
+    }
+
+    /// [`spawn`](Self::spawn), building the body from the new G's id (so the
+    /// body can carry it before the G first runs).
+    pub fn spawn_with(self: &Arc<Self>, body: impl FnOnce(u64) -> BoxBody) -> Result<u64, Stopped> {
         if self.stopping.load(Acquire) {
             return Err(Stopped);
         }
         let id = self.next_gid.fetch_add(1, Relaxed);
+        let body = body(id);
         self.ngs.fetch_add(1, Relaxed);
         self.spawned.fetch_add(1, Relaxed);
-        let g = self.with_current_p(|p| self.gfget(p)).unwrap_or_else(|| self.gfget_global());
+        let g = self
+            .with_current_p(|p| self.gfget(p))
+            .unwrap_or_else(|| self.gfget_global());
         g.prepare(id, body);
         self.ready(g, true);
         Ok(id)
+    }
+
+    /// Runs `f` with the runtime of the calling M, if the caller is an M.
+    pub fn with_current_sched<R>(f: impl FnOnce(&Arc<Sched>) -> R) -> Option<R> {
+        let m = CURRENT.with(|c| c.get());
+        if m.is_null() {
+            return None;
+        }
+        // SAFETY: as in `with_current`: the M outlives this call.
+        Some(f(unsafe { &(*m).sched }))
     }
 
     /// Whether the calling thread is an M of this runtime (inside a G step or
@@ -408,7 +449,9 @@ impl Sched {
     /// called on an M of ours with a P, else the global queue; then `wakep`.
     fn ready(self: &Arc<Self>, g: GPtr, next: bool) {
         let overflow = GlobalOverflow(self);
-        let local = self.with_current_p(|p| p.runq.push(g, next, &overflow)).is_some();
+        let local = self
+            .with_current_p(|p| p.runq.push(g, next, &overflow))
+            .is_some();
         if !local {
             overflow.push_batch(&mut std::iter::once(g));
         }
@@ -425,7 +468,11 @@ impl Sched {
         if self.npidle.load(SeqCst) == 0 || self.nmspinning.load(SeqCst) != 0 {
             return;
         }
-        if self.nmspinning.compare_exchange(0, 1, SeqCst, SeqCst).is_err() {
+        if self
+            .nmspinning
+            .compare_exchange(0, 1, SeqCst, SeqCst)
+            .is_err()
+        {
             return;
         }
         let mut l = lock(&self.lock);
@@ -441,7 +488,12 @@ impl Sched {
     /// Go's `startm`: run `p` on an idle M, or a new one. Consumes the lock
     /// guard so the idle-M pop happens under the same lock as the caller's
     /// idle-P pop.
-    fn startm(self: &Arc<Self>, mut l: crate::loom::sync::MutexGuard<'_, Locked>, p: Box<P>, spinning: bool) {
+    fn startm(
+        self: &Arc<Self>,
+        mut l: crate::loom::sync::MutexGuard<'_, Locked>,
+        p: Box<P>,
+        spinning: bool,
+    ) {
         if let Some(note) = l.midle.pop() {
             self.nmidle.fetch_sub(1, Relaxed);
             drop(l);
@@ -491,8 +543,74 @@ impl Sched {
             self.nmspinning.fetch_sub(1, SeqCst);
         }
         let mut l = lock(&self.lock);
+        self.pidleput(&mut l, p);
+    }
+
+    /// Go's `pidleput`, except that an M waiting to finish a blocking call
+    /// gets the P directly.
+    fn pidleput(&self, l: &mut Locked, p: Box<P>) {
+        if let Some(note) = l.pwait.pop_front() {
+            note.wakeup(Handoff::Run { p, spinning: false });
+            return;
+        }
         l.pidle.push(p);
         self.npidle.fetch_add(1, SeqCst);
+    }
+
+    /// Go's `entersyscallblock` … `exitsyscall` around `f`: the calling M
+    /// hands its P to another M for the duration (so the other Gs keep
+    /// running), then waits for a P to finish its step. Off an M, just `f()`.
+    pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        let held = self.with_current(|m| m.p.try_borrow_mut().ok().and_then(|mut p| p.take()));
+        let Some(p) = held.flatten() else {
+            return f();
+        };
+        let sched = self.with_current(|m| m.sched.clone()).expect("on an M");
+        sched.handoffp(p);
+        let r = f();
+        sched.exitsyscall();
+        r
+    }
+
+    /// Go's `handoffp`: give a P whose M is about to block to another M if
+    /// there is work for it, otherwise to the idle list.
+    fn handoffp(self: &Arc<Self>, p: Box<P>) {
+        self.handoffs.fetch_add(1, Relaxed);
+        let mut l = lock(&self.lock);
+        if !p.runq.is_empty() || !l.runq.is_empty() {
+            return self.startm(l, p, false);
+        }
+        // No work now: if nobody is spinning or idle, start a spinner so
+        // work readied later is not left to the blocked M (Go's rule).
+        if self.nmspinning.load(SeqCst) + self.npidle.load(SeqCst) == 0
+            && self
+                .nmspinning
+                .compare_exchange(0, 1, SeqCst, SeqCst)
+                .is_ok()
+        {
+            return self.startm(l, p, true);
+        }
+        self.pidleput(&mut l, p);
+    }
+
+    /// Go's `exitsyscall`: get a P back, from the idle list or by waiting
+    /// for the next one released. Returns without one only when stopping.
+    fn exitsyscall(&self) {
+        self.with_current(|m| {
+            let mut l = lock(&self.lock);
+            if let Some(p) = l.pidle.pop() {
+                self.npidle.fetch_sub(1, SeqCst);
+                drop(l);
+                *m.p.borrow_mut() = Some(p);
+                return;
+            }
+            if self.stopping.load(Acquire) {
+                return;
+            }
+            l.pwait.push_back(m.note.clone());
+            drop(l);
+            self.park_m(m);
+        });
     }
 
     /// The body of an M thread (Go's `mstart`).
@@ -605,8 +723,7 @@ impl Sched {
                 self.runqput_batch(p);
                 return g.map(|g| (g, false));
             }
-            l.pidle.push(slot.take().expect("P vanished"));
-            self.npidle.fetch_add(1, SeqCst);
+            self.pidleput(&mut l, slot.take().expect("P vanished"));
             drop(l);
             drop(slot);
 
@@ -695,7 +812,9 @@ impl Sched {
     /// (a local push may overflow into the global queue, which takes it).
     fn globrunqget_locked(&self, l: &mut Locked, p: &mut P, max: usize) -> Option<GPtr> {
         let size = l.runq.len();
-        let mut n = size.min(size / self.procs + 1).min(runq::CAPACITY as usize / 2);
+        let mut n = size
+            .min(size / self.procs + 1)
+            .min(runq::CAPACITY as usize / 2);
         if max > 0 {
             n = n.min(max);
         }
@@ -723,12 +842,29 @@ impl Sched {
         let gen = g.start_running();
         // SAFETY: we popped `g` from a run queue and made it RUNNING: this M
         // owns it until it yields, parks or finishes below.
-        let body = unsafe { g.body_mut() }.as_mut().expect("runnable G without a body");
-        let mut cx = Cx { sched: self, g, gen };
+        let body = unsafe { g.body_mut() }
+            .as_mut()
+            .expect("runnable G without a body");
+        let mut cx = Cx {
+            sched: self,
+            g,
+            gen,
+        };
         let step = catch_unwind(AssertUnwindSafe(|| body.step(&mut cx))).unwrap_or_else(|_| {
             eprintln!("gmprt: G {} panicked; it is treated as finished", g.id());
             Step::Done
         });
+        if m.p.borrow().is_none() {
+            // The runtime stopped while the step was in a blocking call and
+            // no P came back: leave the G to `reap` (or retire it).
+            if step == Step::Done {
+                // SAFETY: still the owner.
+                drop(unsafe { g.body_mut() }.take());
+                g.finish(gen);
+                self.ngs.fetch_sub(1, Relaxed);
+            }
+            return;
+        }
         match step {
             Step::Yield => {
                 g.yield_now(gen);
@@ -796,9 +932,9 @@ impl Sched {
     pub fn stop(&self) {
         let mut l = lock(&self.lock);
         self.stopping.store(true, Release);
-        let idle: Vec<_> = l.midle.drain(..).collect();
+        let l = &mut *l;
+        let idle: Vec<_> = l.midle.drain(..).chain(l.pwait.drain(..)).collect();
         self.nmidle.store(0, Relaxed);
-        drop(l);
         for note in idle {
             note.wakeup(Handoff::Exit);
         }
@@ -838,7 +974,8 @@ impl Sched {
         debug_assert!(self.is_stopping(), "reap on a running scheduler");
         let gs = lock(&self.allgs).clone();
         let bodies: Vec<BoxBody> = gs.iter().filter_map(|g| g.kill()).collect();
-        self.ngs.fetch_sub(bodies.len().min(self.ngs.load(Relaxed)), Relaxed);
+        self.ngs
+            .fetch_sub(bodies.len().min(self.ngs.load(Relaxed)), Relaxed);
         bodies
     }
 

@@ -1,0 +1,41 @@
+"""gmprt: Go's G/M/P scheduler for Python.
+
+A G is a coroutine (``async def``) or a plain function, scheduled by a Rust
+runtime that spreads Gs over OS threads the way Go does::
+
+    import gmprt
+
+    async def worker(n):
+        await gmprt.sleep(0)
+        return n * n
+
+    async def main():
+        gs = [gmprt.go(worker, i) for i in range(10)]
+        return [await g for g in gs]
+
+    print(gmprt.run(main))
+
+See ``help(gmprt.run)``, ``help(gmprt.go)`` and ``help(gmprt.G)``.
+"""
+
+from ._gmprt import (
+    G,
+    ChanClosed,
+    Deadlock,
+    Timeout,
+    go,
+    run,
+    sleep,
+    stats,
+)
+
+__all__ = [
+    "ChanClosed",
+    "Deadlock",
+    "G",
+    "Timeout",
+    "go",
+    "run",
+    "sleep",
+    "stats",
+]

@@ -1,0 +1,240 @@
+//! The driver: a Python G body that the core's Ms step.
+//!
+//! A G starts as `fn, args, kwargs`. Its first step calls `fn` inside the G's
+//! own `contextvars.Context`; if that returns a coroutine, later steps drive
+//! it with `PyIter_Send`, otherwise the call *was* the G (a sync G) and its
+//! return value is the result.
+//!
+//! When the coroutine yields a token, the driver — not the token — registers
+//! the wait, then returns `Step::Park`; the core commits the park afterwards
+//! (see `gmprt_core::g`). A yield of anything else is a foreign awaitable (an
+//! asyncio future): a `TypeError` naming the fix is thrown into the G.
+
+use gmprt_core::{Body, Cx, Step};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyStopIteration, PySystemExit, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::handle::GHandle;
+use crate::runtime;
+use crate::token::{InG, Op, Token};
+
+enum Code {
+    /// Not called yet.
+    Call {
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+        kwargs: Option<Py<PyDict>>,
+    },
+    /// A coroutine (or any object with `send`/`throw`) being driven.
+    Coro(Py<PyAny>),
+}
+
+pub(crate) struct PyBody {
+    code: Option<Code>,
+    /// The G's own context (`PyContext_CopyCurrent` at `go()`), entered
+    /// around every step.
+    ctx: Py<PyAny>,
+    handle: Py<GHandle>,
+    is_main: bool,
+}
+
+/// What one `send`/`throw` into a coroutine gave.
+enum Sent<'py> {
+    Yielded(Bound<'py, PyAny>),
+    Returned(Bound<'py, PyAny>),
+    Raised(PyErr),
+}
+
+impl PyBody {
+    pub(crate) fn new(
+        py: Python<'_>,
+        func: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        kwargs: Option<Bound<'_, PyDict>>,
+        handle: Py<GHandle>,
+        is_main: bool,
+    ) -> PyResult<PyBody> {
+        // SAFETY: we are attached; CopyCurrent returns a new reference or
+        // NULL with an exception set, which from_owned_ptr_or_err handles.
+        let ctx = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
+        // A coroutine object passed directly is driven as it is.
+        // SAFETY: a type check on a live object.
+        let code = if unsafe { ffi::PyCoro_CheckExact(func.as_ptr()) } != 0 {
+            Code::Coro(func.unbind())
+        } else {
+            Code::Call {
+                func: func.unbind(),
+                args: args.unbind(),
+                kwargs: kwargs.map(Bound::unbind),
+            }
+        };
+        Ok(PyBody {
+            code: Some(code),
+            ctx: ctx.unbind(),
+            handle,
+            is_main,
+        })
+    }
+
+    /// Runs the G until it parks, yields or finishes. Attached, in the G's
+    /// context.
+    fn drive(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
+        let mut throw: Option<PyErr> = None;
+        loop {
+            let sent = match self.code.as_ref().expect("stepping a finished G") {
+                Code::Call { func, args, kwargs } => {
+                    let r = func
+                        .bind(py)
+                        .call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)));
+                    match r {
+                        // SAFETY: a type check on a live object.
+                        Ok(v) if unsafe { ffi::PyCoro_CheckExact(v.as_ptr()) } != 0 => {
+                            self.code = Some(Code::Coro(v.unbind()));
+                            continue;
+                        }
+                        Ok(v) => Sent::Returned(v),
+                        Err(e) => Sent::Raised(e),
+                    }
+                }
+                Code::Coro(coro) => match throw.take() {
+                    Some(e) => throw_into(py, coro.bind(py), e),
+                    None => send(py, coro.bind(py)),
+                },
+            };
+            match sent {
+                Sent::Returned(v) => return self.finish(py, Ok(v.unbind())),
+                Sent::Raised(e) => return self.finish(py, Err(e)),
+                Sent::Yielded(obj) => {
+                    if let Ok(tok) = obj.cast_exact::<Token>() {
+                        match &tok.get().op {
+                            Op::Yield => return Step::Yield,
+                            Op::Join(h) => {
+                                if h.get().add_waiter(cx.waker()) {
+                                    return Step::Park;
+                                }
+                                // Finished meanwhile: resume now.
+                                continue;
+                            }
+                        }
+                    }
+                    if obj.is_none() {
+                        // A bare `yield` (asyncio.sleep(0) and other
+                        // generator-based coroutines): a plain yield.
+                        return Step::Yield;
+                    }
+                    throw = Some(foreign_awaitable(&obj));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, py: Python<'_>, result: PyResult<Py<PyAny>>) -> Step {
+        self.code = None;
+        if let Err(e) = &result {
+            if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) {
+                runtime::fatal(e.clone_ref(py));
+            }
+        }
+        let handle = self.handle.bind(py);
+        GHandle::complete(handle, result);
+        if self.is_main {
+            runtime::main_done();
+        }
+        Step::Done
+    }
+}
+
+/// `PyIter_Send(coro, None)`: a return hands the value back without a
+/// StopIteration object.
+fn send<'py>(py: Python<'py>, coro: &Bound<'py, PyAny>) -> Sent<'py> {
+    let mut out: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: attached; `coro` is live; `out` receives a new reference (or
+    // NULL with an exception set on PYGEN_ERROR).
+    let r = unsafe { ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut out) };
+    match r {
+        // SAFETY: PYGEN_NEXT/RETURN give a new, non-null reference in `out`.
+        ffi::PySendResult::PYGEN_NEXT => Sent::Yielded(unsafe { Bound::from_owned_ptr(py, out) }),
+        // SAFETY: as above.
+        ffi::PySendResult::PYGEN_RETURN => {
+            Sent::Returned(unsafe { Bound::from_owned_ptr(py, out) })
+        }
+        ffi::PySendResult::PYGEN_ERROR => Sent::Raised(PyErr::fetch(py)),
+    }
+}
+
+/// `coro.throw(exc)`. There is no public C call for it.
+fn throw_into<'py>(py: Python<'py>, coro: &Bound<'py, PyAny>, e: PyErr) -> Sent<'py> {
+    match coro.call_method1(pyo3::intern!(py, "throw"), (e.into_value(py),)) {
+        Ok(v) => Sent::Yielded(v),
+        Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
+            let v = e.value(py).getattr(pyo3::intern!(py, "value"));
+            Sent::Returned(v.unwrap_or_else(|_| py.None().into_bound(py)))
+        }
+        Err(e) => Sent::Raised(e),
+    }
+}
+
+fn foreign_awaitable(obj: &Bound<'_, PyAny>) -> PyErr {
+    let what = obj
+        .get_type()
+        .fully_qualified_name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "an unknown object".into());
+    PyTypeError::new_err(format!(
+        "a gmprt G awaited a {what}, which belongs to another event loop (asyncio?); \
+         gmprt drives only its own awaitables: use gmprt.sleep, gmprt.Chan, gmprt.net \
+         and `await g` instead, or run asyncio code in its own thread with asyncio.run()"
+    ))
+}
+
+/// Enters `ctx` for the guard's life (`PyContext_Enter`/`Exit`).
+struct Entered<'py>(Bound<'py, PyAny>);
+
+impl<'py> Entered<'py> {
+    fn enter(py: Python<'py>, ctx: &Py<PyAny>) -> PyResult<Entered<'py>> {
+        let ctx = ctx.bind(py).clone();
+        // SAFETY: attached (we hold `py`); ctx is a Context object.
+        if unsafe { ffi::PyContext_Enter(ctx.as_ptr()) } < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Entered(ctx))
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        // SAFETY: attached, and we entered this context in `enter`. Exit
+        // fails only if the context is not the current one, which a G body
+        // cannot change (Context.run restores it).
+        unsafe { ffi::PyContext_Exit(self.0.as_ptr()) };
+    }
+}
+
+impl Body for PyBody {
+    fn step(&mut self, cx: &mut Cx<'_>) -> Step {
+        // The M is attached for its whole life: this is a TLS check.
+        Python::attach(|py| {
+            let _in_g = InG::enter(cx.id());
+            match Entered::enter(py, &self.ctx) {
+                Ok(_ctx) => self.drive(py, cx),
+                Err(e) => self.finish(py, Err(e)),
+            }
+        })
+    }
+
+    fn cancel(self: Box<Self>) {
+        Python::attach(|py| {
+            let this = *self;
+            if let Some(Code::Coro(coro)) = &this.code {
+                let _ctx = Entered::enter(py, &this.ctx);
+                if let Err(e) = coro.bind(py).call_method0(pyo3::intern!(py, "close")) {
+                    e.write_unraisable(py, Some(coro.bind(py)));
+                }
+            }
+            this.handle.get().cancel();
+            drop(this);
+        })
+    }
+}

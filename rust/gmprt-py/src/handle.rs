@@ -1,0 +1,241 @@
+//! `gmprt.G`: the handle `go()` returns, holding the G's outcome.
+//!
+//! The outcome is written once, by the M that finishes the G. Waiters are
+//! either Gs (a [`Waker`] each, from `await g`) or threads blocked in
+//! `g.join()` (the condvar). The mutex is never held across a call into
+//! Python or a drop of a Python object: either could switch the GIL to a
+//! thread that then blocks on the same mutex while attached.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gmprt_core::Waker;
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::runtime;
+use crate::token::{current_g, Op, Token};
+
+struct State {
+    outcome: Option<Outcome>,
+    waiters: Vec<Waker>,
+    /// Someone saw the outcome (or it needs no report): an error is not
+    /// reported as unobserved.
+    observed: bool,
+}
+
+enum Outcome {
+    Ok(Py<PyAny>),
+    Err(PyErr),
+    /// The runtime stopped first; the G was closed.
+    Cancelled,
+}
+
+/// A running or finished G, as returned by :func:`gmprt.go`.
+///
+/// ``await g`` waits for it and returns its result or raises its exception;
+/// ``g.join(timeout=None)`` does the same from synchronous code (a sync G or
+/// any thread). An exception that nobody observes this way is printed to
+/// stderr with its traceback when the handle is collected.
+#[pyclass(frozen, module = "gmprt", name = "G")]
+pub struct GHandle {
+    id: u64,
+    name: String,
+    state: Mutex<State>,
+    finished: Condvar,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GHandle {
+    pub(crate) fn new(id: u64, name: String) -> GHandle {
+        GHandle {
+            id,
+            name,
+            state: Mutex::new(State {
+                outcome: None,
+                waiters: Vec::new(),
+                observed: false,
+            }),
+            finished: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn is_done(&self, _py: Python<'_>) -> bool {
+        lock(&self.state).outcome.is_some()
+    }
+
+    /// Registers a G waiting in `await g`. False if the G already finished
+    /// (the waiter then resumes at once).
+    pub(crate) fn add_waiter(&self, w: Waker) -> bool {
+        let mut st = lock(&self.state);
+        if st.outcome.is_some() {
+            return false;
+        }
+        st.waiters.push(w);
+        true
+    }
+
+    /// The outcome, marking it observed. The G must have finished.
+    pub(crate) fn outcome(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let mut st = lock(&self.state);
+        st.observed = true;
+        match st.outcome.as_ref().expect("outcome of a running G") {
+            Outcome::Ok(v) => Ok(v.clone_ref(py)),
+            Outcome::Err(e) => Err(e.clone_ref(py)),
+            Outcome::Cancelled => Err(PyRuntimeError::new_err(format!(
+                "G {} was cancelled: the runtime stopped before it finished",
+                self.id
+            ))),
+        }
+    }
+
+    /// The finishing M: record the outcome, wake every waiter. An error that
+    /// nobody can observe (the caller dropped the handle) is reported now.
+    pub(crate) fn complete(slf: &Bound<'_, Self>, result: PyResult<Py<PyAny>>) {
+        let py = slf.py();
+        let me = slf.get();
+        // The body holds one reference; a second one means a user still can
+        // await or join this G.
+        // SAFETY: reading the refcount of a live object while attached.
+        let orphan = unsafe { pyo3::ffi::Py_REFCNT(slf.as_ptr()) } <= 1;
+        let report = match &result {
+            Err(e) if orphan => Some(e.clone_ref(py)),
+            _ => None,
+        };
+        let outcome = match result {
+            Ok(v) => Outcome::Ok(v),
+            Err(e) => Outcome::Err(e),
+        };
+        me.finish_with(outcome, report.is_some());
+        if let Some(e) = report {
+            runtime::report_unobserved(py, me.id, &me.name, e);
+        }
+    }
+
+    /// Shutdown closed this G before it finished.
+    pub(crate) fn cancel(&self) {
+        self.finish_with(Outcome::Cancelled, true);
+    }
+
+    fn finish_with(&self, outcome: Outcome, observed: bool) {
+        let mut st = lock(&self.state);
+        if st.outcome.is_some() {
+            return;
+        }
+        st.outcome = Some(outcome);
+        st.observed |= observed;
+        let waiters = std::mem::take(&mut st.waiters);
+        drop(st);
+        self.finished.notify_all();
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+#[pymethods]
+impl GHandle {
+    /// The G's id, unique within one `gmprt.run()`.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the G has finished (returned, raised, or was cancelled).
+    fn done(&self, py: Python<'_>) -> bool {
+        self.is_done(py)
+    }
+
+    fn __await__(slf: Bound<'_, Self>) -> PyResult<Token> {
+        Ok(Token::new(Op::Join(slf.unbind())))
+    }
+
+    /// Blocks until the G finishes; returns its result or raises its
+    /// exception. For synchronous code: a sync G or any thread (inside a
+    /// coroutine G use ``await g``). While it waits, the calling M gives its
+    /// P to another M and releases the GIL, so the runtime keeps running.
+    ///
+    /// Raises:
+    ///     TimeoutError: the G did not finish within ``timeout`` seconds.
+    ///     RuntimeError: a G joins itself.
+    #[pyo3(signature = (timeout=None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let deadline = match timeout {
+            None => None,
+            Some(t) if t >= 0.0 && t.is_finite() => {
+                Some(Instant::now() + Duration::from_secs_f64(t))
+            }
+            Some(t) => {
+                return Err(PyValueError::new_err(format!(
+                    "timeout must be >= 0, got {t}"
+                )))
+            }
+        };
+        if current_g() == Some(self.id) {
+            return Err(PyRuntimeError::new_err(format!(
+                "G {} cannot join itself",
+                self.id
+            )));
+        }
+        if !self.is_done(py) {
+            let wait = || {
+                let mut st = lock(&self.state);
+                while st.outcome.is_none() {
+                    st = match deadline {
+                        None => self.finished.wait(st).unwrap_or_else(|p| p.into_inner()),
+                        Some(d) => {
+                            let left = d.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                break;
+                            }
+                            self.finished
+                                .wait_timeout(st, left)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0
+                        }
+                    };
+                }
+            };
+            runtime::block_in_g(py, wait);
+            if !self.is_done(py) {
+                return Err(PyTimeoutError::new_err(format!(
+                    "G {} did not finish within {} s",
+                    self.id,
+                    timeout.unwrap_or_default()
+                )));
+            }
+        }
+        self.outcome(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = if self.is_done(py) { "done" } else { "running" };
+        format!("<gmprt.G {} {} {}>", self.id, self.name, state)
+    }
+}
+
+impl Drop for GHandle {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if st.observed {
+            return;
+        }
+        if let Some(Outcome::Err(e)) = st.outcome.take() {
+            let (id, name) = (self.id, std::mem::take(&mut self.name));
+            // Dealloc runs attached; try_attach only refuses during
+            // interpreter finalization, when there is nobody to tell. The
+            // dealloc may run in the middle of an unwind (a frame clearing
+            // while GeneratorExit propagates): keep that exception intact.
+            Python::try_attach(|py| {
+                let unwinding = PyErr::take(py);
+                runtime::report_unobserved(py, id, &name, e);
+                if let Some(u) = unwinding {
+                    u.restore(py);
+                }
+            });
+        }
+    }
+}
