@@ -153,14 +153,16 @@ fn send<'py>(py: Python<'py>, coro: &Bound<'py, PyAny>) -> Sent<'py> {
     // SAFETY: attached; `coro` is live; `out` receives a new reference (or
     // NULL with an exception set on PYGEN_ERROR).
     let r = unsafe { ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut out) };
-    match r {
-        // SAFETY: PYGEN_NEXT/RETURN give a new, non-null reference in `out`.
-        ffi::PySendResult::PYGEN_NEXT => Sent::Yielded(unsafe { Bound::from_owned_ptr(py, out) }),
-        // SAFETY: as above.
-        ffi::PySendResult::PYGEN_RETURN => {
-            Sent::Returned(unsafe { Bound::from_owned_ptr(py, out) })
-        }
-        ffi::PySendResult::PYGEN_ERROR => Sent::Raised(PyErr::fetch(py)),
+    if r == ffi::PySendResult::PYGEN_ERROR {
+        return Sent::Raised(PyErr::fetch(py));
+    }
+    // SAFETY: PYGEN_NEXT and PYGEN_RETURN leave a new, non-null reference
+    // in `out`.
+    let v = unsafe { Bound::from_owned_ptr(py, out) };
+    if r == ffi::PySendResult::PYGEN_NEXT {
+        Sent::Yielded(v)
+    } else {
+        Sent::Returned(v)
     }
 }
 
