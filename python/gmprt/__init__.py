@@ -19,9 +19,9 @@ See ``help(gmprt.run)``, ``help(gmprt.go)`` and ``help(gmprt.G)``.
 """
 
 from ._gmprt import (
-    G,
     ChanClosed,
     Deadlock,
+    G,
     Timeout,
     go,
     run,

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Sets up everything from a machine with only Rust and Python, then runs every
+# test: the core's unit and stress tests, its loom models, clippy, the wheel
+# build, and pytest against the installed wheel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff
+
+echo "== cargo test (gmprt-core, release)"
+cargo test -q -p gmprt-core --release
+
+echo "== loom models"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+    cargo test -q -p gmprt-core --release --lib loom_tests
+
+echo "== lint"
+cargo fmt --all --check
+cargo clippy -q --workspace --all-targets -- -D warnings
+ruff check python tests benches examples
+
+echo "== wheel"
+rm -rf dist
+maturin build -q --release -o dist
+python -m pip install -q --force-reinstall --no-deps dist/gmprt-*.whl
+
+echo "== pytest"
+set +e
+python -m pytest -q tests
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+    echo "pytest collected no tests: failing" >&2
+    exit 1
+fi
+exit "$rc"
