@@ -53,6 +53,7 @@ use crate::g::{BoxBody, GPtr, Wake};
 use crate::loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::loom::{lock, thread};
+use crate::netpoll::{Netpoll, Ready};
 use crate::park::{Handoff, Note};
 use crate::runq::{self, Overflow as _};
 
@@ -98,6 +99,12 @@ pub trait Body: Send + 'static {
     /// coroutine is closed here, running its `finally` blocks). Called on the
     /// thread that stops the runtime, after every M has stopped.
     fn cancel(self: Box<Self>) {}
+
+    /// What the G waits on while parked ("chan receive"), for deadlock
+    /// reports. Called only while the G is not running.
+    fn describe(&self) -> String {
+        String::new()
+    }
 }
 
 /// Per-M hooks supplied by the embedder (the Python binding attaches each M to
@@ -205,6 +212,39 @@ impl std::fmt::Debug for Waker {
     }
 }
 
+impl Ready for Waker {
+    /// Go's `injectglist`: every G this batch readies goes to the global
+    /// queue under one lock, then one M per such G is started on an idle P
+    /// (as many as there are idle Ps).
+    fn ready_all(batch: Vec<Waker>) {
+        let Some(sched) = batch.first().map(|w| w.sched.clone()) else {
+            return;
+        };
+        let mut n = 0;
+        let mut l = lock(&sched.lock);
+        for w in &batch {
+            debug_assert!(Arc::ptr_eq(&w.sched, &sched), "a batch spans runtimes");
+            if w.g.wake(w.gen) == Wake::Enqueue {
+                l.runq.push_back(w.g);
+                n += 1;
+            }
+        }
+        // Release: pairs with the Acquire emptiness checks.
+        sched.runq_size.store(l.runq.len(), Release);
+        drop(l);
+        for _ in 0..n {
+            if sched.npidle.load(SeqCst) == 0 {
+                break;
+            }
+            let mut l = lock(&sched.lock);
+            let Some(p) = l.pidle.pop() else { break };
+            sched.npidle.fetch_sub(1, SeqCst);
+            sched.startm(l, p, false);
+        }
+        drop(batch);
+    }
+}
+
 /// Spawning into a runtime that is stopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stopped;
@@ -230,6 +270,8 @@ pub struct Stats {
     pub steals: u64,
     pub handoffs: u64,
     pub spawned: u64,
+    pub netpoll_waiters: usize,
+    pub timers: usize,
 }
 
 /// A scheduling context (Go's `p`). Owner M only: see the module docs.
@@ -287,6 +329,7 @@ pub struct Sched {
     handoffs: AtomicU64,
     spawned: AtomicU64,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    netpoll: Netpoll<Waker>,
     /// Ms still running (for a bounded join at shutdown).
     live_ms: Mutex<usize>,
     ms_exited: Condvar,
@@ -371,6 +414,7 @@ impl Sched {
             handoffs: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
+            netpoll: Netpoll::new(),
             live_ms: Mutex::new(0),
             ms_exited: Condvar::new(),
         })
@@ -938,6 +982,12 @@ impl Sched {
         for note in idle {
             note.wakeup(Handoff::Exit);
         }
+        self.netpoll.stop();
+    }
+
+    /// This runtime's netpoller and timers.
+    pub fn netpoll(&self) -> &Netpoll<Waker> {
+        &self.netpoll
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -992,6 +1042,8 @@ impl Sched {
             steals: self.steals.load(Relaxed),
             handoffs: self.handoffs.load(Relaxed),
             spawned: self.spawned.load(Relaxed),
+            netpoll_waiters: self.netpoll.waiters(),
+            timers: self.netpoll.timers(),
         }
     }
 }

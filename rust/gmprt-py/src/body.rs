@@ -38,6 +38,8 @@ pub(crate) struct PyBody {
     ctx: Py<PyAny>,
     handle: Py<GHandle>,
     is_main: bool,
+    /// The token of the current park, for deadlock reports.
+    parked_on: Option<Py<Token>>,
 }
 
 /// What one `send`/`throw` into a coroutine gave.
@@ -75,12 +77,14 @@ impl PyBody {
             ctx: ctx.unbind(),
             handle,
             is_main,
+            parked_on: None,
         })
     }
 
     /// Runs the G until it parks, yields or finishes. Attached, in the G's
     /// context.
     fn drive(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
+        self.parked_on = None;
         let mut throw: Option<PyErr> = None;
         loop {
             let sent = match self.code.as_ref().expect("stepping a finished G") {
@@ -108,15 +112,17 @@ impl PyBody {
                 Sent::Raised(e) => return self.finish(py, Err(e)),
                 Sent::Yielded(obj) => {
                     if let Ok(tok) = obj.cast_exact::<Token>() {
-                        match &tok.get().op {
-                            Op::Yield => return Step::Yield,
-                            Op::Join(h) => {
-                                if h.get().add_waiter(cx.waker()) {
+                        let t = tok.get();
+                        match &t.op {
+                            Op::Wait(w) if !t.is_budget_yield() => {
+                                if w.park(py, cx.waker()) {
+                                    self.parked_on = Some(tok.clone().unbind());
                                     return Step::Park;
                                 }
-                                // Finished meanwhile: resume now.
+                                // Ready meanwhile: resume now.
                                 continue;
                             }
+                            _ => return Step::Yield,
                         }
                     }
                     if obj.is_none() {
@@ -216,14 +222,23 @@ impl Drop for Entered<'_> {
 
 impl Body for PyBody {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
-        // The M is attached for its whole life: this is a TLS check.
-        Python::attach(|py| {
-            let _in_g = InG::enter(cx.id());
-            match Entered::enter(py, &self.ctx) {
-                Ok(_ctx) => self.drive(py, cx),
-                Err(e) => self.finish(py, Err(e)),
-            }
-        })
+        // SAFETY: only Ms step bodies, and `PyHooks::m_main` keeps every M
+        // attached for its whole life (it detaches only around waits, never
+        // during a step). Assuming skips `attach`'s reference-pool drain,
+        // a mutex round trip per step.
+        let py = unsafe { Python::assume_attached() };
+        let _in_g = InG::enter(cx.id());
+        match Entered::enter(py, &self.ctx) {
+            Ok(_ctx) => self.drive(py, cx),
+            Err(e) => self.finish(py, Err(e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.parked_on {
+            Some(tok) => tok.get().describe(),
+            None => "runnable".into(),
+        }
     }
 
     fn cancel(self: Box<Self>) {

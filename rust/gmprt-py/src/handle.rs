@@ -14,7 +14,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::runtime;
-use crate::token::{current_g, Op, Token};
+use crate::token::{current_g, Poll, Token, Wait};
 
 struct State {
     outcome: Option<Outcome>,
@@ -149,8 +149,8 @@ impl GHandle {
         self.is_done(py)
     }
 
-    fn __await__(slf: Bound<'_, Self>) -> PyResult<Token> {
-        Ok(Token::new(Op::Join(slf.unbind())))
+    fn __await__(slf: Bound<'_, Self>) -> Token {
+        Token::wait(Join(slf.unbind()))
     }
 
     /// Blocks until the G finishes; returns its result or raises its
@@ -214,6 +214,28 @@ impl GHandle {
     fn __repr__(&self, py: Python<'_>) -> String {
         let state = if self.is_done(py) { "done" } else { "running" };
         format!("<gmprt.G {} {} {}>", self.id, self.name, state)
+    }
+}
+
+/// `await g`.
+struct Join(Py<GHandle>);
+
+impl Wait for Join {
+    fn poll(&self, py: Python<'_>) -> Poll {
+        let h = self.0.get();
+        if h.is_done(py) {
+            Poll::Ready(h.outcome(py))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
+        self.0.get().add_waiter(waker)
+    }
+
+    fn describe(&self) -> String {
+        format!("join G {}", self.0.get().id)
     }
 }
 

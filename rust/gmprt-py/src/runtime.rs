@@ -436,7 +436,7 @@ pub(crate) fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("steals", s.steals)?;
     d.set_item("handoffs", s.handoffs)?;
     d.set_item("spawned", s.spawned)?;
-    d.set_item("netpoll_waiters", 0)?;
-    d.set_item("timers", 0)?;
+    d.set_item("netpoll_waiters", s.netpoll_waiters)?;
+    d.set_item("timers", s.timers)?;
     Ok(d)
 }
