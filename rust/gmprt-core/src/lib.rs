@@ -10,6 +10,7 @@
 
 pub mod g;
 mod loom;
+pub mod netpoll;
 mod park;
 pub mod runq;
 pub mod sched;
