@@ -330,6 +330,8 @@ pub struct Sched {
     spawned: AtomicU64,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     netpoll: Netpoll<Waker>,
+    /// `Locked::pwait.len()`, for the lock-free check between steps.
+    npwait: AtomicUsize,
     /// Ms still running (for a bounded join at shutdown).
     live_ms: Mutex<usize>,
     ms_exited: Condvar,
@@ -415,6 +417,7 @@ impl Sched {
             spawned: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             netpoll: Netpoll::new(),
+            npwait: AtomicUsize::new(0),
             live_ms: Mutex::new(0),
             ms_exited: Condvar::new(),
         })
@@ -594,6 +597,7 @@ impl Sched {
     /// gets the P directly.
     fn pidleput(&self, l: &mut Locked, p: Box<P>) {
         if let Some(note) = l.pwait.pop_front() {
+            self.npwait.fetch_sub(1, Release);
             note.wakeup(Handoff::Run { p, spinning: false });
             return;
         }
@@ -652,6 +656,8 @@ impl Sched {
                 return;
             }
             l.pwait.push_back(m.note.clone());
+            // Release: pairs with the Acquire check in `schedule`.
+            self.npwait.fetch_add(1, Release);
             drop(l);
             self.park_m(m);
         });
@@ -698,12 +704,35 @@ impl Sched {
 
     /// Go's `schedule`: find a G, run it, forever (until stop).
     fn schedule(self: &Arc<Self>, m: &M) {
-        while let Some((g, inherit)) = self.find_runnable(m) {
+        loop {
+            // An M back from a blocking call is mid-step and cannot hand its
+            // G to anyone: it needs a P. Between two steps we can give ours.
+            // Acquire: pairs with the Release increment in `exitsyscall`.
+            if self.npwait.load(Acquire) > 0 && self.give_p_to_waiter(m) && !self.stopm(m) {
+                return;
+            }
+            let Some((g, inherit)) = self.find_runnable(m) else {
+                return;
+            };
             if m.spinning.get() {
                 self.reset_spinning(m);
             }
             self.execute(m, g, inherit);
         }
+    }
+
+    /// Hands this M's P to the longest-waiting M back from a blocking call.
+    /// False (P kept) if another M served it first.
+    fn give_p_to_waiter(&self, m: &M) -> bool {
+        let mut l = lock(&self.lock);
+        let Some(note) = l.pwait.pop_front() else {
+            return false;
+        };
+        self.npwait.fetch_sub(1, Release);
+        drop(l);
+        let p = m.p.borrow_mut().take().expect("schedule without a P");
+        note.wakeup(Handoff::Run { p, spinning: false });
+        true
     }
 
     /// Go's `resetspinning`: a spinner found work; stop spinning and pass the
@@ -977,6 +1006,7 @@ impl Sched {
         let mut l = lock(&self.lock);
         self.stopping.store(true, Release);
         let l = &mut *l;
+        self.npwait.store(0, Relaxed);
         let idle: Vec<_> = l.midle.drain(..).chain(l.pwait.drain(..)).collect();
         self.nmidle.store(0, Relaxed);
         for note in idle {

@@ -91,9 +91,12 @@ fn pipe() -> PyResult<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Called by the M that finishes the main G.
+/// Called by the M that finishes the main G. Stops the scheduler at once
+/// (this M's next schedule sees it), like a Go program whose main returned:
+/// no other G starts a new step after main is done.
 pub(crate) fn main_done() {
     if let Some(rs) = current() {
+        rs.sched.stop();
         rs.wake();
     }
 }
