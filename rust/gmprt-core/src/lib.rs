@@ -14,6 +14,7 @@ pub mod netpoll;
 mod park;
 pub mod runq;
 pub mod sched;
+pub mod sysmon;
 
 pub use g::{GPtr, Status, Wake};
 pub use sched::{Body, Config, Cx, Hooks, NoHooks, Sched, Stats, Step, Stopped, Waker};

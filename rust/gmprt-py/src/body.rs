@@ -138,13 +138,16 @@ impl PyBody {
 
     fn finish(&mut self, py: Python<'_>, result: PyResult<Py<PyAny>>) -> Step {
         self.code = None;
-        if let Err(e) = &result {
-            if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) {
-                runtime::fatal(e.clone_ref(py));
+        let fatal = match &result {
+            Err(e) => {
+                e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
             }
+            Ok(_) => false,
+        };
+        if let (true, Err(e)) = (fatal, &result) {
+            runtime::fatal(e.clone_ref(py));
         }
-        let handle = self.handle.bind(py);
-        GHandle::complete(handle, result);
+        GHandle::complete(self.handle.bind(py), result, fatal);
         if self.is_main {
             runtime::main_done();
         }
@@ -234,11 +237,17 @@ impl Body for PyBody {
         }
     }
 
+    /// A G not yet called may be a plain function that blocks in C.
+    fn may_block(&self) -> bool {
+        matches!(self.code, Some(Code::Call { .. }))
+    }
+
     fn describe(&self) -> String {
-        match &self.parked_on {
+        let reason = match &self.parked_on {
             Some(tok) => tok.get().describe(),
             None => "runnable".into(),
-        }
+        };
+        format!("({}) [{reason}]", self.handle.get().name())
     }
 
     fn cancel(self: Box<Self>) {
