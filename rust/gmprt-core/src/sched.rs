@@ -196,6 +196,17 @@ impl Cx<'_> {
     pub fn sched(&self) -> &Arc<Sched> {
         self.sched
     }
+
+    /// Corrects [`Body::may_block`] for the rest of this step, once the
+    /// body knows (a call turned out to return a coroutine).
+    pub fn set_may_block(&self, may_block: bool) {
+        self.sched.with_current(|m| {
+            m.slot.may_block.store(may_block, Relaxed);
+            if let Some(id) = m.lent.get() {
+                self.sched.allp[id].may_block.store(may_block, Relaxed);
+            }
+        });
+    }
 }
 
 /// Readies one park of one G. Holding it keeps the scheduler's memory alive,

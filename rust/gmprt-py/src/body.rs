@@ -95,6 +95,9 @@ impl PyBody {
                     match r {
                         // SAFETY: a type check on a live object.
                         Ok(v) if unsafe { ffi::PyCoro_CheckExact(v.as_ptr()) } != 0 => {
+                            // A coroutine G after all: sysmon gives it the
+                            // coroutine rules (retake at 10 ms, reported).
+                            cx.set_may_block(false);
                             self.code = Some(Code::Coro(v.unbind()));
                             continue;
                         }
