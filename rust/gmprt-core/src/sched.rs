@@ -410,6 +410,8 @@ pub struct Sched {
     npwait: AtomicUsize,
     /// Threads inside `blocking` (Ms and foreign threads alike).
     nblocking: AtomicUsize,
+    /// Set when `newm` could not create an M (cap or OS refusal): why.
+    pub(crate) thread_cap_hit: Mutex<Option<String>>,
     /// Every live M's sysmon-visible part.
     pub(crate) allm: Mutex<Vec<Arc<MSlot>>>,
     /// sysmon sleeps on this; `stop` wakes it.
@@ -514,6 +516,7 @@ impl Sched {
             npwait: AtomicUsize::new(0),
             nblocking: AtomicUsize::new(0),
             allm: Mutex::new(Vec::new()),
+            thread_cap_hit: Mutex::new(None),
             sysmon_lock: Mutex::new(()),
             sysmon_wake: Condvar::new(),
             sysmon_thread: Mutex::new(None),
@@ -748,10 +751,10 @@ impl Sched {
         } else {
             format!("thread limit of {} reached", self.max_threads)
         };
-        self.hooks.fatal(format!(
-            "{failure}; a G blocked and no M could take over its P \
-             (Go: \"program exceeds 10000-thread limit\")"
-        ));
+        // Not fatal yet: an M about to go idle (P released, not yet in
+        // `stopm`) will pick the work up. sysmon declares the runtime stuck
+        // only if work stays stranded (`sysmon::check_thread_cap`).
+        *lock(&self.thread_cap_hit) = Some(failure);
         let Some(Handoff::Run { p, spinning }) = note.take() else {
             unreachable!("a note nobody sleeps on lost its handoff")
         };
@@ -1036,6 +1039,19 @@ impl Sched {
         if self.stopping.load(Acquire) {
             return false;
         }
+        // Work that arrived after we released our P, while no idle M was
+        // listed to take it (a `wakep` or `handoffp` then tried to start a
+        // new M, and may have hit the thread cap, leaving a P idle with
+        // work): take it ourselves.
+        let with_work = l.pidle.iter().position(|p| !p.runq.is_empty());
+        let any = (!l.runq.is_empty() && !l.pidle.is_empty()).then(|| l.pidle.len() - 1);
+        if let Some(i) = with_work.or(any) {
+            let p = l.pidle.swap_remove(i);
+            self.npidle.fetch_sub(1, SeqCst);
+            drop(l);
+            *m.p.borrow_mut() = Some(p);
+            return true;
+        }
         l.midle.push(m.note.clone());
         self.nmidle.fetch_add(1, SeqCst);
         // Go calls checkdead from mput, as here.
@@ -1255,6 +1271,14 @@ impl Sched {
             Err(p) => p.into_inner().0,
         });
         !self.stopping.load(Acquire)
+    }
+
+    /// Work is queued and a P is idle, yet no M is idle to run it: what a
+    /// failed `newm` leaves behind if no M comes back.
+    pub(crate) fn work_stranded(&self) -> bool {
+        let l = lock(&self.lock);
+        let queued = !l.runq.is_empty() || l.pidle.iter().any(|p| !p.runq.is_empty());
+        queued && !l.pidle.is_empty() && l.midle.is_empty()
     }
 
     /// Go's `checkdead` condition: every M idle, nobody in a blocking call,

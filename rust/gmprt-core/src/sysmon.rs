@@ -48,6 +48,10 @@ pub const SYSCALL_RETAKE: Duration = Duration::from_micros(20);
 /// mode warns at 100 ms too).
 pub const LONG_STEP: Duration = Duration::from_millis(100);
 
+/// How long runnable work may wait for an M after a failed `newm` before
+/// the runtime is declared stuck.
+pub const STRANDED: Duration = Duration::from_millis(100);
+
 const MIN_DELAY: Duration = Duration::from_micros(20);
 const MAX_DELAY: Duration = Duration::from_millis(10);
 /// The pace while a step holds a P with work waiting behind it.
@@ -89,12 +93,14 @@ impl Sched {
     pub(crate) fn sysmon(self: Arc<Self>) {
         let mut pticks = vec![Tick::new(0, Instant::now()); self.allp.len()];
         let mut mticks: Vec<(Arc<MSlot>, Tick)> = Vec::new();
+        let mut stranded_since = None;
         let mut delay = MIN_DELAY;
         let mut idle_looks = 0u32;
         while self.sysmon_sleep(delay) {
             let now = Instant::now();
             let (retook, next_look) = self.retake(now, &mut pticks);
             self.report_long_steps(now, &mut mticks);
+            self.check_thread_cap(now, &mut stranded_since);
             if retook {
                 idle_looks = 0;
                 delay = MIN_DELAY;
@@ -140,6 +146,30 @@ impl Sched {
             }
         }
         (retook, next_look)
+    }
+
+    /// After `newm` failed (the thread cap, or the OS refused a thread): if
+    /// work then stays stranded — queued, with an idle P and no M to run it
+    /// — for [`STRANDED`], the runtime cannot go on. Go throws "thread
+    /// exhaustion" at once; we first give Ms that were about to go idle the
+    /// time to pick the work up.
+    fn check_thread_cap(&self, now: Instant, since: &mut Option<Instant>) {
+        let Some(why) = crate::loom::lock(&self.thread_cap_hit).clone() else {
+            return;
+        };
+        if !self.work_stranded() {
+            *since = None;
+            return;
+        }
+        let first = *since.get_or_insert(now);
+        if now.saturating_duration_since(first) >= STRANDED {
+            *crate::loom::lock(&self.thread_cap_hit) = None;
+            *since = None;
+            self.hooks().fatal(format!(
+                "{why}: Gs are runnable but every M is blocked (each G blocked in a call \
+                 holds an OS thread; raise max_threads or block fewer Gs at once)"
+            ));
+        }
     }
 
     /// Reports, once per step, a step of a coroutine G that has run past

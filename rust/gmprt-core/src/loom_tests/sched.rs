@@ -115,19 +115,16 @@ fn spawn_while_last_spinner_parks() {
 ///    nothing yet. Neither has reached `stopm`, so `midle` is empty.
 /// 4. main spawns G1 into the global queue; `wakep` sees an idle P and no
 ///    spinner, takes P0, finds no idle M, and `newm` fails at the thread cap:
-///    it calls `Hooks::fatal` ("thread limit of 2 reached; a G blocked and
-///    no M could take over its P", though no G blocked) and puts P0 back on
-///    the idle list.
-/// 5. M1 and M2 run `stopm` and sleep. Nobody looks at the global queue
-///    again: G1 is stranded until some later spawn or wake.
+///    it used to call `Hooks::fatal` at once, and it puts P0 back on the
+///    idle list.
+/// 5. M1 and M2 run `stopm`. Before the fix they slept, and nobody looked
+///    at the global queue again: G1 was stranded.
 ///
-/// Two Ms exist and both are about to be idle, so the cap is hit spuriously:
-/// Ms between releasing their P and joining `midle` count as busy, and
-/// `stopm` does not re-check for work that arrived in between. With
-/// `NoHooks` the runtime then hangs; any cap can be hit this way once
-/// enough Ms are blocked or in that window.
-#[test]
-#[ignore = "exposes a lost wakeup when newm fails at max_threads (see doc comment)"]
+/// Two Ms exist and both are about to be idle, so the cap was hit
+/// spuriously and G1 was lost. Fixed: `stopm` now re-checks, under the lock,
+/// for global work (or an idle P left with local work) that arrived while
+/// no idle M was listed, and a failed `newm` is no longer fatal by itself
+/// (sysmon decides, only if work stays stranded).
 fn spawn_at_thread_cap() {
     check("sched::spawn_at_thread_cap", Some(2), || {
         spawn_after_first_ran(2)
