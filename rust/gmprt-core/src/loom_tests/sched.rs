@@ -125,7 +125,8 @@ fn spawn_while_last_spinner_parks() {
 /// for global work (or an idle P left with local work) that arrived while
 /// no idle M was listed, and a failed `newm` is no longer fatal by itself
 /// (sysmon decides, only if work stays stranded).
-fn spawn_at_thread_cap() {
+#[test]
+fn issue_spawn_at_thread_cap() {
     check("sched::spawn_at_thread_cap", Some(2), || {
         spawn_after_first_ran(2)
     });
