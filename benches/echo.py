@@ -474,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown servers: {', '.join(sorted(unknown))} (known: {', '.join(CONTENDERS)})")
 
+    try:
+        import psutil  # noqa: F401  (server CPU and RSS)
+    except ImportError:
+        p.error("needs psutil: pip install psutil")
+
     # Inherited by every server too.
     nofile = raise_nofile_limit()
     if args.idle and args.idle + 64 > nofile:
