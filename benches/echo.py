@@ -21,6 +21,7 @@ gmprt is skipped, with a note, while ``gmprt.net`` is not available.
     python benches/echo.py                    # ~3 min: 3 s per run, 10k idle connections
     python benches/echo.py --quick            # ~1 s per run, 2k idle connections
     python benches/echo.py --json results.json --servers gmprt,uvloop-protocol
+    python benches/echo.py --repeat 3 --idle 0  # echo only, best of 3 rounds, round-robin
 
 The load generator is built with ``cargo build --release -p gmprt-loadgen``
 when cargo is on PATH (a no-op when it is up to date), and found under
@@ -265,6 +266,18 @@ def run_echo(
     return row
 
 
+def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the most msgs/s (or the first, if none ran), all rounds attached."""
+    ran = [r for r in rows if "msgs_per_s" in r]
+    top = dict(max(ran, key=lambda r: r["msgs_per_s"]) if ran else rows[0])
+    if len(rows) > 1:
+        top["rounds"] = [
+            {k: r.get(k) for k in ("msgs_per_s", "p50_us", "p99_us", "errors", "failed")}
+            for r in rows
+        ]
+    return top
+
+
 # -- idle connections -------------------------------------------------------------
 
 
@@ -358,7 +371,8 @@ def echo_table(rows: list[dict[str, Any]], conns: int, size: int, args) -> str:
     g = next((r for r in sel if r["server"] == GMPRT and "msgs_per_s" in r), None)
     lines = [
         f"### echo: {conns} connections, {size_label(size)} messages "
-        f"({args.duration:g} s after {args.warmup:g} s warmup, gmprt-loadgen "
+        f"({args.duration:g} s after {args.warmup:g} s warmup"
+        f"{f', best of {args.repeat}' if args.repeat > 1 else ''}, gmprt-loadgen "
         f"{args.threads} thread{'s' if args.threads > 1 else ''})",
         "",
         "| server | msgs/s | p50 µs | p99 µs | server CPU | client CPU "
@@ -462,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=int, help="idle connections (default 10,000; 0 skips)")
     p.add_argument("--no-echo", action="store_true", help="only the idle scenario")
     p.add_argument("--threads", type=int, default=1, help="gmprt-loadgen threads (default 1)")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="echo rounds per contender, best kept (default 1)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--loadgen", help="path of the gmprt-loadgen binary")
     p.add_argument("--json", metavar="PATH", help="write every figure as JSON")
@@ -493,7 +510,16 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "config": {
             k: getattr(args, k)
-            for k in ("quick", "duration", "warmup", "connections", "sizes", "idle", "threads")
+            for k in (
+                "quick",
+                "duration",
+                "warmup",
+                "repeat",
+                "connections",
+                "sizes",
+                "idle",
+                "threads",
+            )
         },
         "echo": [],
         "idle": [],
@@ -506,17 +532,25 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(x) for x in args.sizes.split(",")]
         for conns in conns_list:
             for size in sizes:
+                # Rounds go round-robin over the contenders, so a slow spell of
+                # the (shared) machine hits them all alike; each keeps its best.
+                runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in cs}
+                for rnd in range(args.repeat):
+                    for c in cs:
+                        if c.skip and runs[c.name]:
+                            continue  # said once is enough
+                        row = run_echo(loadgen, c, args.host, conns, size, args)
+                        runs[c.name].append(row)
+                        brief = (
+                            f"{row['msgs_per_s']:>9,.0f} msgs/s  p99 {row['p99_us']:>8,.0f} µs"
+                            if "msgs_per_s" in row
+                            else note(row)
+                        )
+                        label = f"echo c={conns:<5} {size_label(size):>6}  {c.name:<17}"
+                        rep = f" [{rnd + 1}/{args.repeat}]" if args.repeat > 1 else ""
+                        print(f"{label} {brief}{rep}", flush=True)
                 for c in cs:
-                    row = run_echo(loadgen, c, args.host, conns, size, args)
-                    results["echo"].append(row)
-                    brief = (
-                        f"{row['msgs_per_s']:>9,.0f} msgs/s  p99 {row['p99_us']:>8,.0f} µs"
-                        if "msgs_per_s" in row
-                        else note(row)
-                    )
-                    print(
-                        f"echo c={conns:<5} {size_label(size):>6}  {c.name:<17} {brief}", flush=True
-                    )
+                    results["echo"].append(best(runs[c.name]))
                 sections.append(echo_table(results["echo"], conns, size, args))
     if args.idle:
         for c in cs:
