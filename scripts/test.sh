@@ -15,6 +15,9 @@ python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff
 echo "== cargo test (gmprt-core, release)"
 cargo test -q -p gmprt-core --release
 
+echo "== cargo test (gmprt-loadgen)"
+cargo test -q -p gmprt-loadgen --release
+
 echo "== loom models"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
     cargo test -q -p gmprt-core --release --lib loom_tests
