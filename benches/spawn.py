@@ -1,10 +1,10 @@
-"""Spawn-and-join N trivial tasks: gmprt vs asyncio vs threading.
+"""Spawn-and-join N trivial tasks: gmprt vs asyncio (and uvloop) vs threading.
 
 Each contender runs in its own process (so one's threads and memory cannot
 skew another's), best of ``--repeat`` rounds, and the ratios come from the
 same run:
 
-    python benches/spawn.py [--n 100000] [--repeat 3]
+    python benches/spawn.py [--n 100000] [--threading-n 10000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import argparse
 import json
 import time
 
-from harness import in_subprocess
-
-CONTENDERS = ["gmprt-procs1", "gmprt-procs2", "asyncio", "threading"]
+from harness import CONTENDERS, GMPRT, attempt, gmprt_procs, run_async, skip_reason
 
 
-def bench_gmprt(n: int, procs: int) -> float:
+def bench_gmprt(n: int, procs: int | None) -> float:
     import gmprt
 
     async def task() -> None:
@@ -34,7 +32,7 @@ def bench_gmprt(n: int, procs: int) -> float:
     return gmprt.run(main, procs=procs)
 
 
-def bench_asyncio(n: int) -> float:
+def bench_asyncio(n: int, loop: str = "asyncio") -> float:
     import asyncio
 
     async def task() -> None:
@@ -45,7 +43,7 @@ def bench_asyncio(n: int) -> float:
         await asyncio.gather(*[asyncio.create_task(task()) for _ in range(n)])
         return time.perf_counter() - t0
 
-    return asyncio.run(main())
+    return run_async(main, loop)
 
 
 def bench_threading(n: int) -> float:
@@ -65,23 +63,39 @@ def bench_threading(n: int) -> float:
 
 def run_one(name: str, n: int) -> float:
     """Seconds for n spawns in this process."""
-    if name.startswith("gmprt-procs"):
-        return bench_gmprt(n, int(name.removeprefix("gmprt-procs")))
-    if name == "asyncio":
-        return bench_asyncio(n)
+    if name.startswith(GMPRT):
+        return bench_gmprt(n, gmprt_procs(name))
+    if name in ("asyncio", "uvloop"):
+        return bench_asyncio(n, name)
     if name == "threading":
         return bench_threading(n)
     raise ValueError(name)
 
 
-def best_of(name: str, n: int, repeat: int) -> float:
-    """Best seconds over `repeat` rounds, in this process."""
-    return min(run_one(name, n) for _ in range(repeat))
+def best_of(name: str, n: int, repeat: int) -> dict:
+    """Best µs per task over `repeat` rounds, in this process."""
+    best = min(run_one(name, n) for _ in range(repeat))
+    return {"us_per_task": best / n * 1e6, "n": n, "repeat": repeat}
 
 
-def measure(name: str, n: int, repeat: int) -> float:
-    """Best µs per task over `repeat` rounds, in a fresh process."""
-    return in_subprocess("spawn", "best_of", name, n, repeat) / n * 1e6
+def run(quick: bool = False, scenarios: object = None) -> dict:
+    """The spawn scenario for every contender, each in a fresh process."""
+    n, tn, repeat = (10_000, 1_000, 1) if quick else (100_000, 10_000, 3)
+    return {"spawn": measure(n, tn, repeat)}
+
+
+def measure(n: int, threading_n: int, repeat: int) -> dict:
+    res = {}
+    for name in CONTENDERS:
+        why = skip_reason(name)
+        if why:
+            res[name] = {"skipped": why}
+            continue
+        res[name] = attempt(
+            "spawn", "best_of", name, threading_n if name == "threading" else n, repeat
+        )
+    params = {"n": n, "threading_n": threading_n, "repeat": repeat}
+    return {"params": params, "results": res}
 
 
 def main() -> None:
@@ -90,15 +104,18 @@ def main() -> None:
     ap.add_argument("--threading-n", type=int, default=10_000, help="threads are slow: fewer")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    res = {}
-    for name in CONTENDERS:
-        n = args.threading_n if name == "threading" else args.n
-        res[name] = measure(name, n, args.repeat)
-    best = min(res["gmprt-procs1"], res["gmprt-procs2"])
+    res = measure(args.n, args.threading_n, args.repeat)["results"]
+    figs = [r["us_per_task"] for k, r in res.items() if k.startswith(GMPRT) and "us_per_task" in r]
+    best = min(figs) if figs else None
     print(f"spawn+join, µs per task (n={args.n}, threading n={args.threading_n})")
-    for name, us in res.items():
-        print(f"  {name:14} {us:8.2f} µs   gmprt is {us / best:5.1f}x faster")
-    print(json.dumps({"spawn_us": res}))
+    for name, r in res.items():
+        if "us_per_task" not in r:
+            print(f"  {name:14} {r.get('skipped') or r.get('failed')}")
+            continue
+        us = r["us_per_task"]
+        ratio = f"   gmprt is {us / best:5.1f}x faster" if best else ""
+        print(f"  {name:14} {us:8.2f} µs{ratio}")
+    print(json.dumps({"spawn": res}))
 
 
 if __name__ == "__main__":
