@@ -1,5 +1,5 @@
 """A task that blocks or hogs the CPU, while others tick: gmprt vs asyncio
-vs threading.
+(and uvloop) vs threading.
 
 - ``blocking``: 100 tasks tick every 5 ms while another calls
   ``time.sleep(0.2)`` ten times (a blocking C call that releases the GIL).
@@ -8,8 +8,11 @@ vs threading.
 - ``parallel_c``: 1,000 tasks each hash a 1 MiB buffer with
   ``hashlib.sha256`` (which releases the GIL); total time.
 
-Tick delay = how late each tick woke after its intended time. Each contender
-runs in its own process::
+Tick delay = how late each tick woke after its intended time. asyncio and
+uvloop run the stuck task on their loop, as a user would who did not know
+better: what the ticks see then is the result. Each contender runs in its own
+process; gmprt's tick scenarios need timed ``gmprt.sleep`` and say so when it
+is missing::
 
     python benches/blocking.py [--quick]
 """
@@ -19,21 +22,35 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 
-from harness import in_subprocess, percentile
+from harness import (
+    CONTENDERS,
+    GMPRT,
+    attempt,
+    gmprt_procs,
+    percentile,
+    quantiles,
+    run_async,
+    skip_reason,
+)
 
 TICK = 0.005
 
 
-def _summary(delays: list[float], elapsed: float) -> dict:
+def _summary(delays: list[float], elapsed: float, tickers: int) -> dict:
     ms = [d * 1000 for d in delays]
     return {
         "ticks": len(ms),
+        # What the tickers would have done had nothing been stuck: a stalled
+        # ticker records one late tick where it should have made many.
+        "expected_ticks": round(tickers * elapsed / TICK),
         "p50_ms": percentile(ms, 50),
         "p99_ms": percentile(ms, 99),
         "max_ms": max(ms, default=0.0),
         "elapsed_s": elapsed,
+        "cdf_ms": quantiles(ms),
     }
 
 
@@ -85,10 +102,10 @@ def ticks_gmprt(kind: str, tickers: int, rounds: int, procs: int | None) -> dict
         return elapsed
 
     elapsed = gmprt.run(main, procs=procs)
-    return _summary(delays, elapsed)
+    return _summary(delays, elapsed, tickers)
 
 
-def ticks_asyncio(kind: str, tickers: int, rounds: int) -> dict:
+def ticks_asyncio(kind: str, tickers: int, rounds: int, loop: str = "asyncio") -> dict:
     import asyncio
 
     delays: list[float] = []
@@ -119,8 +136,8 @@ def ticks_asyncio(kind: str, tickers: int, rounds: int) -> dict:
         await asyncio.gather(*ts)
         return elapsed
 
-    elapsed = asyncio.run(main())
-    return _summary(delays, elapsed)
+    elapsed = run_async(main, loop)
+    return _summary(delays, elapsed, tickers)
 
 
 def ticks_threading(kind: str, tickers: int, rounds: int) -> dict:
@@ -150,7 +167,7 @@ def ticks_threading(kind: str, tickers: int, rounds: int) -> dict:
     stop.set()
     for t in ts:
         t.join()
-    return _summary(delays, elapsed)
+    return _summary(delays, elapsed, tickers)
 
 
 # ---- parallel C work ------------------------------------------------------
@@ -175,7 +192,7 @@ def parallel_gmprt(n: int, procs: int) -> dict:
     return {"elapsed_s": gmprt.run(main, procs=procs)}
 
 
-def parallel_asyncio(n: int) -> dict:
+def parallel_asyncio(n: int, loop: str = "asyncio") -> dict:
     import asyncio
 
     buf = b"x" * (1 << 20)
@@ -188,7 +205,7 @@ def parallel_asyncio(n: int) -> dict:
         await asyncio.gather(*[asyncio.create_task(task()) for _ in range(n)])
         return time.perf_counter() - t0
 
-    return {"elapsed_s": asyncio.run(main())}
+    return {"elapsed_s": run_async(main, loop)}
 
 
 def parallel_threading(n: int, workers: int) -> dict:
@@ -203,25 +220,66 @@ def parallel_threading(n: int, workers: int) -> dict:
 
 # ---- driver ---------------------------------------------------------------
 
+SCENARIOS = ("blocking", "cpu_hog", "parallel_c")
 
-def run(quick: bool = False) -> dict:
-    """Every scenario and contender, each in its own process."""
+
+def _ticks(kind: str, name: str, tickers: int, rounds: int) -> dict:
+    why = skip_reason(name, ("sleep",))
+    if why:
+        return {"skipped": why}
+    if name.startswith(GMPRT):
+        return attempt("blocking", "ticks_gmprt", kind, tickers, rounds, gmprt_procs(name))
+    if name == "threading":
+        return attempt("blocking", "ticks_threading", kind, tickers, rounds)
+    return attempt("blocking", "ticks_asyncio", kind, tickers, rounds, name)
+
+
+def _parallel(name: str, n: int) -> dict:
+    why = skip_reason(name)
+    if why:
+        return {"skipped": why}
+    if name.startswith(GMPRT):
+        return attempt("blocking", "parallel_gmprt", n, gmprt_procs(name))
+    if name.startswith("threading-"):
+        return attempt("blocking", "parallel_threading", n, int(name.removeprefix("threading-")))
+    return attempt("blocking", "parallel_asyncio", n, name)
+
+
+def run(quick: bool = False, scenarios: object = None) -> dict:
+    """Every scenario (or those named in `scenarios`) and contender, each in its
+    own process."""
+    want = set(scenarios or SCENARIOS)
     tickers_block, tickers_hog = (20, 5) if quick else (100, 10)
     rounds = 2 if quick else 10
     n_hash = 100 if quick else 1000
-    res: dict = {"blocking": {}, "cpu_hog": {}, "parallel_c": {}}
+    cores = os.cpu_count() or 1
+    res: dict = {}
     for kind, tickers in (("blocking", tickers_block), ("cpu_hog", tickers_hog)):
-        r = res[kind]
-        r["gmprt-procs1"] = in_subprocess("blocking", "ticks_gmprt", kind, tickers, rounds, 1)
-        r["gmprt-procs2"] = in_subprocess("blocking", "ticks_gmprt", kind, tickers, rounds, 2)
-        r["asyncio"] = in_subprocess("blocking", "ticks_asyncio", kind, tickers, rounds)
-        r["threading"] = in_subprocess("blocking", "ticks_threading", kind, tickers, rounds)
-    p = res["parallel_c"]
-    p["gmprt-procs1"] = in_subprocess("blocking", "parallel_gmprt", n_hash, 1)
-    p["gmprt-procs2"] = in_subprocess("blocking", "parallel_gmprt", n_hash, 2)
-    p["asyncio"] = in_subprocess("blocking", "parallel_asyncio", n_hash)
-    p["threading-2"] = in_subprocess("blocking", "parallel_threading", n_hash, 2)
+        if kind not in want:
+            continue
+        params = {"tickers": tickers, "tick_ms": TICK * 1000}
+        if kind == "blocking":
+            params |= {"calls": rounds, "call": "time.sleep(0.2)"}
+        else:
+            params |= {"hog_s": 1.0}
+        results = {name: _ticks(kind, name, tickers, rounds) for name in CONTENDERS}
+        res[kind] = {"params": params, "results": results}
+    if "parallel_c" in want:
+        names = [GMPRT, "gmprt-procs1"]
+        if cores > 1:
+            names.append(f"gmprt-procs{cores}")
+        names += ["asyncio", "uvloop", f"threading-{cores}"]
+        res["parallel_c"] = {
+            "params": {"tasks": n_hash, "buffer": "1 MiB", "hash": "sha256", "cores": cores},
+            "results": {name: _parallel(name, n_hash) for name in names},
+        }
     return res
+
+
+def _show(name: str, r: dict, fmt) -> str:
+    if "skipped" in r or "failed" in r:
+        return f"  {name:14} {r.get('skipped') or r.get('failed')}"
+    return f"  {name:14} {fmt(r)}"
 
 
 def main() -> None:
@@ -231,14 +289,23 @@ def main() -> None:
     res = run(args.quick)
     for kind in ("blocking", "cpu_hog"):
         print(f"{kind}: tick delay (ms)")
-        for name, r in res[kind].items():
+        for name, r in res[kind]["results"].items():
             print(
-                f"  {name:14} p50 {r['p50_ms']:8.2f}  p99 {r['p99_ms']:8.2f}  "
-                f"max {r['max_ms']:8.2f}  ticks {r['ticks']}"
+                _show(
+                    name,
+                    r,
+                    lambda r: (
+                        f"p50 {r['p50_ms']:8.2f}  p99 {r['p99_ms']:8.2f}  "
+                        f"max {r['max_ms']:8.2f}  ticks {r['ticks']}"
+                    ),
+                )
             )
     print("parallel_c: total seconds")
-    for name, r in res["parallel_c"].items():
-        print(f"  {name:14} {r['elapsed_s']:.3f}")
+    for name, r in res["parallel_c"]["results"].items():
+        print(_show(name, r, lambda r: f"{r['elapsed_s']:.3f}"))
+    for kind in ("blocking", "cpu_hog"):
+        for r in res[kind]["results"].values():
+            r.pop("cdf_ms", None)
     print(json.dumps(res))
 
 
