@@ -415,7 +415,7 @@ def echo_goal(g: dict[str, Any], sel: list[dict[str, Any]]) -> str:
         ratio = g["msgs_per_s"] / r["msgs_per_s"] if r["msgs_per_s"] else float("inf")
         ok = ratio >= want and g["p99_us"] <= r["p99_us"]
         checks.append(
-            f"{'met' if ok else 'NOT met'} vs {name} (msgs/s {ratio:.2f}×, want ≥ {want}×; "
+            f"{'met' if ok else 'NOT MET'} vs {name} (msgs/s {ratio:.2f}×, want ≥ {want}×; "
             f"p99 {g['p99_us']:,.0f} vs {r['p99_us']:,.0f} µs)"
         )
     return "Goal: " + "; ".join(checks) + "."
@@ -444,7 +444,7 @@ def idle_table(rows: list[dict[str, Any]], args) -> str:
         ok = g["bytes_per_conn"] <= 2048
         lines += [
             "",
-            f"Goal (≤ 2 KB per connection): {'met' if ok else 'NOT met'} "
+            f"Goal (≤ 2 KB per connection): {'met' if ok else 'NOT MET'} "
             f"({g['bytes_per_conn']:,} bytes).",
         ]
     return "\n".join(lines)
@@ -465,7 +465,7 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="~1 s runs, 2,000 idle connections")
     p.add_argument("--duration", type=float, help="measured seconds per run (default 3)")
@@ -486,8 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     args.duration = args.duration or (1.0 if args.quick else 3.0)
     args.warmup = args.warmup if args.warmup is not None else (0.25 if args.quick else 1.0)
     args.idle = args.idle if args.idle is not None else (2000 if args.quick else 10_000)
-    names = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = set(names) - set(CONTENDERS) - {f"gmprt-procs{i}" for i in range(1, 65)}
+    args.names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(args.names) - set(CONTENDERS) - {f"gmprt-procs{i}" for i in range(1, 65)}
     if unknown:
         p.error(f"unknown servers: {', '.join(sorted(unknown))} (known: {', '.join(CONTENDERS)})")
 
@@ -495,14 +495,18 @@ def main(argv: list[str] | None = None) -> int:
         import psutil  # noqa: F401  (server CPU and RSS)
     except ImportError:
         p.error("needs psutil: pip install psutil")
+    return args
 
+
+def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Runs what `args` asks for; every figure, and the report's sections."""
     # Inherited by every server too.
     nofile = raise_nofile_limit()
     if args.idle and args.idle + 64 > nofile:
         print(f"RLIMIT_NOFILE is {nofile}: idle connections cut to {nofile - 64}", flush=True)
         args.idle = nofile - 64
 
-    cs = contenders(names)
+    cs = contenders(args.names)
     for c in cs:
         if c.skip:
             print(f"{c.name}: skipped, {c.skip}: {c.skip_detail}", flush=True)
@@ -563,6 +567,53 @@ def main(argv: list[str] | None = None) -> int:
             print(f"idle n={args.idle:<6} {c.name:<17} {brief}", flush=True)
         sections.append(idle_table(results["idle"], args))
 
+    return results, sections
+
+
+SCENARIOS = ("echo", "idle")
+
+
+def case_key(conns: int, size: int) -> str:
+    return f"c{conns}-{size}"
+
+
+def run(quick: bool = False, scenarios: object = None) -> dict:
+    """Both scenarios (or those named in `scenarios`) for every server, in the
+    suite's shape: ``{"echo": {"params", "results": {server: {case: row}}},
+    "idle": {"params", "results": {server: row}}}``."""
+    want = set(scenarios or SCENARIOS)
+    if quick:
+        argv = ["--quick", "--connections", "50", "--sizes", "1024"]
+        argv += ["--duration", "0.5", "--warmup", "0.1", "--idle", "300"]
+    else:
+        argv = ["--connections", "10,100,1000", "--sizes", "1024,16384"]
+    if "echo" not in want:
+        argv.append("--no-echo")
+    if "idle" not in want:
+        argv += ["--idle", "0"]
+    args = parse(argv)
+    results, _ = bench(args)
+    out: dict = {}
+    if "echo" in want:
+        cases = [
+            [int(c), int(s)] for c in args.connections.split(",") for s in args.sizes.split(",")
+        ]
+        by: dict = {name: {} for name in args.names}
+        for row in results["echo"]:
+            by[row["server"]][case_key(row["connections"], row["size"])] = row
+        params = {k: results["config"][k] for k in ("duration", "warmup", "repeat", "threads")}
+        out["echo"] = {"params": params | {"cases": cases}, "results": by}
+    if "idle" in want:
+        out["idle"] = {
+            "params": {"connections": args.idle},
+            "results": {row["server"]: row for row in results["idle"]},
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    results, sections = bench(args)
     print()
     print("\n\n".join(sections))
     if args.json:
