@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -163,9 +162,3 @@ def rss() -> int:
     import psutil
 
     return psutil.Process().memory_info().rss
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
