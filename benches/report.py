@@ -1,0 +1,988 @@
+"""Turns the suite's results.json into report.md, PNG charts and the README
+snippet (benches/suite.py calls it; it also runs on its own)::
+
+    python benches/report.py [benches/results/results.json]
+
+Every ratio is gmprt's *advantage*: how many times better gmprt's figure is
+than the contender's (the contender's time over gmprt's, or gmprt's rate over
+the contender's), so above 1× favours gmprt and below 1× favours the
+contender, whatever the unit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+GMPRT, GMPRT_1 = "gmprt", "gmprt-procs1"
+
+ORDER = [
+    "spawn",
+    "ping_pong",
+    "fan_out",
+    "parked_memory",
+    "echo",
+    "idle",
+    "blocking",
+    "cpu_hog",
+    "parallel_c",
+    "overload",
+]
+
+TITLES = {
+    "spawn": "spawn: start N trivial tasks and wait for all",
+    "ping_pong": "ping-pong: two tasks pass a value back and forth",
+    "fan_out": "fan-out: producer → 8 workers → collector",
+    "parked_memory": "parked memory: N tasks blocked on one channel / event",
+    "echo": "echo: TCP echo server under gmprt-loadgen (closed loop)",
+    "idle": "idle connections: server memory per idle connection",
+    "blocking": "blocking call: one task calls time.sleep(0.2) ten times while others tick",
+    "cpu_hog": "CPU hog: one task loops 1 s in pure Python while others tick",
+    "parallel_c": "parallel C work: tasks hash 1 MiB buffers with hashlib.sha256",
+    "overload": "overload: slow upstream (1 s) and a flood of requests",
+}
+
+GOALS = {
+    "spawn": "≥ 6× faster than asyncio, ≥ 50× than threading",
+    "ping_pong": "≥ 10× faster than asyncio",
+    "fan_out": "≥ 3× asyncio's items/s",
+    "parked_memory": "≤ 512 B per G at 1M",
+    "echo": "≥ 1.3× uvloop streams and ≥ asyncio protocol msgs/s, p99 no worse",
+    "idle": "≤ 2 KB per connection in the server process",
+    "blocking": "p99 tick delay < 25 ms",
+    "cpu_hog": "p99 tick delay < 50 ms",
+    "parallel_c": "procs = all cores ≥ 1.6× faster than procs = 1, and ≥ 1.6× asyncio",
+    "overload": "RSS stays flat with limits on; every refused request gets a clear error",
+}
+
+ADVANTAGE_NOTE = (
+    "*adv.* = gmprt's advantage: how many times better gmprt's figure is than the "
+    "contender's (their time ÷ gmprt's, or gmprt's rate ÷ theirs); above 1× favours gmprt."
+)
+
+
+# ---- small helpers --------------------------------------------------------------------
+
+
+def num(v: float | None, digits: int | None = None) -> str:
+    if v is None:
+        return "—"
+    if digits is not None:
+        return f"{v:,.{digits}f}"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:,.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def adv(g: float | None, other: float | None, lower_better: bool) -> float | None:
+    if not g or not other:
+        return None
+    return other / g if lower_better else g / other
+
+
+def xfmt(r: float | None) -> str:
+    return "—" if r is None else f"{r:.2f}×" if r < 10 else f"{r:.1f}×"
+
+
+def why_not(fig: dict[str, Any] | None) -> str:
+    if not fig:
+        return "not run"
+    if "skipped" in fig:
+        return f"skipped: {fig['skipped']}"
+    if "failed" in fig:
+        return f"FAILED: {fig['failed']}"
+    return ""
+
+
+def table(headers: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "".join("l" if h == "note" else "r" for h in headers[1:])
+    sep = ["---:" if a == "r" else "---" for a in align]
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(sep) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+class Goal:
+    """The verdict on one scenario's goal: checks that pass (True), fail (False)
+    or could not be made (None)."""
+
+    def __init__(self) -> None:
+        self.checks: list[tuple[bool | None, str]] = []
+
+    def check(self, ok: bool | None, text: str) -> None:
+        self.checks.append((ok, text))
+
+    @property
+    def status(self) -> str:
+        if any(ok is False for ok, _ in self.checks):
+            return "NOT MET"
+        if self.checks and all(ok for ok, _ in self.checks):
+            return "met"
+        return "not measured"
+
+    def line(self, goal: str) -> str:
+        parts = []
+        for ok, text in self.checks:
+            mark = "met" if ok else "NOT MET" if ok is False else "not measured"
+            parts.append(f"{mark}: {text}")
+        body = "; ".join(parts) if parts else "no gmprt figures"
+        return f"**Goal** ({goal}): **{self.status}** — {body}."
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "checks": [{"ok": ok, "text": t} for ok, t in self.checks]}
+
+
+# ---- the scenarios --------------------------------------------------------------------
+# Each renderer takes the scenario's entry from results.json and returns
+# (markdown section, Goal, headline) where headline is what the summary table shows:
+# {"gmprt": str, "others": str}.
+
+
+def simple(
+    sc: dict[str, Any],
+    key: str,
+    label: str,
+    lower_better: bool,
+    n_key: str,
+    goal_fn: Callable[[dict[str, dict], Goal], None],
+) -> tuple[str, Goal, dict[str, str]]:
+    res = sc["results"]
+    g = res.get(GMPRT, {}).get(key)
+    g1 = res.get(GMPRT_1, {}).get(key)
+    rows = []
+    for name, fig in res.items():
+        if key not in fig:
+            rows.append([name, "—", "—", "—", "—", why_not(fig)])
+            continue
+        is_g = name.startswith(GMPRT)
+        rows.append(
+            [
+                name,
+                num(fig[key]),
+                f"{fig.get(n_key, fig.get('n', '')):,}",
+                "—" if name == GMPRT else xfmt(adv(g, fig[key], lower_better)),
+                "—" if name == GMPRT_1 else xfmt(adv(g1, fig[key], lower_better)),
+                "" if is_g else "",
+            ]
+        )
+    md = table(["contender", label, "n", "gmprt adv.", "gmprt-procs1 adv.", "note"], rows)
+    goal = Goal()
+    goal_fn(res, goal)
+    others = ", ".join(
+        f"{n} {num(f[key])} ({xfmt(adv(g, f[key], lower_better))})"
+        for n, f in res.items()
+        if not n.startswith(GMPRT) and key in f
+    )
+    return md, goal, {"gmprt": f"{num(g)} {label}" if g else "—", "others": others}
+
+
+def ratio_check(
+    res: dict[str, dict], goal: Goal, key: str, other: str, want: float, lower_better: bool
+) -> None:
+    g = res.get(GMPRT, {}).get(key)
+    o = res.get(other, {}).get(key)
+    if g is None or o is None:
+        why = why_not(res.get(GMPRT)) or why_not(res.get(other))
+        goal.check(None, f"vs {other}: {why}")
+        return
+    r = adv(g, o, lower_better)
+    g1 = res.get(GMPRT_1, {}).get(key)
+    extra = f"; procs=1: {xfmt(adv(g1, o, lower_better))}" if g1 else ""
+    goal.check(
+        r is not None and r >= want,
+        f"{xfmt(r)} {other} (want ≥ {want:g}×; {num(g)} vs {num(o)}{extra})",
+    )
+
+
+def r_spawn(sc):
+    def goal(res, g):
+        ratio_check(res, g, "us_per_task", "asyncio", 6, True)
+        ratio_check(res, g, "us_per_task", "threading", 50, True)
+
+    return simple(sc, "us_per_task", "µs/task", True, "n", goal)
+
+
+def r_ping_pong(sc):
+    def goal(res, g):
+        ratio_check(res, g, "us_per_round_trip", "asyncio", 10, True)
+
+    return simple(sc, "us_per_round_trip", "µs/round trip", True, "n", goal)
+
+
+def r_fan_out(sc):
+    def goal(res, g):
+        ratio_check(res, g, "items_per_s", "asyncio", 3, False)
+
+    return simple(sc, "items_per_s", "items/s", False, "n", goal)
+
+
+def r_parked_memory(sc):
+    res = sc["results"]
+    gby = res.get(GMPRT, {}).get("by_n", {})
+    rows = []
+    for name, fig in res.items():
+        if "by_n" not in fig:
+            rows.append([name, "—", "—", "—", "—", "—", why_not(fig)])
+            continue
+        for n, f in fig["by_n"].items():
+            if "bytes_per_task" not in f:
+                rows.append([name, f"{int(n):,}", "—", "—", "—", "—", why_not(f)])
+                continue
+            gf = gby.get(n) or (gby[max(gby, key=int)] if gby else None)
+            gb = gf.get("bytes_per_task") if gf else None
+            note = "" if not gf or n in gby else f"gmprt at its largest N ({gf['n']:,})"
+            rows.append(
+                [
+                    name,
+                    f"{int(n):,}",
+                    num(f["bytes_per_task"], 0),
+                    num(f["rss_base_mib"], 1),
+                    num(f["rss_parked_mib"], 1),
+                    "—" if name == GMPRT else xfmt(adv(gb, f["bytes_per_task"], True)),
+                    note,
+                ]
+            )
+    md = table(
+        ["contender", "N", "bytes/task", "RSS base MiB", "RSS parked MiB", "gmprt adv.", "note"],
+        rows,
+    )
+    goal = Goal()
+    head = {"gmprt": "—", "others": ""}
+    if gby:
+        top = max(gby, key=int)
+        b = gby[top].get("bytes_per_task")
+        at = f"at N = {int(top):,}" + ("" if int(top) >= 1_000_000 else " (the goal is at 1M)")
+        goal.check(b is not None and b <= 512, f"{num(b, 0)} B per G {at}")
+        head["gmprt"] = f"{num(b, 0)} B/task at {int(top):,}"
+        others = []
+        for name, fig in res.items():
+            if name.startswith(GMPRT) or "by_n" not in fig:
+                continue
+            m = max(fig["by_n"], key=int)
+            v = fig["by_n"][m].get("bytes_per_task")
+            if v is not None:
+                others.append(f"{name} {num(v, 0)} at {int(m):,} ({xfmt(adv(b, v, True))})")
+        head["others"] = ", ".join(others)
+    else:
+        goal.check(None, why_not(res.get(GMPRT)))
+    return md, goal, head
+
+
+def size_label(size: int) -> str:
+    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+
+
+def r_echo(sc):
+    res = sc["results"]
+    parts = []
+    goal = Goal()
+    head = {"gmprt": "—", "others": ""}
+    cases = sc["params"]["cases"]
+    p = sc["params"]
+    for conns, size in cases:
+        key = f"c{conns}-{size}"
+        g = res.get(GMPRT, {}).get(key, {})
+        rows = []
+        for name, by in res.items():
+            r = by.get(key, {})
+            if "msgs_per_s" not in r:
+                rows.append([name] + ["—"] * 7 + [why_not(r) or r.get("note", "")])
+                continue
+            errs = f"{r['errors']} errors: {r['first_error']}" if r.get("errors") else ""
+            cpu = "—" if r.get("server_cpu") is None else f"{r['server_cpu']:.0%}"
+            rows.append(
+                [
+                    name,
+                    num(r["msgs_per_s"], 0),
+                    num(r["p50_us"], 0),
+                    num(r["p99_us"], 0),
+                    cpu,
+                    f"{r['client_cpu']:.0%}",
+                    "—"
+                    if name == GMPRT
+                    else xfmt(adv(g.get("msgs_per_s"), r["msgs_per_s"], False)),
+                    "—" if name == GMPRT else xfmt(adv(g.get("p99_us"), r["p99_us"], True)),
+                    errs,
+                ]
+            )
+        parts.append(
+            f"#### {conns:,} connections, {size_label(size)} messages\n\n"
+            + table(
+                [
+                    "server",
+                    "msgs/s",
+                    "p50 µs",
+                    "p99 µs",
+                    "server CPU",
+                    "client CPU",
+                    "gmprt msgs/s adv.",
+                    "gmprt p99 adv.",
+                    "note",
+                ],
+                rows,
+            )
+        )
+        spec = conns in (100, 1000) or len(cases) == 1
+        if not spec:
+            continue
+        for other, want in (("uvloop-streams", 1.3), ("asyncio-protocol", 1.0)):
+            o = res.get(other, {}).get(key, {})
+            if "msgs_per_s" not in g or "msgs_per_s" not in o:
+                goal.check(None, f"C={conns} {size_label(size)} vs {other}: {why_not(g or o)}")
+                continue
+            r = g["msgs_per_s"] / o["msgs_per_s"]
+            ok = r >= want and g["p99_us"] <= o["p99_us"]
+            goal.check(
+                ok,
+                f"C={conns} {size_label(size)}: {r:.2f}× {other} msgs/s (want ≥ {want:g}×), "
+                f"p99 {num(g['p99_us'], 0)} vs {num(o['p99_us'], 0)} µs",
+            )
+    # Headline: the C=100, 1 KiB case (or the first measured).
+    key = "c100-1024" if [100, 1024] in cases else f"c{cases[0][0]}-{cases[0][1]}"
+    g = res.get(GMPRT, {}).get(key, {})
+    if "msgs_per_s" in g:
+        c, s = key[1:].split("-")
+        head["gmprt"] = f"{num(g['msgs_per_s'], 0)} msgs/s (C={c}, {size_label(int(s))})"
+        head["others"] = ", ".join(
+            f"{n} {num(v, 0)} ({xfmt(adv(g['msgs_per_s'], v, False))})"
+            for n, by in res.items()
+            if not n.startswith(GMPRT) and (v := by.get(key, {}).get("msgs_per_s"))
+        )
+    intro = (
+        f"{p['duration']:g} s measured after {p['warmup']:g} s warmup per run, "
+        f"best of {p['repeat']}, gmprt-loadgen with {p['threads']} thread(s), "
+        "one message in flight per connection."
+    )
+    return intro + "\n\n" + "\n\n".join(parts), goal, head
+
+
+def r_idle(sc):
+    res = sc["results"]
+    g = res.get(GMPRT, {}).get("bytes_per_conn")
+    rows = []
+    for name, r in res.items():
+        if "bytes_per_conn" not in r:
+            rows.append([name, "—", "—", "—", "—", why_not(r)])
+            continue
+        rows.append(
+            [
+                name,
+                num(r["bytes_per_conn"], 0),
+                num(r["rss_base_mib"], 1),
+                num(r["rss_after_mib"], 1),
+                "—" if name == GMPRT else xfmt(adv(g, r["bytes_per_conn"], True)),
+                "",
+            ]
+        )
+    md = f"{sc['params']['connections']:,} idle connections held open, each echoed once.\n\n"
+    md += table(
+        ["server", "bytes/conn", "RSS before MiB", "RSS after MiB", "gmprt adv.", "note"], rows
+    )
+    goal = Goal()
+    if g is None:
+        goal.check(None, why_not(res.get(GMPRT)))
+    else:
+        goal.check(g <= 2048, f"{num(g, 0)} bytes per connection")
+    others = ", ".join(
+        f"{n} {num(r['bytes_per_conn'], 0)} ({xfmt(adv(g, r['bytes_per_conn'], True))})"
+        for n, r in res.items()
+        if not n.startswith(GMPRT) and "bytes_per_conn" in r
+    )
+    return md, goal, {"gmprt": f"{num(g, 0)} B/conn" if g else "—", "others": others}
+
+
+def r_ticks(limit_ms: float):
+    def render(sc):
+        res = sc["results"]
+        p = sc["params"]
+        g = res.get(GMPRT, {}).get("p99_ms")
+        rows = []
+        stuck = []
+        for name, r in res.items():
+            if "p99_ms" not in r:
+                rows.append([name] + ["—"] * 5 + [why_not(r)])
+                continue
+            exp = r.get("expected_ticks")
+            note = ""
+            if exp and r["ticks"] < 0.5 * exp:
+                note = f"stalled: {r['ticks']:,} of ~{exp:,} ticks happened"
+                stuck.append(
+                    f"{name} ({r['ticks']:,} of ~{exp:,} ticks, worst {num(r['max_ms'])} ms)"
+                )
+            rows.append(
+                [
+                    name,
+                    f"{r['ticks']:,}" + (f" / {exp:,}" if exp else ""),
+                    num(r["p50_ms"]),
+                    num(r["p99_ms"]),
+                    num(r["max_ms"]),
+                    "—" if name == GMPRT else xfmt(adv(g, r["p99_ms"], True)),
+                    note,
+                ]
+            )
+        what = (
+            f"{p['tickers']} tickers every {p['tick_ms']:g} ms; "
+            + (
+                f"the stuck task calls {p['call']} {p['calls']} times"
+                if "call" in p
+                else f"the stuck task loops {p['hog_s']:g} s in Python"
+            )
+            + " (on the event loop for asyncio and uvloop, which have nowhere else to run it)."
+        )
+        md = (
+            what
+            + "\n\n"
+            + table(
+                [
+                    "contender",
+                    "ticks / expected",
+                    "p50 ms",
+                    "p99 ms",
+                    "max ms",
+                    "gmprt adv.",
+                    "note",
+                ],
+                rows,
+            )
+        )
+        if stuck:
+            md += (
+                "\n\nWhat happens to the contenders that cannot do it: "
+                + "; ".join(stuck)
+                + " — every ticker sat frozen until the stuck task let go of the loop."
+            )
+        goal = Goal()
+        if g is None:
+            goal.check(None, why_not(res.get(GMPRT)))
+        else:
+            g1 = res.get(GMPRT_1, {}).get("p99_ms")
+            extra = f"; procs=1: {num(g1)} ms" if g1 is not None else ""
+            goal.check(g < limit_ms, f"p99 {num(g)} ms (want < {limit_ms:g} ms{extra})")
+        others = ", ".join(
+            f"{n} {num(r['p99_ms'])} ms"
+            for n, r in res.items()
+            if not n.startswith(GMPRT) and "p99_ms" in r
+        )
+        return md, goal, {"gmprt": f"p99 {num(g)} ms" if g is not None else "—", "others": others}
+
+    return render
+
+
+def r_parallel_c(sc):
+    res = sc["results"]
+    p = sc["params"]
+    cores = p.get("cores", 1)
+    top = f"gmprt-procs{cores}" if cores > 1 else GMPRT_1
+    base = res.get(GMPRT_1, {}).get("elapsed_s")
+    gtop = res.get(top, {}).get("elapsed_s")
+    rows = []
+    for name, r in res.items():
+        if "elapsed_s" not in r:
+            rows.append([name, "—", "—", "—", why_not(r)])
+            continue
+        rows.append(
+            [
+                name,
+                num(r["elapsed_s"], 3),
+                xfmt(adv(r["elapsed_s"], base, True)),
+                "—" if name == top else xfmt(adv(gtop, r["elapsed_s"], True)),
+                "",
+            ]
+        )
+    md = f"{p['tasks']:,} tasks, each hashing a {p['buffer']} buffer; {cores} cores.\n\n"
+    md += table(["contender", "seconds", "speedup vs gmprt-procs1", f"{top} adv.", "note"], rows)
+    goal = Goal()
+    if gtop is None or base is None:
+        goal.check(None, why_not(res.get(top)) or why_not(res.get(GMPRT_1)))
+    else:
+        goal.check(
+            base / gtop >= 1.6,
+            f"{top} is {xfmt(base / gtop)} faster than gmprt-procs1 (want ≥ 1.6×; "
+            f"{num(gtop, 3)} vs {num(base, 3)} s)",
+        )
+        a = res.get("asyncio", {}).get("elapsed_s")
+        if a is not None:
+            goal.check(a / gtop >= 1.6, f"{xfmt(a / gtop)} asyncio (want ≥ 1.6×)")
+    others = ", ".join(
+        f"{n} {num(r['elapsed_s'], 3)} s ({xfmt(adv(gtop, r['elapsed_s'], True))})"
+        for n, r in res.items()
+        if not n.startswith(GMPRT) and "elapsed_s" in r
+    )
+    return md, goal, {"gmprt": f"{top} {num(gtop, 3)} s" if gtop else "—", "others": others}
+
+
+OUTCOMES = [
+    ("ok", "OK"),
+    ("refused_clear", "refused, clear error"),
+    ("connection_refused", "conn. refused"),
+    ("reset", "reset"),
+    ("closed_no_reply", "closed, no reply"),
+    ("timed_out", "timed out"),
+    ("other", "other"),
+]
+
+
+def overload_ok(run: dict[str, Any], bound: float) -> tuple[bool, bool, int]:
+    """(flat, clear) for a limits-on run, and how many requests failed unclearly."""
+    out = run["client"]["outcomes"]
+    unclear = sum(v for k, v in out.items() if k not in ("ok", "refused_clear"))
+    return run["rss_growth_mib"] <= bound, unclear == 0, unclear
+
+
+def r_overload(sc):
+    res = sc["results"]
+    p = sc["params"]
+    bound = p["flat_bound_mib"]
+    rows = []
+    for name, modes in res.items():
+        if "skipped" in modes or "failed" in modes:
+            rows.append([name, "—"] + ["—"] * (len(OUTCOMES) + 4) + [why_not(modes)])
+            continue
+        for mode in ("limits_off", "limits_on"):
+            r = modes.get(mode, {})
+            label = "off" if mode == "limits_off" else f"on ({p['limit']})"
+            if "client" not in r:
+                rows.append([name, label] + ["—"] * (len(OUTCOMES) + 4) + [why_not(r)])
+                continue
+            c = r["client"]
+            out = c["outcomes"]
+            note = "; ".join(
+                f"{k}: {v}" for k, v in c.get("first", {}).items() if k != "refused_clear"
+            )
+            if not r.get("server_alive", True):
+                note = "SERVER DIED; " + note
+            if r.get("limiter") and mode == "limits_on" and "not available" in r["limiter"]:
+                note = f"limiter: {r['limiter']}; " + note
+            rows.append(
+                [name, label, f"{c['requests']:,}"]
+                + [f"{out.get(k, 0):,}" for k, _ in OUTCOMES]
+                + [
+                    f"{num(c['ok_p50_ms'], 0)} / {num(c['ok_p99_ms'], 0)}",
+                    num(r["rss_growth_mib"], 1),
+                    f"{r['threads_peak']:,}",
+                    note.strip("; "),
+                ]
+            )
+    md = (
+        f"{p['requests']:,} requests: {p['rate']:,} new connections/s for {p['flood_s']:g} s, "
+        f"each sending one request line; the handler holds {p['state_kib']} KiB of state "
+        f"while it waits {p['upstream_s']:g} s on the upstream; clients give up after "
+        f"{p['client_timeout_s']:g} s. Limits on = at most {p['limit']} requests in flight "
+        "(gmprt: a Semaphore, asyncio: an asyncio.Semaphore, threading: a pool of that many "
+        "threads), the rest answered `ERR 503 overloaded ...` at once. 'Flat' means the peak "
+        f"RSS growth stays within limit × (state + 64 KiB) + 16 MiB = {bound:g} MiB.\n\n"
+    )
+    md += table(
+        ["server", "limits", "requests"]
+        + [h for _, h in OUTCOMES]
+        + ["OK p50 / p99 ms", "peak RSS growth MiB", "peak threads", "note"],
+        rows,
+    )
+    goal = Goal()
+    verdicts = []
+    for name, modes in res.items():
+        on = modes.get("limits_on", {}) if isinstance(modes, dict) else {}
+        if "client" not in on:
+            if name == GMPRT:
+                goal.check(None, why_not(on) or why_not(modes))
+            continue
+        flat, clear, unclear = overload_ok(on, bound)
+        off = modes.get("limits_off", {})
+        off_g = (
+            f" (limits off: {num(off['rss_growth_mib'], 1)} MiB)" if "rss_growth_mib" in off else ""
+        )
+        text = (
+            f"peak RSS growth {num(on['rss_growth_mib'], 1)} MiB with limits on{off_g}, "
+            f"bound {bound:g}; {on['client']['outcomes'].get('refused_clear', 0):,} refused with "
+            f"a clear error, {unclear:,} failed otherwise"
+        )
+        if name == GMPRT:
+            goal.check(flat, "gmprt " + text.split(";")[0])
+            goal.check(clear, "gmprt " + text.split("; ")[1])
+        else:
+            verdicts.append(f"{name}: {'met' if flat and clear else 'NOT MET'} ({text})")
+    if verdicts:
+        md += "\n\nThe same goal for the others: " + "; ".join(verdicts) + "."
+    g = res.get(GMPRT, {})
+    head = {"gmprt": "—", "others": ""}
+    if "client" in g.get("limits_on", {}):
+        head["gmprt"] = (
+            f"+{num(g['limits_on']['rss_growth_mib'], 1)} MiB limits on, "
+            f"+{num(g['limits_off']['rss_growth_mib'], 1)} off"
+        )
+    head["others"] = ", ".join(
+        f"{n} +{num(m['limits_on']['rss_growth_mib'], 1)} on / "
+        f"+{num(m['limits_off']['rss_growth_mib'], 1)} off MiB"
+        for n, m in res.items()
+        if n != GMPRT and "client" in m.get("limits_on", {}) and "client" in m.get("limits_off", {})
+    )
+    return md, goal, head
+
+
+RENDER = {
+    "spawn": r_spawn,
+    "ping_pong": r_ping_pong,
+    "fan_out": r_fan_out,
+    "parked_memory": r_parked_memory,
+    "echo": r_echo,
+    "idle": r_idle,
+    "blocking": r_ticks(25),
+    "cpu_hog": r_ticks(50),
+    "parallel_c": r_parallel_c,
+    "overload": r_overload,
+}
+
+
+# ---- charts -----------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+COLORS = {
+    GMPRT: "#d62728",
+    GMPRT_1: "#ff7f0e",
+    "asyncio": "#1f77b4",
+    "asyncio-streams": "#1f77b4",
+    "asyncio-protocol": "#17becf",
+    "uvloop": "#9467bd",
+    "uvloop-streams": "#9467bd",
+    "uvloop-protocol": "#e377c2",
+    "threading": "#2ca02c",
+}
+
+
+def chart_parked(sc, path: Path, title: str) -> bool:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for name, r in sc["results"].items():
+        pts = sorted(
+            (int(n), f["bytes_per_task"])
+            for n, f in r.get("by_n", {}).items()
+            if "bytes_per_task" in f
+        )
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=name, color=COLORS.get(name))
+            drawn = True
+    ax.axhline(512, ls="--", color="grey", lw=1, label="goal: 512 B")
+    ax.set(
+        xscale="log", yscale="log", xlabel="parked tasks N", ylabel="RSS growth per task (bytes)"
+    )
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def chart_echo(sc, path: Path, title: str) -> bool:
+    plt = _plt()
+    sizes = sorted({s for _, s in sc["params"]["cases"]})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
+    drawn = False
+    for ax, size in zip(axes[0], sizes, strict=True):
+        conns = sorted(c for c, s in sc["params"]["cases"] if s == size)
+        for name, by in sc["results"].items():
+            pts = [(c, by.get(f"c{c}-{size}", {}).get("msgs_per_s")) for c in conns]
+            pts = [(c, v) for c, v in pts if v]
+            if pts:
+                style = "o-" if not name.startswith("uvloop") else "s--"
+                ax.plot(*zip(*pts, strict=True), style, label=name, color=COLORS.get(name))
+                drawn = True
+        ax.set(xscale="log", xlabel="connections", ylabel="msgs/s")
+        ax.set_title(f"{size_label(size)} messages")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def chart_ticks(sc, path: Path, title: str, limit_ms: float) -> bool:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for name, r in sc["results"].items():
+        cdf = r.get("cdf_ms")
+        if cdf:
+            ys = [i / (len(cdf) - 1) for i in range(len(cdf))]
+            xs = [max(x, 1e-3) for x in cdf]
+            ax.step(xs, ys, where="post", label=name, color=COLORS.get(name))
+            drawn = True
+    ax.axvline(limit_ms, ls="--", color="grey", lw=1, label=f"goal: p99 < {limit_ms:g} ms")
+    ax.axhline(0.99, ls=":", color="grey", lw=1)
+    ax.set(xscale="log", xlabel="tick delay (ms, log)", ylabel="fraction of ticks ≤ delay")
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def chart_overload(sc, path: Path, title: str) -> bool:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    drawn = False
+    for ax, mode in zip(axes, ("limits_off", "limits_on"), strict=True):
+        for name, modes in sc["results"].items():
+            r = modes.get(mode, {}) if isinstance(modes, dict) else {}
+            if r.get("series"):
+                xs = [s[0] for s in r["series"]]
+                ys = [s[1] - r["rss_base_mib"] for s in r["series"]]
+                ax.plot(xs, ys, label=name, color=COLORS.get(name))
+                drawn = True
+        if mode == "limits_on":
+            ax.axhline(
+                sc["params"]["flat_bound_mib"], ls="--", color="grey", lw=1, label="flat bound"
+            )
+        ax.set(xlabel="seconds since the flood began", ylabel="server RSS growth (MiB)")
+        ax.set_title(mode.replace("_", " "))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def chart_summary(summary: list[dict[str, Any]], path: Path, title: str) -> bool:
+    """gmprt's advantage over asyncio in each scenario where both ran."""
+    label = {"echo": "echo (vs asyncio streams)", "idle": "idle (vs asyncio streams)"}
+    pts = [
+        (label.get(s["scenario"], s["scenario"]), s["vs_asyncio"])
+        for s in summary
+        if s.get("vs_asyncio")
+    ]
+    if not pts:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(pts) + 1.5))
+    names = [p[0] for p in pts][::-1]
+    vals = [p[1] for p in pts][::-1]
+    colors = ["#d62728" if v >= 1 else "#7f7f7f" for v in vals]
+    ax.barh(names, vals, color=colors)
+    ax.axvline(1, color="black", lw=1)
+    ax.set(xscale="log", xlabel="gmprt's advantage over asyncio (×, log; > 1 favours gmprt)")
+    for y, v in enumerate(vals):
+        ax.text(v, y, f" {v:.0f}×" if v >= 10 else f" {v:.2f}×", va="center", fontsize=8)
+    ax.set_title(title)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def vs_asyncio(name: str, sc: dict[str, Any]) -> float | None:
+    """gmprt's advantage over asyncio in one scenario's headline figure."""
+    res = sc.get("results", {})
+
+    def pair(key: str, other: str = "asyncio", lower: bool = True):
+        return adv(res.get(GMPRT, {}).get(key), res.get(other, {}).get(key), lower)
+
+    if name == "spawn":
+        return pair("us_per_task")
+    if name == "ping_pong":
+        return pair("us_per_round_trip")
+    if name == "fan_out":
+        return pair("items_per_s", lower=False)
+    if name == "idle":
+        return pair("bytes_per_conn", "asyncio-streams")
+    if name in ("blocking", "cpu_hog"):
+        return pair("p99_ms")
+    if name == "parallel_c":
+        cores = sc["params"].get("cores", 1)
+        return adv(
+            res.get(f"gmprt-procs{cores}", {}).get("elapsed_s"),
+            res.get("asyncio", {}).get("elapsed_s"),
+            True,
+        )
+    if name == "parked_memory":
+        g, a = res.get(GMPRT, {}).get("by_n", {}), res.get("asyncio", {}).get("by_n", {})
+        common = sorted(set(g) & set(a), key=int)
+        if common:
+            n = common[-1]
+            return adv(g[n].get("bytes_per_task"), a[n].get("bytes_per_task"), True)
+    if name == "echo":
+        cases = sc["params"]["cases"]
+        key = "c100-1024" if [100, 1024] in cases else f"c{cases[0][0]}-{cases[0][1]}"
+        return adv(
+            res.get(GMPRT, {}).get(key, {}).get("msgs_per_s"),
+            res.get("asyncio-streams", {}).get(key, {}).get("msgs_per_s"),
+            False,
+        )
+    return None
+
+
+# ---- the report -------------------------------------------------------------------------
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    ram = f"{m['ram_gib']:.0f} GiB RAM" if m.get("ram_gib") else ""
+    gil = "" if m.get("gil", True) else ", free-threaded"
+    return (
+        f"{m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, {ram}; {m.get('os', '?')}; "
+        f"CPython {m.get('python', '?')}{gil}; gmprt {m.get('gmprt_commit', '?')[:12]}"
+        f"{' (dirty)' if m.get('gmprt_dirty') else ''}; {m.get('date', '?')}; "
+        f"load average {'/'.join(f'{x:.1f}' for x in m.get('loadavg_start', []))} at the start"
+    )
+
+
+def render(results: dict[str, Any], out: Path, draw: bool = True) -> dict[str, Any]:
+    """Writes report.md, the charts and README-snippet.md into `out`; returns
+    {"summary": [...], "charts": [...], "goals": {scenario: Goal dict}}."""
+    m = results["machine"]
+    cfg = results.get("config", {})
+    sections = []
+    summary = []
+    goals: dict[str, Any] = {}
+    charts: list[str] = []
+    scenarios = results["scenarios"]
+    for name in ORDER:
+        sc = scenarios.get(name)
+        if sc is None:
+            continue
+        title = TITLES[name]
+        if "error" in sc:
+            sections.append(f"## {title}\n\nFAILED: the scenario raised\n\n```\n{sc['error']}\n```")
+            summary.append(
+                {
+                    "scenario": name,
+                    "gmprt": "—",
+                    "others": "",
+                    "goal": GOALS[name],
+                    "status": "FAILED",
+                }
+            )
+            goals[name] = {"status": "FAILED", "checks": []}
+            continue
+        md, goal, head = RENDER[name](sc)
+        goals[name] = goal.as_dict()
+        params = ", ".join(f"{k} = {v}" for k, v in sc.get("params", {}).items() if k != "cases")
+        took = f"{sc.get('elapsed_s', 0):.0f} s"
+        body = f"## {title}\n\n{md}\n\n{goal.line(GOALS[name])}\n\n<sub>{params}; {took}</sub>"
+        if draw:
+            png = None
+            if name == "parked_memory":
+                png = (
+                    "parked_memory.png"
+                    if chart_parked(sc, out / "parked_memory.png", title)
+                    else None
+                )
+            elif name == "echo":
+                png = "echo.png" if chart_echo(sc, out / "echo.png", title) else None
+            elif name in ("blocking", "cpu_hog"):
+                lim = 25 if name == "blocking" else 50
+                png = f"{name}.png" if chart_ticks(sc, out / f"{name}.png", title, lim) else None
+            elif name == "overload":
+                png = "overload.png" if chart_overload(sc, out / "overload.png", title) else None
+            if png:
+                charts.append(png)
+                body += f"\n\n![{name}]({png})"
+        sections.append(body)
+        summary.append(
+            {
+                "scenario": name,
+                "gmprt": head["gmprt"],
+                "others": head["others"],
+                "goal": GOALS[name],
+                "status": goal.status,
+                "vs_asyncio": vs_asyncio(name, sc),
+            }
+        )
+    if draw and chart_summary(summary, out / "summary.png", "gmprt vs asyncio, one run"):
+        charts.insert(0, "summary.png")
+    summary_md = table(
+        ["scenario", "gmprt", "others (gmprt's advantage)", "goal", "status"],
+        [
+            [s["scenario"], s["gmprt"], s["others"], s["goal"], f"**{s['status']}**"]
+            for s in summary
+        ],
+        "lllll",
+    )
+    kind = (
+        "quick run (small sizes: checks the suite works, says little about speed)"
+        if cfg.get("quick")
+        else "full run"
+    )
+    head = [
+        "# gmprt benchmark report",
+        "",
+        f"Generated by `python benches/suite.py{' --quick' if cfg.get('quick') else ''}` — {kind}.",
+        "",
+        f"Machine: {machine_line(m)}.",
+        "",
+        "Every contender ran in its own process; figures from one run, so compare ratios, not "
+        "absolute numbers, across machines. " + ADVANTAGE_NOTE,
+        "",
+        "## Summary",
+        "",
+        summary_md,
+    ]
+    if "summary.png" in charts:
+        head += ["", "![summary](summary.png)"]
+    not_met = [s for s in summary if s["status"] != "met"]
+    if not_met:
+        head += [
+            "",
+            "Goals not met or not measured: "
+            + ", ".join(f"{s['scenario']} ({s['status']})" for s in not_met)
+            + ".",
+        ]
+    report = "\n".join(head) + "\n\n" + "\n\n".join(sections) + "\n"
+    (out / "report.md").write_text(report)
+    snippet = readme_snippet(m, cfg, summary_md, charts)
+    (out / "README-snippet.md").write_text(snippet)
+    return {"summary": summary, "charts": charts, "goals": goals}
+
+
+def readme_snippet(
+    m: dict[str, Any], cfg: dict[str, Any], summary_md: str, charts: list[str]
+) -> str:
+    chart = "echo.png" if "echo.png" in charts else (charts[0] if charts else None)
+    lines = [
+        f"Taken on {machine_line(m)}, with `python benches/suite.py"
+        f"{' --quick' if cfg.get('quick') else ''}` "
+        f"({cfg.get('duration_s', 0) / 60:.0f} min). Full tables: "
+        "[benches/results/report.md](benches/results/report.md). " + ADVANTAGE_NOTE,
+        "",
+        summary_md,
+    ]
+    if chart:
+        lines += ["", f"![{chart[:-4]}](benches/results/{chart})"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    path = Path(argv[0] if argv else Path(__file__).parent / "results" / "results.json")
+    results = json.loads(path.read_text())
+    out = render(results, path.parent)
+    print(f"wrote {path.parent / 'report.md'} and {len(out['charts'])} charts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
