@@ -152,10 +152,12 @@ impl G {
     /// the waker that wins the G; Acquire (on failure too) sees what a
     /// notifying waker wrote before its wake (a channel's handed-off value).
     pub(crate) fn commit_park(&self, gen: u64) -> bool {
-        match self
-            .state
-            .compare_exchange(word(Status::Running, gen), word(Status::Parked, gen), AcqRel, Acquire)
-        {
+        match self.state.compare_exchange(
+            word(Status::Running, gen),
+            word(Status::Parked, gen),
+            AcqRel,
+            Acquire,
+        ) {
             Ok(_) => true,
             Err(cur) => {
                 debug_assert_eq!(
@@ -216,7 +218,8 @@ impl G {
             // Still inside a step on an M that did not stop: it owns the body.
             return None;
         }
-        self.state.store(word(Status::Idle, (cur >> STATUS_BITS) + 1), Release);
+        self.state
+            .store(word(Status::Idle, (cur >> STATUS_BITS) + 1), Release);
         // SAFETY: the caller has stopped every M that could own this G, and the
         // state is no longer one a waker can move to RUNNABLE, so nobody else
         // can reach the body.

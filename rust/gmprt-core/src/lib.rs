@@ -16,6 +16,7 @@ pub mod netpoll;
 mod park;
 pub mod runq;
 pub mod sched;
+pub mod sysmon;
 pub mod timer;
 
 pub use g::{GPtr, Status, Wake};

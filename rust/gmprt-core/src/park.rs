@@ -26,7 +26,10 @@ pub(crate) struct Note<P> {
 
 impl<P> Note<P> {
     pub(crate) fn new() -> Self {
-        Note { slot: Mutex::new(None), cv: Condvar::new() }
+        Note {
+            slot: Mutex::new(None),
+            cv: Condvar::new(),
+        }
     }
 
     /// Any thread: give the M its handoff. One handoff per sleep: the M is on

@@ -78,7 +78,9 @@ pub fn new() -> (Local, Stealer) {
         head: CachePadded(AtomicU32::new(0)),
         tail: CachePadded(AtomicU32::new(0)),
         runnext: AtomicPtr::new(ptr::null_mut()),
-        slots: (0..CAPACITY).map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
+        slots: (0..CAPACITY)
+            .map(|_| AtomicPtr::new(ptr::null_mut()))
+            .collect(),
     });
     (Local { q: shared.clone() }, Stealer { q: shared })
 }

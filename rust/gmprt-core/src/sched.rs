@@ -50,7 +50,9 @@ use std::ptr;
 use std::time::{Duration, Instant};
 
 use crate::g::{BoxBody, GPtr, Wake};
-use crate::loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use crate::loom::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*,
+};
 use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::loom::{lock, thread};
 use crate::netpoll::{Netpoll, Ready};
@@ -105,6 +107,13 @@ pub trait Body: Send + 'static {
     fn describe(&self) -> String {
         String::new()
     }
+
+    /// Whether the next step may block in a system call (a plain function
+    /// run as a G). sysmon then retakes the P as soon as work waits, as Go
+    /// does for a syscall, instead of after `sysmon::FORCE_PREEMPT`.
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 /// Per-M hooks supplied by the embedder (the Python binding attaches each M to
@@ -119,6 +128,24 @@ pub trait Hooks: Send + Sync + 'static {
     fn blocking(&self, wait: &mut dyn FnMut()) {
         wait()
     }
+
+    /// sysmon saw one step of G `g` hold its P for `held` (once per step,
+    /// past `sysmon::LONG_STEP`), on the OS thread `thread`. Called on the
+    /// sysmon thread: signal only, do not block or call into Python.
+    fn long_step(&self, g: u64, thread: u64, held: Duration) {
+        let _ = (g, thread, held);
+    }
+
+    /// The runtime cannot go on (the thread limit was hit). Any thread;
+    /// signal only.
+    fn fatal(&self, msg: String) {
+        eprintln!("gmprt: fatal: {msg}");
+    }
+
+    /// Every M went idle with Gs still parked and nothing that could wake
+    /// them: call [`Sched::confirm_deadlock`] (off this thread) to be sure.
+    /// Called on an M, under the scheduler lock: signal only.
+    fn deadlock(&self) {}
 }
 
 /// Hooks that do nothing: Rust-native Gs.
@@ -168,6 +195,17 @@ impl Cx<'_> {
 
     pub fn sched(&self) -> &Arc<Sched> {
         self.sched
+    }
+
+    /// Corrects [`Body::may_block`] for the rest of this step, once the
+    /// body knows (a call turned out to return a coroutine).
+    pub fn set_may_block(&self, may_block: bool) {
+        self.sched.with_current(|m| {
+            m.slot.may_block.store(may_block, Relaxed);
+            if let Some(id) = m.lent.get() {
+                self.sched.allp[id].may_block.store(may_block, Relaxed);
+            }
+        });
     }
 }
 
@@ -298,12 +336,50 @@ struct Locked {
     pwait: VecDeque<Arc<Note<Box<P>>>>,
 }
 
+/// The part of a P every thread can see (Go keeps it in `p` itself).
+pub(crate) struct PSlot {
+    /// The P's run queue, for thieves and stats.
+    pub(crate) q: runq::Stealer,
+    /// While the P's M runs a step: the P itself, lent so that sysmon can
+    /// take it (Go's `retake` of a P whose G is in a syscall). Null between
+    /// steps and while someone holds it. Whoever swaps a non-null pointer
+    /// out owns the `Box<P>` (see "Lending the P").
+    pub(crate) lent: AtomicPtr<P>,
+    /// Steps started on this P. Written only by the M holding the P (one at
+    /// a time; handovers go through `lent` or the lock); sysmon samples it
+    /// (Go's `schedtick` as seen by `sysmontick`).
+    pub(crate) steps: AtomicU64,
+    /// The current step may block in a system call (`Body::may_block`).
+    pub(crate) may_block: AtomicBool,
+}
+
+/// The part of an M sysmon watches for its long-step report. The P's slot
+/// cannot serve: a step outlives the P's retake.
+pub(crate) struct MSlot {
+    /// Steps started and ended by this M: odd while inside a step. Written
+    /// only by the M (Release), sampled by sysmon (Acquire).
+    pub(crate) steps: AtomicU64,
+    /// The G of the current step, and whether it may block. Relaxed:
+    /// published by the Release store of `steps`.
+    pub(crate) g: AtomicU64,
+    pub(crate) may_block: AtomicBool,
+    /// `pthread_self`, which Python reports as `threading.get_ident()`.
+    pub(crate) thread: u64,
+}
+
+impl MSlot {
+    fn bump(&self) {
+        self.steps
+            .store(self.steps.load(Relaxed).wrapping_add(1), Release);
+    }
+}
+
 /// One runtime: Ps, Ms, the global queue.
 pub struct Sched {
     procs: usize,
     max_threads: usize,
-    /// Every P's queue, for thieves and stats. Indexed by `P::id`.
-    allp: Box<[runq::Stealer]>,
+    /// Every P's shared part. Indexed by `P::id`.
+    pub(crate) allp: Box<[PSlot]>,
     lock: Mutex<Locked>,
     /// Global queue length. Written under `lock` (Release); read anywhere
     /// (Acquire) as a lock-free emptiness hint.
@@ -332,6 +408,14 @@ pub struct Sched {
     netpoll: Netpoll<Waker>,
     /// `Locked::pwait.len()`, for the lock-free check between steps.
     npwait: AtomicUsize,
+    /// Threads inside `blocking` (Ms and foreign threads alike).
+    nblocking: AtomicUsize,
+    /// Every live M's sysmon-visible part.
+    pub(crate) allm: Mutex<Vec<Arc<MSlot>>>,
+    /// sysmon sleeps on this; `stop` wakes it.
+    sysmon_lock: Mutex<()>,
+    sysmon_wake: Condvar,
+    sysmon_thread: Mutex<Option<thread::JoinHandle<()>>>,
     /// Ms still running (for a bounded join at shutdown).
     live_ms: Mutex<usize>,
     ms_exited: Condvar,
@@ -340,9 +424,14 @@ pub struct Sched {
 struct M {
     sched: Arc<Sched>,
     note: Arc<Note<Box<P>>>,
+    /// The P, held between steps.
     p: RefCell<Option<Box<P>>>,
+    /// During a step: the id of the P lent to its slot.
+    lent: Cell<Option<usize>>,
     spinning: Cell<bool>,
     rng: Cell<u32>,
+    /// What sysmon sees of this M (registered in `Sched::allm`).
+    slot: Arc<MSlot>,
 }
 
 // The M running on this thread, or null. Set by `mstart` for the M's whole
@@ -379,7 +468,12 @@ impl Sched {
         let mut allp = Vec::with_capacity(config.procs);
         for id in 0..config.procs {
             let (local, stealer) = runq::new();
-            allp.push(stealer);
+            allp.push(PSlot {
+                q: stealer,
+                lent: AtomicPtr::new(ptr::null_mut()),
+                steps: AtomicU64::new(0),
+                may_block: AtomicBool::new(false),
+            });
             pidle.push(Box::new(P {
                 id,
                 runq: local,
@@ -391,7 +485,7 @@ impl Sched {
         }
         // Hand out P0 first, like Go's pidle order.
         pidle.reverse();
-        Arc::new(Sched {
+        let sched = Arc::new(Sched {
             procs: config.procs,
             max_threads: config.max_threads.max(1),
             allp: allp.into_boxed_slice(),
@@ -418,9 +512,26 @@ impl Sched {
             threads: Mutex::new(Vec::new()),
             netpoll: Netpoll::new(),
             npwait: AtomicUsize::new(0),
+            nblocking: AtomicUsize::new(0),
+            allm: Mutex::new(Vec::new()),
+            sysmon_lock: Mutex::new(()),
+            sysmon_wake: Condvar::new(),
+            sysmon_thread: Mutex::new(None),
             live_ms: Mutex::new(0),
             ms_exited: Condvar::new(),
-        })
+        });
+        // Loom models run the scheduler without sysmon: its timed sleeps
+        // have no meaning under the model checker.
+        #[cfg(not(loom))]
+        {
+            let s = sched.clone();
+            let h = std::thread::Builder::new()
+                .name("gmprt-sysmon".into())
+                .spawn(move || s.sysmon())
+                .expect("cannot start the sysmon thread");
+            *lock(&sched.sysmon_thread) = Some(h);
+        }
+        sched
     }
 
     pub fn procs(&self) -> usize {
@@ -484,12 +595,56 @@ impl Sched {
 
     /// Runs `f` with the calling M's P, if the caller is an M of this runtime
     /// holding one and the P is not already borrowed by the scheduler loop.
+    ///
+    /// Inside a step the P is lent to its slot; it is borrowed back for `f`
+    /// (sysmon sees null meanwhile and leaves it alone) and lent again. If
+    /// sysmon took it, there is no P: None.
     fn with_current_p<R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
-        self.with_current(|m| match m.p.try_borrow_mut() {
-            Ok(mut p) => p.as_deref_mut().map(f),
-            Err(_) => None,
+        self.with_current(|m| {
+            if let Ok(mut held) = m.p.try_borrow_mut() {
+                if let Some(p) = held.as_deref_mut() {
+                    return Some(f(p));
+                }
+            }
+            let slot = &self.allp[m.lent.get()?];
+            // Acquire: pairs with the Release that lent it (ours).
+            let raw = slot.lent.swap(ptr::null_mut(), Acquire);
+            if raw.is_null() {
+                return None;
+            }
+            // SAFETY: swapping a non-null pointer out of `lent` makes us its
+            // owner ("Lending the P"), until we store it back below.
+            let r = f(unsafe { &mut *raw });
+            // Release: publishes our changes to the P to whoever takes it.
+            slot.lent.store(raw, Release);
+            Some(r)
         })
         .flatten()
+    }
+
+    /// Lends the M's P to its slot for the coming step.
+    fn lend_p(&self, m: &M, p: Box<P>, g: u64, may_block: bool) {
+        let slot = &self.allp[p.id];
+        slot.may_block.store(may_block, Relaxed);
+        m.slot.g.store(g, Relaxed);
+        m.slot.may_block.store(may_block, Relaxed);
+        // We hold the P, so we are the only writer of `steps`. Release:
+        // pairs with sysmon's Acquire sample.
+        slot.steps
+            .store(slot.steps.load(Relaxed).wrapping_add(1), Release);
+        m.lent.set(Some(p.id));
+        // Release: publishes the P to sysmon's swap (Acquire) in `retake`.
+        slot.lent.store(Box::into_raw(p), Release);
+    }
+
+    /// Takes the lent P back at the end of a step. None if sysmon retook it.
+    fn reclaim_p(&self, m: &M) -> Option<Box<P>> {
+        let slot = &self.allp[m.lent.take()?];
+        // Acquire: pairs with the Release of `lend_p` or `with_current_p`.
+        let raw = slot.lent.swap(ptr::null_mut(), Acquire);
+        // SAFETY: a non-null pointer swapped out of `lent` is ours to own;
+        // it came from Box::into_raw in `lend_p`.
+        (!raw.is_null()).then(|| unsafe { Box::from_raw(raw) })
     }
 
     /// Go's `ready`: make `g` (already `RUNNABLE`) run. Local runnext when
@@ -542,7 +697,7 @@ impl Sched {
         spinning: bool,
     ) {
         if let Some(note) = l.midle.pop() {
-            self.nmidle.fetch_sub(1, Relaxed);
+            self.nmidle.fetch_sub(1, SeqCst);
             drop(l);
             note.wakeup(Handoff::Run { p, spinning });
             return;
@@ -582,7 +737,10 @@ impl Sched {
         } else {
             format!("thread limit of {} reached", self.max_threads)
         };
-        eprintln!("gmprt: {failure}; its P stays idle until an M frees up");
+        self.hooks.fatal(format!(
+            "{failure}; a G blocked and no M could take over its P \
+             (Go: \"program exceeds 10000-thread limit\")"
+        ));
         let Some(Handoff::Run { p, spinning }) = note.take() else {
             unreachable!("a note nobody sleeps on lost its handoff")
         };
@@ -608,21 +766,34 @@ impl Sched {
     /// Go's `entersyscallblock` … `exitsyscall` around `f`: the calling M
     /// hands its P to another M for the duration (so the other Gs keep
     /// running), then waits for a P to finish its step. Off an M, just `f()`.
+    ///
+    /// Counted as a blocking call for deadlock detection either way: a
+    /// thread blocked here may wake Gs when it returns.
     pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
-        let held = self.with_current(|m| m.p.try_borrow_mut().ok().and_then(|mut p| p.take()));
-        let Some(p) = held.flatten() else {
-            return f();
-        };
-        let sched = self.with_current(|m| m.sched.clone()).expect("on an M");
-        sched.handoffp(p);
+        self.nblocking.fetch_add(1, SeqCst);
+        let on_m = self.with_current(|m| {
+            let sched = m.sched.clone();
+            if m.lent.get().is_some() {
+                let g = (m.slot.g.load(Relaxed), m.slot.may_block.load(Relaxed));
+                if let Some(p) = self.reclaim_p(m) {
+                    sched.handoffp(p);
+                }
+                Some((sched, g))
+            } else {
+                None
+            }
+        });
         let r = f();
-        sched.exitsyscall();
+        if let Some((sched, g)) = on_m.flatten() {
+            sched.exitsyscall(g);
+        }
+        self.nblocking.fetch_sub(1, SeqCst);
         r
     }
 
     /// Go's `handoffp`: give a P whose M is about to block to another M if
     /// there is work for it, otherwise to the idle list.
-    fn handoffp(self: &Arc<Self>, p: Box<P>) {
+    pub(crate) fn handoffp(self: &Arc<Self>, p: Box<P>) {
         self.handoffs.fetch_add(1, Relaxed);
         let mut l = lock(&self.lock);
         if !p.runq.is_empty() || !l.runq.is_empty() {
@@ -643,13 +814,14 @@ impl Sched {
 
     /// Go's `exitsyscall`: get a P back, from the idle list or by waiting
     /// for the next one released. Returns without one only when stopping.
-    fn exitsyscall(&self) {
+    /// The P is lent again for the rest of the step (G `g`).
+    fn exitsyscall(&self, (g, may_block): (u64, bool)) {
         self.with_current(|m| {
             let mut l = lock(&self.lock);
             if let Some(p) = l.pidle.pop() {
                 self.npidle.fetch_sub(1, SeqCst);
                 drop(l);
-                *m.p.borrow_mut() = Some(p);
+                self.lend_p(m, p, g, may_block);
                 return;
             }
             if self.stopping.load(Acquire) {
@@ -659,7 +831,10 @@ impl Sched {
             // Release: pairs with the Acquire check in `schedule`.
             self.npwait.fetch_add(1, Release);
             drop(l);
-            self.park_m(m);
+            if self.park_m(m) {
+                let p = m.p.borrow_mut().take().expect("woken without a P");
+                self.lend_p(m, p, g, may_block);
+            }
         });
     }
 
@@ -672,13 +847,22 @@ impl Sched {
                 sched: sched.clone(),
                 note: note.clone(),
                 p: RefCell::new(None),
+                lent: Cell::new(None),
                 spinning: Cell::new(false),
                 rng: Cell::new(0x9E37_79B9 ^ sched.mcount.load(Relaxed) as u32),
+                slot: Arc::new(MSlot {
+                    steps: AtomicU64::new(0),
+                    g: AtomicU64::new(0),
+                    may_block: AtomicBool::new(false),
+                    thread: thread_id(),
+                }),
             };
             CURRENT.with(|c| c.set(&m));
+            lock(&sched.allm).push(m.slot.clone());
             if sched.park_m(&m) {
                 sched.schedule(&m);
             }
+            lock(&sched.allm).retain(|s| !Arc::ptr_eq(s, &m.slot));
             CURRENT.with(|c| c.set(ptr::null()));
         });
         self.mcount.fetch_sub(1, SeqCst);
@@ -705,6 +889,10 @@ impl Sched {
     /// Go's `schedule`: find a G, run it, forever (until stop).
     fn schedule(self: &Arc<Self>, m: &M) {
         loop {
+            // A P-less M (sysmon took its P during the last step) goes idle.
+            if m.p.borrow().is_none() && !self.stopm(m) {
+                return;
+            }
             // An M back from a blocking call is mid-step and cannot hand its
             // G to anyone: it needs a P. Between two steps we can give ours.
             // Acquire: pairs with the Release increment in `exitsyscall`.
@@ -828,7 +1016,7 @@ impl Sched {
 
     /// Any queue non-empty (Go's `checkRunqsNoP` plus the global check).
     fn work_anywhere(&self) -> bool {
-        self.runq_size.load(Acquire) > 0 || self.allp.iter().any(|q| !q.is_empty())
+        self.runq_size.load(Acquire) > 0 || self.allp.iter().any(|s| !s.q.is_empty())
     }
 
     /// Go's `stopm`: join the idle list and sleep until handed a P.
@@ -838,7 +1026,11 @@ impl Sched {
             return false;
         }
         l.midle.push(m.note.clone());
-        self.nmidle.fetch_add(1, Relaxed);
+        self.nmidle.fetch_add(1, SeqCst);
+        // Go calls checkdead from mput, as here.
+        if self.dead() {
+            self.hooks.deadlock();
+        }
         drop(l);
         self.park_m(m)
     }
@@ -861,7 +1053,7 @@ impl Sched {
                 if victim == p.id {
                     continue;
                 }
-                if let Some((g, stolen)) = p.runq.steal_from(&self.allp[victim], last) {
+                if let Some((g, stolen)) = p.runq.steal_from(&self.allp[victim].q, last) {
                     self.steals.fetch_add(u64::from(stolen), Relaxed);
                     return Some(g);
                 }
@@ -907,9 +1099,8 @@ impl Sched {
 
     /// Go's `execute` + the tail of `park_m`/`goyield`/`goexit`.
     fn execute(self: &Arc<Self>, m: &M, g: GPtr, inherit: bool) {
+        let mut p = m.p.borrow_mut().take().expect("execute without a P");
         if !inherit {
-            let mut slot = m.p.borrow_mut();
-            let p = slot.as_mut().expect("execute without a P");
             p.schedtick = p.schedtick.wrapping_add(1);
         }
         let gen = g.start_running();
@@ -918,6 +1109,8 @@ impl Sched {
         let body = unsafe { g.body_mut() }
             .as_mut()
             .expect("runnable G without a body");
+        m.slot.bump(); // odd: in a step
+        self.lend_p(m, p, g.id(), body.may_block());
         let mut cx = Cx {
             sched: self,
             g,
@@ -927,21 +1120,20 @@ impl Sched {
             eprintln!("gmprt: G {} panicked; it is treated as finished", g.id());
             Step::Done
         });
-        if m.p.borrow().is_none() {
-            // The runtime stopped while the step was in a blocking call and
-            // no P came back: leave the G to `reap` (or retire it).
-            if step == Step::Done {
-                // SAFETY: still the owner.
-                drop(unsafe { g.body_mut() }.take());
-                g.finish(gen);
-                self.ngs.fetch_sub(1, Relaxed);
-            }
-            return;
-        }
+        // Fast path: the P is still lent to us (Go's exitsyscallfast).
+        // Otherwise sysmon handed it to another M meanwhile; this M finishes
+        // the step's bookkeeping without a P and then goes idle.
+        let p = self.reclaim_p(m);
+        m.slot.bump(); // even: between steps
+        let retaken = p.is_none();
+        *m.p.borrow_mut() = p;
         match step {
             Step::Yield => {
                 g.yield_now(gen);
                 self.runqput_current(m, g, false);
+                if retaken {
+                    self.wakep();
+                }
             }
             Step::Park => {
                 if !g.commit_park(gen) {
@@ -956,16 +1148,21 @@ impl Sched {
                 drop(body);
                 g.finish(gen);
                 self.ngs.fetch_sub(1, Relaxed);
-                let mut slot = m.p.borrow_mut();
-                self.gfput(slot.as_mut().expect("execute without a P"), g);
+                match m.p.borrow_mut().as_mut() {
+                    Some(p) => self.gfput(p, g),
+                    None => lock(&self.gfree).push(g),
+                }
             }
         }
     }
 
+    /// Requeues a G on the M's P, or the global queue if it has none.
     fn runqput_current(&self, m: &M, g: GPtr, next: bool) {
-        let mut slot = m.p.borrow_mut();
-        let p = slot.as_mut().expect("requeue without a P");
-        p.runq.push(g, next, &GlobalOverflow(self));
+        let overflow = GlobalOverflow(self);
+        match m.p.borrow_mut().as_mut() {
+            Some(p) => p.runq.push(g, next, &overflow),
+            None => overflow.push_batch(&mut std::iter::once(g)),
+        }
     }
 
     /// Go's `gfget`: a recycled G from the P's cache, refilled from the global
@@ -1013,6 +1210,73 @@ impl Sched {
             note.wakeup(Handoff::Exit);
         }
         self.netpoll.stop();
+        // Under sysmon's lock, so the wakeup cannot fall between its
+        // stopping check and its wait.
+        let _s = lock(&self.sysmon_lock);
+        self.sysmon_wake.notify_all();
+    }
+
+    pub(crate) fn hooks(&self) -> &dyn Hooks {
+        &*self.hooks
+    }
+
+    pub(crate) fn global_runq_len(&self) -> usize {
+        self.runq_size.load(Acquire)
+    }
+
+    /// sysmon: take a P lent to its slot, if it still is.
+    pub(crate) fn take_lent(&self, slot: &PSlot) -> Option<Box<P>> {
+        // Acquire: pairs with the Release in `lend_p`/`with_current_p`.
+        let raw = slot.lent.swap(ptr::null_mut(), Acquire);
+        // SAFETY: a non-null pointer swapped out of `lent` is owned by the
+        // swapper; it came from Box::into_raw in `lend_p`.
+        (!raw.is_null()).then(|| unsafe { Box::from_raw(raw) })
+    }
+
+    /// sysmon: sleep `d`, or less if the runtime stops. False once stopping.
+    pub(crate) fn sysmon_sleep(&self, d: Duration) -> bool {
+        let guard = lock(&self.sysmon_lock);
+        if self.stopping.load(Acquire) {
+            return false;
+        }
+        drop(match self.sysmon_wake.wait_timeout(guard, d) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        });
+        !self.stopping.load(Acquire)
+    }
+
+    /// Go's `checkdead` condition: every M idle, nobody in a blocking call,
+    /// every P idle with empty queues, Gs alive, and no G waiting on the
+    /// netpoller or a timer (those can be woken from outside).
+    fn dead(&self) -> bool {
+        self.ngs.load(SeqCst) > 0
+            && self.nmidle.load(SeqCst) == self.mcount.load(SeqCst)
+            && self.nblocking.load(SeqCst) == 0
+            && self.npwait.load(SeqCst) == 0
+            && self.npidle.load(SeqCst) == self.procs
+            && self.runq_size.load(SeqCst) == 0
+            && self.allp.iter().all(|s| s.q.is_empty())
+            && self.netpoll.waiters() == 0
+            && self.netpoll.timers() == 0
+    }
+
+    /// After [`Hooks::deadlock`]: whether the runtime really is deadlocked.
+    /// Looks twice, `settle` apart, and requires that no G ran and none was
+    /// spawned in between: a foreign thread can be between `spawn`'s count
+    /// and its enqueue when an M checks, and must not cause a false report.
+    pub fn confirm_deadlock(&self, settle: Duration) -> bool {
+        let progress = || {
+            let steps: u64 = self.allp.iter().map(|s| s.steps.load(SeqCst)).sum();
+            (steps, self.spawned.load(SeqCst))
+        };
+        let before = progress();
+        if !self.dead() {
+            return false;
+        }
+        std::thread::sleep(settle);
+        let _l = lock(&self.lock);
+        self.dead() && progress() == before && !self.stopping.load(Acquire)
     }
 
     /// This runtime's netpoller and timers.
@@ -1044,16 +1308,22 @@ impl Sched {
         for h in lock(&self.threads).drain(..) {
             let _ = h.join();
         }
+        if let Some(h) = lock(&self.sysmon_thread).take() {
+            let _ = h.join();
+        }
         true
     }
 
     /// After [`join`](Self::join): take every unfinished G's body, leaving the
     /// Gs dead (late wakes are stale). The caller cancels the bodies; for
     /// Python that must happen while attached.
-    pub fn reap(&self) -> Vec<BoxBody> {
+    pub fn reap(&self) -> Vec<(u64, BoxBody)> {
         debug_assert!(self.is_stopping(), "reap on a running scheduler");
         let gs = lock(&self.allgs).clone();
-        let bodies: Vec<BoxBody> = gs.iter().filter_map(|g| g.kill()).collect();
+        let bodies: Vec<(u64, BoxBody)> = gs
+            .iter()
+            .filter_map(|g| g.kill().map(|b| (g.id(), b)))
+            .collect();
         self.ngs
             .fetch_sub(bodies.len().min(self.ngs.load(Relaxed)), Relaxed);
         bodies
@@ -1068,7 +1338,7 @@ impl Sched {
             idle_procs: self.npidle.load(Relaxed),
             spinning: self.nmspinning.load(Relaxed),
             global_runq: self.runq_size.load(Relaxed),
-            local_runq: self.allp.iter().map(|q| q.len()).collect(),
+            local_runq: self.allp.iter().map(|s| s.q.len()).collect(),
             steals: self.steals.load(Relaxed),
             handoffs: self.handoffs.load(Relaxed),
             spawned: self.spawned.load(Relaxed),
@@ -1083,6 +1353,13 @@ impl Drop for Sched {
         // Every M holds an Arc, so none runs now; every Waker holds one, so
         // no GPtr outlives this. Free each G exactly once (allgs has no
         // duplicates: galloc is the only push).
+        for slot in self.allp.iter() {
+            let raw = slot.lent.swap(ptr::null_mut(), Acquire);
+            if !raw.is_null() {
+                // SAFETY: a lent P is owned by its slot; nobody else runs now.
+                drop(unsafe { Box::from_raw(raw) });
+            }
+        }
         let gs = std::mem::take(&mut *lock(&self.allgs));
         for g in gs {
             // SAFETY: see above; the queues and free lists that also hold
@@ -1118,4 +1395,18 @@ fn coprime_stride(n: usize, r: usize) -> usize {
         s = s % (n - 1) + 1;
     }
     s
+}
+
+/// The calling thread's `pthread_self()`, which CPython reports as
+/// `threading.get_ident()`.
+fn thread_id() -> u64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: pthread_self has no preconditions.
+        (unsafe { libc::pthread_self() }) as u64
+    }
+    #[cfg(not(unix))]
+    {
+        0
+    }
 }

@@ -15,7 +15,13 @@ impl Body for Count {
 #[test]
 fn smoke_million() {
     for procs in [1, 2, 4] {
-        let s = Sched::new(Config { procs, ..Config::default() }, Box::new(NoHooks));
+        let s = Sched::new(
+            Config {
+                procs,
+                ..Config::default()
+            },
+            Box::new(NoHooks),
+        );
         let n = Arc::new(AtomicUsize::new(0));
         let t = Instant::now();
         for _ in 0..1_000_000 {

@@ -95,6 +95,9 @@ impl PyBody {
                     match r {
                         // SAFETY: a type check on a live object.
                         Ok(v) if unsafe { ffi::PyCoro_CheckExact(v.as_ptr()) } != 0 => {
+                            // A coroutine G after all: sysmon gives it the
+                            // coroutine rules (retake at 10 ms, reported).
+                            cx.set_may_block(false);
                             self.code = Some(Code::Coro(v.unbind()));
                             continue;
                         }
@@ -138,13 +141,16 @@ impl PyBody {
 
     fn finish(&mut self, py: Python<'_>, result: PyResult<Py<PyAny>>) -> Step {
         self.code = None;
-        if let Err(e) = &result {
-            if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) {
-                runtime::fatal(e.clone_ref(py));
+        let fatal = match &result {
+            Err(e) => {
+                e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
             }
+            Ok(_) => false,
+        };
+        if let (true, Err(e)) = (fatal, &result) {
+            runtime::fatal(e.clone_ref(py));
         }
-        let handle = self.handle.bind(py);
-        GHandle::complete(handle, result);
+        GHandle::complete(self.handle.bind(py), result, fatal);
         if self.is_main {
             runtime::main_done();
         }
@@ -234,11 +240,17 @@ impl Body for PyBody {
         }
     }
 
+    /// A G not yet called may be a plain function that blocks in C.
+    fn may_block(&self) -> bool {
+        matches!(self.code, Some(Code::Call { .. }))
+    }
+
     fn describe(&self) -> String {
-        match &self.parked_on {
+        let reason = match &self.parked_on {
             Some(tok) => tok.get().describe(),
             None => "runnable".into(),
-        }
+        };
+        format!("({}) [{reason}]", self.handle.get().name())
     }
 
     fn cancel(self: Box<Self>) {

@@ -63,6 +63,10 @@ impl GHandle {
         }
     }
 
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn is_done(&self, _py: Python<'_>) -> bool {
         lock(&self.state).outcome.is_some()
     }
@@ -94,7 +98,9 @@ impl GHandle {
 
     /// The finishing M: record the outcome, wake every waiter. An error that
     /// nobody can observe (the caller dropped the handle) is reported now.
-    pub(crate) fn complete(slf: &Bound<'_, Self>, result: PyResult<Py<PyAny>>) {
+    /// `surfaced`: the error already reaches the user another way (a
+    /// KeyboardInterrupt that stops `run()`), so it is never reported.
+    pub(crate) fn complete(slf: &Bound<'_, Self>, result: PyResult<Py<PyAny>>, surfaced: bool) {
         let py = slf.py();
         let me = slf.get();
         // The body holds one reference; a second one means a user still can
@@ -102,14 +108,14 @@ impl GHandle {
         // SAFETY: reading the refcount of a live object while attached.
         let orphan = unsafe { pyo3::ffi::Py_REFCNT(slf.as_ptr()) } <= 1;
         let report = match &result {
-            Err(e) if orphan => Some(e.clone_ref(py)),
+            Err(e) if orphan && !surfaced => Some(e.clone_ref(py)),
             _ => None,
         };
         let outcome = match result {
             Ok(v) => Outcome::Ok(v),
             Err(e) => Outcome::Err(e),
         };
-        me.finish_with(outcome, report.is_some());
+        me.finish_with(outcome, surfaced || report.is_some());
         if let Some(e) = report {
             runtime::report_unobserved(py, me.id, &me.name, e);
         }

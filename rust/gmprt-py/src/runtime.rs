@@ -22,6 +22,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering::*};
+
+use gmprt_core::sched::DEFAULT_MAX_THREADS;
 use gmprt_core::{Config, Hooks, Sched};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -29,6 +32,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::body::PyBody;
 use crate::handle::GHandle;
+use crate::Deadlock;
 
 /// How long `run()` waits for Ms to finish their current step at shutdown.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,11 +40,27 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// One `gmprt.run()`.
 pub(crate) struct RunState {
     pub(crate) sched: Arc<Sched>,
-    /// Written (one byte) to wake the thread in `run()`.
+    ev: Arc<Events>,
+}
+
+/// What Ms, sysmon and signal handlers tell the thread in `run()`. Each
+/// writer records its event, then writes a byte to the pipe; the thread in
+/// `run()` drains the pipe, then looks at every event.
+struct Events {
     wake_w: OwnedFd,
     wake_r: OwnedFd,
     /// A KeyboardInterrupt or SystemExit that escaped a G.
     fatal: Mutex<Option<PyErr>>,
+    /// The runtime cannot go on (thread limit); set without Python.
+    broken: Mutex<Option<String>>,
+    /// An M saw the deadlock condition; to be confirmed.
+    deadlock: AtomicBool,
+    /// Long steps seen by sysmon: (G id, thread ident, held).
+    long_steps: Mutex<Vec<(u64, u64, Duration)>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 static CURRENT: Mutex<Option<Arc<RunState>>> = Mutex::new(None);
@@ -55,7 +75,7 @@ pub(crate) fn sched() -> Option<Arc<Sched>> {
     Sched::with_current_sched(Arc::clone).or_else(|| current().map(|rs| rs.sched.clone()))
 }
 
-impl RunState {
+impl Events {
     fn wake(&self) {
         let b = [1u8];
         // SAFETY: writing one byte from a live buffer to a pipe we own. A
@@ -97,18 +117,15 @@ fn pipe() -> PyResult<(OwnedFd, OwnedFd)> {
 pub(crate) fn main_done() {
     if let Some(rs) = current() {
         rs.sched.stop();
-        rs.wake();
+        rs.ev.wake();
     }
 }
 
 /// A KeyboardInterrupt/SystemExit escaped a G: stop the runtime with it.
 pub(crate) fn fatal(e: PyErr) {
     if let Some(rs) = current() {
-        rs.fatal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(e);
-        rs.wake();
+        locked(&rs.ev.fatal).get_or_insert(e);
+        rs.ev.wake();
     }
 }
 
@@ -146,8 +163,11 @@ pub(crate) fn block_in_g<F: FnOnce() + Send>(py: Python<'_>, f: F) {
 
 /// Each M is attached to the interpreter for its whole life and detached
 /// around every wait (`pyo3-engineering.md` §2: ~60 ns, against ~10 µs for a
-/// fresh attach per step on 3.11+).
-struct PyHooks;
+/// fresh attach per step on 3.11+). The sysmon-side hooks only record and
+/// signal; the thread in `run()` does the Python part.
+struct PyHooks {
+    ev: Arc<Events>,
+}
 
 /// Lets a closure that runs synchronously on this very thread cross
 /// `Python::detach`'s `Send` bound.
@@ -171,6 +191,21 @@ impl Hooks for PyHooks {
     fn blocking(&self, wait: &mut dyn FnMut()) {
         let wait = OnThisThread(wait);
         Python::attach(|py| py.detach(move || wait.call()));
+    }
+
+    fn long_step(&self, g: u64, thread: u64, held: Duration) {
+        locked(&self.ev.long_steps).push((g, thread, held));
+        self.ev.wake();
+    }
+
+    fn fatal(&self, msg: String) {
+        locked(&self.ev.broken).get_or_insert(msg);
+        self.ev.wake();
+    }
+
+    fn deadlock(&self) {
+        self.ev.deadlock.store(true, Release);
+        self.ev.wake();
     }
 }
 
@@ -290,22 +325,31 @@ pub(crate) fn go(
 ///
 /// Args:
 ///     main: an async or plain function.
+///     max_threads: cap on the runtime's OS threads (Go's
+///         ``debug.SetMaxThreads``; default 10,000). Each G blocked in a
+///         C call holds one; hitting the cap makes ``run()`` raise
+///         ``RuntimeError``.
 ///     procs: how many Ps (Go's GOMAXPROCS). Default: 1 on GIL builds of
 ///         CPython (only one thread runs Python at a time, so more Ps only
 ///         add GIL handoffs; other Ms still take over from a G blocked in
 ///         C), the number of CPUs on free-threaded builds.
 ///
 /// Raises:
-///     RuntimeError: a runtime is already running.
+///     RuntimeError: a runtime is already running, or the thread cap was hit.
+///     Deadlock: every G is asleep and nothing can wake one.
 ///     ValueError: ``procs < 1``.
 #[pyfunction]
-#[pyo3(signature = (main, /, *args, procs=None))]
+#[pyo3(signature = (main, /, *args, procs=None, max_threads=None))]
 pub(crate) fn run(
     py: Python<'_>,
     main: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
     procs: Option<i64>,
+    max_threads: Option<usize>,
 ) -> PyResult<Py<PyAny>> {
+    if max_threads == Some(0) {
+        return Err(PyValueError::new_err("max_threads must be >= 1, got 0"));
+    }
     let procs = match procs {
         None => default_procs(py),
         Some(n) if n >= 1 => n as usize,
@@ -325,51 +369,127 @@ pub(crate) fn run(
             ));
         }
         let (wake_r, wake_w) = pipe()?;
-        let sched = Sched::new(
-            Config {
-                procs,
-                ..Config::default()
-            },
-            Box::new(PyHooks),
-        );
-        let rs = Arc::new(RunState {
-            sched,
+        let ev = Arc::new(Events {
             wake_w,
             wake_r,
             fatal: Mutex::new(None),
+            broken: Mutex::new(None),
+            deadlock: AtomicBool::new(false),
+            long_steps: Mutex::new(Vec::new()),
         });
+        let config = Config {
+            procs,
+            max_threads: max_threads.unwrap_or(DEFAULT_MAX_THREADS),
+        };
+        let sched = Sched::new(config, Box::new(PyHooks { ev: ev.clone() }));
+        let rs = Arc::new(RunState { sched, ev });
         *cur = Some(rs.clone());
         rs
     };
-    let signals = WakeupFd::install(py, rs.wake_w.as_raw_fd());
+    let signals = WakeupFd::install(py, rs.ev.wake_w.as_raw_fd());
+    let interval = SwitchInterval::lower(py);
     let result = run_main(py, &rs, main, args);
-    shutdown(py, &rs);
+    let leftovers = shutdown(py, &rs);
+    drop(interval);
     drop(signals);
+    let result = match result {
+        Err(Stop::Deadlock) => Err(Deadlock::new_err(deadlock_report(&leftovers))),
+        Err(Stop::Err(e)) => Err(e),
+        Ok(v) => Ok(v),
+    };
     *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
     result
 }
+
+/// Why `run_main` ended without a result.
+enum Stop {
+    Err(PyErr),
+    Deadlock,
+}
+
+impl From<PyErr> for Stop {
+    fn from(e: PyErr) -> Stop {
+        Stop::Err(e)
+    }
+}
+
+/// How long the deadlock condition must hold, with no G running meanwhile,
+/// before `run()` reports it.
+const DEADLOCK_SETTLE: Duration = Duration::from_millis(20);
 
 fn run_main(
     py: Python<'_>,
     rs: &Arc<RunState>,
     main: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
-) -> PyResult<Py<PyAny>> {
+) -> Result<Py<PyAny>, Stop> {
     let handle = new_g(py, &rs.sched, main, args, None, true)?;
+    let ev = &rs.ev;
     loop {
-        let waiter = rs.clone();
+        let waiter = ev.clone();
         py.detach(move || waiter.wait());
         py.check_signals()?;
-        if let Some(e) = rs.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return Err(e);
+        if let Some(e) = locked(&ev.fatal).take() {
+            return Err(e.into());
+        }
+        if let Some(msg) = locked(&ev.broken).take() {
+            return Err(PyRuntimeError::new_err(msg).into());
+        }
+        let long_steps = std::mem::take(&mut *locked(&ev.long_steps));
+        for (g, thread, held) in long_steps {
+            report_long_step(py, g, thread, held);
         }
         if handle.get().is_done(py) {
-            return handle.get().outcome(py);
+            return Ok(handle.get().outcome(py)?);
+        }
+        if ev.deadlock.swap(false, Acquire) {
+            let sched = rs.sched.clone();
+            if py.detach(move || sched.confirm_deadlock(DEADLOCK_SETTLE)) {
+                return Err(Stop::Deadlock);
+            }
         }
     }
 }
 
-fn shutdown(py: Python<'_>, rs: &RunState) {
+/// Prints where a G that held its P too long is now, from the thread in
+/// `run()` (the G's own thread may be stuck in C).
+fn report_long_step(py: Python<'_>, g: u64, thread: u64, held: Duration) {
+    let printed = (|| -> PyResult<()> {
+        let sys = py.import("sys")?;
+        let frames = sys.call_method0("_current_frames")?;
+        let stack = match frames.get_item(thread) {
+            Ok(frame) => py
+                .import("traceback")?
+                .call_method1("format_stack", (frame,))?
+                .extract::<Vec<String>>()?
+                .concat(),
+            Err(_) => "  (no Python frame)\n".to_string(),
+        };
+        let msg = format!(
+            "gmprt: G {g} has held its P for {} ms in one step (a blocking call or a long \
+             computation; its P went to another M). It is at:\n{stack}",
+            held.as_millis(),
+        );
+        sys.getattr("stderr")?.call_method1("write", (msg,))?;
+        Ok(())
+    })();
+    if let Err(e) = printed {
+        e.print(py);
+    }
+}
+
+fn deadlock_report(parked: &[String]) -> String {
+    let mut msg = String::from("all goroutines are asleep - deadlock!\n");
+    for line in parked {
+        msg.push_str("\n  ");
+        msg.push_str(line);
+    }
+    msg
+}
+
+/// Stops the runtime, joins its threads and closes every unfinished G;
+/// returns a line per closed G ("G 3 (worker) [chan receive]").
+fn shutdown(py: Python<'_>, rs: &RunState) -> Vec<String> {
     rs.sched.stop();
     let sched = rs.sched.clone();
     let joined = py.detach(move || sched.join(JOIN_TIMEOUT));
@@ -380,8 +500,48 @@ fn shutdown(py: Python<'_>, rs: &RunState) {
             .import("sys")
             .and_then(|s| s.getattr("stderr")?.call_method1("write", (msg,)));
     }
-    for body in rs.sched.reap() {
+    let mut lines = Vec::new();
+    for (id, body) in rs.sched.reap() {
+        lines.push(format!("G {id} {}", body.describe()));
         body.cancel();
+    }
+    lines
+}
+
+/// Lowers CPython's GIL switch interval for the life of `run()`: an M that
+/// takes over a P from a G hogging the GIL gets the GIL after this long.
+/// Restored afterwards.
+struct SwitchInterval<'py> {
+    py: Python<'py>,
+    previous: Option<f64>,
+}
+
+/// The interval while a runtime runs (CPython's default is 5 ms).
+const SWITCH_INTERVAL: f64 = 0.001;
+
+impl<'py> SwitchInterval<'py> {
+    fn lower(py: Python<'py>) -> SwitchInterval<'py> {
+        let previous = (|| -> PyResult<f64> {
+            let sys = py.import("sys")?;
+            let prev: f64 = sys.call_method0("getswitchinterval")?.extract()?;
+            if prev > SWITCH_INTERVAL {
+                sys.call_method1("setswitchinterval", (SWITCH_INTERVAL,))?;
+            }
+            Ok(prev)
+        })()
+        .ok();
+        SwitchInterval { py, previous }
+    }
+}
+
+impl Drop for SwitchInterval<'_> {
+    fn drop(&mut self) {
+        if let Some(prev) = self.previous {
+            let _ = self
+                .py
+                .import("sys")
+                .and_then(|s| s.call_method1("setswitchinterval", (prev,)));
+        }
     }
 }
 

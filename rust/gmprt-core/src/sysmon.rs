@@ -1,0 +1,172 @@
+//! sysmon: the thread that keeps one stuck G from stalling the runtime
+//! (Go's `sysmon` and `retake`, proc.go).
+//!
+//! A Python coroutine cannot be preempted and a C call cannot be
+//! interrupted, so a G whose step runs long (a blocking C call, a CPU-bound
+//! loop) holds its P for as long as it likes. sysmon treats such a step the
+//! way Go treats a syscall: after [`FORCE_PREEMPT`] with other work waiting
+//! (after [`SYSCALL_RETAKE`] for a step that may block, a plain function),
+//! it takes the P (it was lent to its slot at the start of the step, see
+//! "Lending the P" in `sched`) and hands it to another M. The step's M finds
+//! the P gone when the step returns and goes idle (Go's exitsyscall slow
+//! path).
+//!
+//! sysmon has no P, holds no lock while it sleeps, and never touches the
+//! embedder's world (Python): what it reports goes through [`Hooks`], whose
+//! sysmon-side methods must only signal.
+//!
+//! # Sampling
+//!
+//! Like Go's `sysmontick`, sysmon remembers each P's step count and when it
+//! first saw it. A count unchanged for 10 ms with the P still lent means one
+//! step has run at least that long. Steps themselves pay for no clock read.
+//!
+//! # Pace
+//!
+//! 20 µs between looks, doubling after 50 idle looks up to 10 ms (Go's
+//! numbers). While a P is lent and work waits behind it, the pace is capped
+//! at 1 ms (50 µs for a step that may block), so the retake comes about
+//! 10 ms after the step started rather than up to 20.
+//!
+//! [`Hooks`]: crate::Hooks
+
+use std::time::{Duration, Instant};
+
+use crate::loom::sync::atomic::Ordering::*;
+use crate::loom::sync::Arc;
+use crate::sched::{MSlot, Sched};
+
+/// Go's `forcePreemptNS`: a step longer than this, with work waiting, loses
+/// its P.
+pub const FORCE_PREEMPT: Duration = Duration::from_millis(10);
+
+/// Go's rule for a P in a syscall: retake it once seen in the same step on
+/// two looks, if work waits. For steps that may block (`Body::may_block`).
+pub const SYSCALL_RETAKE: Duration = Duration::from_micros(20);
+
+/// A step holding its P longer than this is reported once (asyncio's debug
+/// mode warns at 100 ms too).
+pub const LONG_STEP: Duration = Duration::from_millis(100);
+
+const MIN_DELAY: Duration = Duration::from_micros(20);
+const MAX_DELAY: Duration = Duration::from_millis(10);
+/// The pace while a step holds a P with work waiting behind it.
+const BUSY_DELAY: Duration = Duration::from_millis(1);
+/// The same, for a step that may block: a blocked P is retaken at once.
+const SYSCALL_DELAY: Duration = Duration::from_micros(50);
+/// Go: start doubling the sleep after 50 looks that found nothing to do.
+const IDLE_LOOKS_BEFORE_BACKOFF: u32 = 50;
+
+/// What sysmon last saw of one P or M: a step count and when it first saw
+/// that count.
+#[derive(Clone, Copy)]
+struct Tick {
+    steps: u64,
+    since: Instant,
+    reported: bool,
+}
+
+impl Tick {
+    fn new(steps: u64, now: Instant) -> Tick {
+        Tick {
+            steps,
+            since: now,
+            reported: false,
+        }
+    }
+
+    /// Records a sample; returns how long the count has stood still.
+    fn sample(&mut self, steps: u64, now: Instant) -> Duration {
+        if steps != self.steps {
+            *self = Tick::new(steps, now);
+        }
+        now.saturating_duration_since(self.since)
+    }
+}
+
+impl Sched {
+    /// The sysmon thread's body. Exits when the runtime stops.
+    pub(crate) fn sysmon(self: Arc<Self>) {
+        let mut pticks = vec![Tick::new(0, Instant::now()); self.allp.len()];
+        let mut mticks: Vec<(Arc<MSlot>, Tick)> = Vec::new();
+        let mut delay = MIN_DELAY;
+        let mut idle_looks = 0u32;
+        while self.sysmon_sleep(delay) {
+            let now = Instant::now();
+            let (retook, next_look) = self.retake(now, &mut pticks);
+            self.report_long_steps(now, &mut mticks);
+            if retook {
+                idle_looks = 0;
+                delay = MIN_DELAY;
+            } else {
+                idle_looks += 1;
+                if idle_looks > IDLE_LOOKS_BEFORE_BACKOFF {
+                    delay = (delay * 2).min(MAX_DELAY);
+                }
+            }
+            delay = delay.min(next_look);
+        }
+    }
+
+    /// Go's `retake`, for Ps whose M is in a step. Returns whether a P was
+    /// retaken, and the longest sysmon may sleep before it must look again:
+    /// a step with work waiting behind it is due for a retake soon.
+    fn retake(self: &Arc<Self>, now: Instant, ticks: &mut [Tick]) -> (bool, Duration) {
+        let mut retook = false;
+        let mut next_look = MAX_DELAY;
+        for (slot, tick) in self.allp.iter().zip(ticks.iter_mut()) {
+            // Acquire: pairs with the Release store in `lend_p`.
+            let held = tick.sample(slot.steps.load(Acquire), now);
+            // Null: between steps, or borrowed for a moment inside one. This
+            // is best-effort (Go's retake is too): we look again next tick.
+            if slot.lent.load(Relaxed).is_null() {
+                continue;
+            }
+            if slot.q.is_empty() && self.global_runq_len() == 0 {
+                continue;
+            }
+            let (limit, pace) = if slot.may_block.load(Relaxed) {
+                (SYSCALL_RETAKE, SYSCALL_DELAY)
+            } else {
+                (FORCE_PREEMPT, BUSY_DELAY)
+            };
+            next_look = next_look.min(pace);
+            if held < limit {
+                continue;
+            }
+            if let Some(p) = self.take_lent(slot) {
+                self.handoffp(p);
+                retook = true;
+            }
+        }
+        (retook, next_look)
+    }
+
+    /// Reports, once per step, a step of a coroutine G that has run past
+    /// [`LONG_STEP`], whether or not its P was retaken meanwhile. Steps that
+    /// may block (plain functions run as Gs) are expected to, and are not
+    /// reported.
+    fn report_long_steps(&self, now: Instant, mticks: &mut Vec<(Arc<MSlot>, Tick)>) {
+        let allm = crate::loom::lock(&self.allm).clone();
+        mticks.retain(|(m, _)| allm.iter().any(|a| Arc::ptr_eq(a, m)));
+        for m in allm {
+            let i = match mticks.iter().position(|(t, _)| Arc::ptr_eq(t, &m)) {
+                Some(i) => i,
+                None => {
+                    mticks.push((m.clone(), Tick::new(u64::MAX, now)));
+                    mticks.len() - 1
+                }
+            };
+            let tick = &mut mticks[i].1;
+            // Acquire: pairs with the Release in `MSlot::bump`.
+            let steps = m.steps.load(Acquire);
+            let held = tick.sample(steps, now);
+            let in_step = steps % 2 == 1;
+            if !in_step || tick.reported || held < LONG_STEP || m.may_block.load(Relaxed) {
+                continue;
+            }
+            tick.reported = true;
+            self.hooks().long_step(m.g.load(Relaxed), m.thread, held);
+        }
+    }
+}
