@@ -787,6 +787,8 @@ impl<W: Ready> Registration<W> {
     /// closing the fd: a closed fd number can be reused by a new
     /// registration, which the `EPOLL_CTL_DEL` would then remove.
     pub fn deregister(&self) {
+        // AcqRel swap: exactly one caller (an explicit deregister or the
+        // drop) goes on; pairs with the same swap in any other caller.
         if !self.registered.swap(false, AcqRel) {
             return;
         }
