@@ -80,7 +80,8 @@ async def _wait_thread(t):
     assert not t.is_alive(), "thread did not finish"
 
 
-def test_echo_many_connections_and_sizes():
+@pytest.mark.parametrize("procs", [1, 2])
+def test_echo_many_connections_and_sizes(procs):
     """Byte-exact echo: 1,000 concurrent gmprt clients with messages from 1 B
     to 64 KiB, a few of 1 MiB, and a plain-socket client in a thread, all
     against one gmprt echo server in the same run()."""
@@ -110,10 +111,17 @@ def test_echo_many_connections_and_sizes():
         except BaseException as e:  # reported by the main G
             thread_result.append(e)
 
+    connected = [0]
+
     async def client(i, addr):
         size = (1 << 20) if i < big else sizes[i % len(sizes)]
         msg = random.Random(i).randbytes(size)
         conn = await gmprt.net.dial(*addr, timeout=LONG)
+        # Hold every connection open until all are: 1,000 at once.
+        connected[0] += 1
+        deadline = time.monotonic() + LONG
+        while connected[0] < n and time.monotonic() < deadline:
+            await gmprt.sleep(0.005)
 
         async def writer():
             await conn.sendall(msg, timeout=LONG)
@@ -140,9 +148,10 @@ def test_echo_many_connections_and_sizes():
         return results
 
     t0 = time.monotonic()
-    results = gmprt.run(main)
+    results = gmprt.run(main, procs=procs)
     assert time.monotonic() - t0 < 60
     assert thread_result == ["ok"]
+    assert connected[0] == n
     bad = [(i, r) for i, r in enumerate(results) if not r[0]]
     assert not bad, f"{len(bad)} echoes differ, e.g. {bad[:5]}"
     assert sum(r[1] for r in results) > big << 20
