@@ -34,7 +34,7 @@
 //! deadline to the whole call; `dial` to every address it tries.
 
 use std::cell::Cell;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
@@ -61,7 +61,7 @@ type Reg = Registration<Waker>;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Receive buffers up to this size are kept per thread between calls.
+/// Receive buffers up to this capacity are kept per thread between calls.
 const RECV_BUF_KEEP: usize = 1 << 20;
 
 // ===== errors =====
@@ -326,20 +326,33 @@ thread_local! {
     static RECV_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// The calling thread's receive buffer, at least `n` bytes long. Taken out
-/// of the thread-local, so a re-entrant call just gets a fresh one.
-fn take_buf(n: usize) -> Vec<u8> {
-    let mut buf = RECV_BUF.with(|c| c.take());
-    if buf.len() < n {
-        buf.resize(n, 0);
-    }
-    buf
+/// The calling thread's receive buffer (empty, any capacity). Taken out of
+/// the thread-local, so a re-entrant call just gets a fresh one.
+fn take_buf() -> Vec<u8> {
+    RECV_BUF.with(|c| c.take())
 }
 
 fn put_buf(buf: Vec<u8>) {
-    if buf.len() <= RECV_BUF_KEEP {
+    if buf.capacity() <= RECV_BUF_KEEP {
         RECV_BUF.with(|c| c.set(buf));
     }
+}
+
+/// `recv(2)` of up to `n` bytes into `buf`'s spare capacity (no zeroing:
+/// the kernel initialises what it writes).
+fn recv_into(s: &MioStream, buf: &mut Vec<u8>, n: usize) -> io::Result<usize> {
+    buf.clear();
+    buf.reserve(n);
+    // SAFETY: `buf` has capacity for `n` bytes at `as_mut_ptr()`; recv
+    // writes at most `n` bytes there and returns how many, or -1.
+    let k = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), n, 0) };
+    if k < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let k = k as usize;
+    // SAFETY: the kernel initialised the first `k <= n <= capacity` bytes.
+    unsafe { buf.set_len(k) };
+    Ok(k)
 }
 
 /// The addresses of `host`: a literal is parsed, a name resolved with
@@ -567,10 +580,10 @@ impl Wait for Recv {
             Ok(r) => r,
             Err(e) => return Poll::Ready(Err(e)),
         };
-        let mut buf = take_buf(self.max);
-        let r = attempt(sock, &reg, Dir::Read, |mut s| s.read(&mut buf[..self.max]));
+        let mut buf = take_buf();
+        let r = attempt(sock, &reg, Dir::Read, |s| recv_into(s, &mut buf, self.max));
         let out = match r {
-            Io::Done(Ok(n)) => Poll::Ready(Ok(PyBytes::new(py, &buf[..n]).into_any().unbind())),
+            Io::Done(Ok(_)) => Poll::Ready(Ok(PyBytes::new(py, &buf).into_any().unbind())),
             Io::Done(Err(e)) => Poll::Ready(Err(os_error(&e, "recv"))),
             Io::Closed => Poll::Ready(Err(closed_error("recv", sock.kind))),
             Io::Blocked if expired(self.deadline) => {
