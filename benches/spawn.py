@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
+
+from harness import in_subprocess
 
 CONTENDERS = ["gmprt-procs1", "gmprt-procs2", "asyncio", "threading"]
 
@@ -74,16 +74,14 @@ def run_one(name: str, n: int) -> float:
     raise ValueError(name)
 
 
+def best_of(name: str, n: int, repeat: int) -> float:
+    """Best seconds over `repeat` rounds, in this process."""
+    return min(run_one(name, n) for _ in range(repeat))
+
+
 def measure(name: str, n: int, repeat: int) -> float:
     """Best µs per task over `repeat` rounds, in a fresh process."""
-    code = (
-        "import json, sys; sys.path.insert(0, 'benches'); import spawn; "
-        f"print(json.dumps([spawn.run_one({name!r}, {n}) for _ in range({repeat})]))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True
-    )
-    return min(json.loads(out.stdout.strip().splitlines()[-1])) / n * 1e6
+    return in_subprocess("spawn", "best_of", name, n, repeat) / n * 1e6
 
 
 def main() -> None:

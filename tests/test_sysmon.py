@@ -10,9 +10,8 @@ import textwrap
 import threading
 import time
 
-import pytest
-
 import gmprt
+import pytest
 
 pytestmark = pytest.mark.parametrize("procs", [1, 2])
 
@@ -163,9 +162,7 @@ def test_long_step_reported_with_location(procs):
         gmprt.run(main, procs={procs})
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "has held its P" in proc.stderr
     assert "stuck_here" in proc.stderr
@@ -182,9 +179,7 @@ def test_sync_g_blocking_is_not_reported(procs):
         gmprt.run(main, procs={procs})
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
 

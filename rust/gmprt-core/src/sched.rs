@@ -555,11 +555,22 @@ impl Sched {
         let body = body(id);
         self.ngs.fetch_add(1, Relaxed);
         self.spawned.fetch_add(1, Relaxed);
-        let g = self
-            .with_current_p(|p| self.gfget(p))
-            .unwrap_or_else(|| self.gfget_global());
-        g.prepare(id, body);
-        self.ready(g, true);
+        // One borrow of the P for the G and its enqueue (Go's newproc +
+        // runqput(next=true)): inside a step the P is lent, and each borrow
+        // is a pair of atomic swaps.
+        let overflow = GlobalOverflow(self);
+        let mut body = Some(body);
+        let local = self.with_current_p(|p| {
+            let g = self.gfget(p);
+            g.prepare(id, body.take().expect("body used twice"));
+            p.runq.push(g, true, &overflow);
+        });
+        if local.is_none() {
+            let g = self.gfget_global();
+            g.prepare(id, body.take().expect("body used twice"));
+            overflow.push_batch(&mut std::iter::once(g));
+        }
+        self.wakep();
         Ok(id)
     }
 

@@ -18,7 +18,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::handle::GHandle;
 use crate::runtime;
-use crate::token::{InG, Op, Token};
+use crate::token::{Closing, InG, Op, Token};
 
 enum Code {
     /// Not called yet.
@@ -257,6 +257,7 @@ impl Body for PyBody {
         Python::attach(|py| {
             let this = *self;
             if let Some(Code::Coro(coro)) = &this.code {
+                let _closing = Closing::enter(this.handle.get().id);
                 let _ctx = Entered::enter(py, &this.ctx);
                 if let Err(e) = coro.bind(py).call_method0(pyo3::intern!(py, "close")) {
                     e.write_unraisable(py, Some(coro.bind(py)));

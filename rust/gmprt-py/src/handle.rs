@@ -39,7 +39,7 @@ enum Outcome {
 /// stderr with its traceback when the handle is collected.
 #[pyclass(frozen, module = "gmprt", name = "G")]
 pub struct GHandle {
-    id: u64,
+    pub(crate) id: u64,
     name: String,
     state: Mutex<State>,
     finished: Condvar,

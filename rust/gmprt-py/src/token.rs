@@ -85,6 +85,24 @@ thread_local! {
     static CURRENT_G: Cell<u64> = const { Cell::new(0) };
     /// Ready completions left in the current step.
     static BUDGET_LEFT: Cell<u32> = const { Cell::new(BUDGET) };
+    /// The id of the G this thread is closing at shutdown, or 0.
+    static CLOSING_G: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as closing G `id` (shutdown) until dropped, so
+/// an await in its `finally` gets an error that says so.
+pub(crate) struct Closing(u64);
+
+impl Closing {
+    pub(crate) fn enter(id: u64) -> Closing {
+        Closing(CLOSING_G.with(|c| c.replace(id)))
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        CLOSING_G.with(|c| c.set(self.0));
+    }
 }
 
 /// Marks the calling thread as stepping G `id` until dropped, with a fresh
@@ -177,6 +195,13 @@ impl Token {
             ));
         }
         if current_g().is_none() {
+            let closing = CLOSING_G.with(|c| c.get());
+            if closing != 0 {
+                return Err(PyRuntimeError::new_err(format!(
+                    "G {closing} awaited while the runtime was closing it: gmprt.run()'s main \
+                     returned, and a leftover G's finally block cannot wait for anything"
+                )));
+            }
             return Err(PyRuntimeError::new_err(
                 "a gmprt awaitable was awaited outside a gmprt G; gmprt operations \
                  work only in code run by gmprt.run() or gmprt.go(), not under asyncio \

@@ -1,0 +1,318 @@
+"""Bad input and error reporting: foreign awaitables, tokens outside a G,
+and exceptions that nobody awaits."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import gmprt
+import pytest
+
+SPIN_CAP = 5_000_000
+
+
+class Boom(Exception):
+    pass
+
+
+async def spin_until(pred, cap=SPIN_CAP):
+    for _ in range(cap):
+        if pred():
+            return
+        await gmprt.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+# --- foreign awaitables -----------------------------------------------------------
+
+
+def test_await_asyncio_future_in_g_raises_type_error(procs):
+    loop = asyncio.new_event_loop()
+    try:
+        fut = loop.create_future()
+
+        async def main():
+            with pytest.raises(TypeError) as info:
+                await fut
+            return str(info.value)
+
+        msg = gmprt.run(main, procs=procs)
+        assert "asyncio" in msg
+    finally:
+        loop.close()
+
+
+def test_await_asyncio_future_error_is_catchable_and_g_continues():
+    loop = asyncio.new_event_loop()
+    try:
+        fut = loop.create_future()
+
+        async def child():
+            try:
+                await fut
+            except TypeError:
+                pass
+            await gmprt.sleep(0)
+            return "continued"
+
+        async def main():
+            return await gmprt.go(child)
+
+        assert gmprt.run(main) == "continued"
+    finally:
+        loop.close()
+
+
+def test_await_asyncio_future_uncaught_reaches_awaiter():
+    loop = asyncio.new_event_loop()
+    try:
+        fut = loop.create_future()
+
+        async def child():
+            await fut
+
+        async def main():
+            with pytest.raises(TypeError, match="asyncio"):
+                await gmprt.go(child)
+            return "ok"
+
+        assert gmprt.run(main) == "ok"
+    finally:
+        loop.close()
+
+
+def test_await_asyncio_future_in_main_raises_from_run():
+    loop = asyncio.new_event_loop()
+    try:
+        fut = loop.create_future()
+
+        async def main():
+            await fut
+
+        with pytest.raises(TypeError, match="asyncio"):
+            gmprt.run(main)
+    finally:
+        loop.close()
+
+
+def test_await_gmprt_token_under_asyncio_raises_runtime_error():
+    async def coro():
+        await gmprt.sleep(0)
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(coro())
+
+
+def test_await_g_handle_under_asyncio_raises_runtime_error():
+    async def child():
+        return 1
+
+    async def main():
+        g = gmprt.go(child)
+        await g
+        return g
+
+    g = gmprt.run(main)
+
+    async def coro():
+        return await g
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(coro())
+
+
+def test_await_gmprt_token_in_plain_thread_raises_runtime_error():
+    # Driving the coroutine by hand, outside any G.
+    async def coro():
+        await gmprt.sleep(0)
+
+    c = coro()
+    try:
+        with pytest.raises(RuntimeError):
+            c.send(None)
+    finally:
+        c.close()
+
+
+# --- unobserved exceptions ------------------------------------------------------------
+
+
+def test_unobserved_exception_dropped_handle_is_reported(capfd, procs):
+    ran = []
+
+    async def doomed():
+        ran.append(1)
+        raise Boom("nobody-awaits-me-1")
+
+    async def main():
+        gmprt.go(doomed)  # handle dropped at once
+        await spin_until(lambda: ran)
+        for _ in range(10):
+            await gmprt.sleep(0)
+
+    gmprt.run(main, procs=procs)
+    gc.collect()
+    err = capfd.readouterr().err
+    assert "Traceback" in err
+    assert "Boom" in err
+    assert "nobody-awaits-me-1" in err
+    assert "doomed" in err
+
+
+def test_unobserved_exception_kept_handle_is_reported(capfd, procs):
+    async def doomed():
+        await gmprt.sleep(0)
+        raise Boom("nobody-awaits-me-2")
+
+    async def main():
+        g = gmprt.go(doomed)
+        await spin_until(g.done)
+        return None  # g is dropped here, never awaited
+
+    gmprt.run(main, procs=procs)
+    gc.collect()
+    err = capfd.readouterr().err
+    assert "Traceback" in err
+    assert "Boom" in err
+    assert "nobody-awaits-me-2" in err
+
+
+def test_unobserved_exception_in_plain_g_is_reported(capfd):
+    ran = []
+
+    def doomed():
+        ran.append(1)
+        raise ValueError("plain-nobody-awaits")
+
+    async def main():
+        gmprt.go(doomed)
+        await spin_until(lambda: ran)
+        for _ in range(10):
+            await gmprt.sleep(0)
+
+    gmprt.run(main)
+    gc.collect()
+    err = capfd.readouterr().err
+    assert "Traceback" in err
+    assert "ValueError" in err
+    assert "plain-nobody-awaits" in err
+
+
+def test_unobserved_exception_reported_once(capfd):
+    ran = []
+
+    async def doomed():
+        ran.append(1)
+        raise Boom("report-me-once")
+
+    async def main():
+        gmprt.go(doomed)
+        await spin_until(lambda: ran)
+        for _ in range(10):
+            await gmprt.sleep(0)
+
+    gmprt.run(main)
+    gc.collect()
+    err = capfd.readouterr().err
+    assert err.count("Boom: report-me-once") == 1, err
+    assert err.count("Traceback") == 1, err
+
+
+def test_unobserved_exception_does_not_stop_runtime(capfd):
+    ran = []
+
+    async def doomed():
+        ran.append(1)
+        raise Boom("not-fatal")
+
+    async def main():
+        gmprt.go(doomed)
+        await spin_until(lambda: ran)
+        await gmprt.sleep(0)
+        return "main still ran"
+
+    assert gmprt.run(main) == "main still ran"
+    gc.collect()
+    assert "not-fatal" in capfd.readouterr().err
+
+
+def test_awaited_exception_not_reported(capfd, procs):
+    async def doomed():
+        await gmprt.sleep(0)
+        raise Boom("awaited-so-silent")
+
+    async def main():
+        g = gmprt.go(doomed)
+        try:
+            await g
+        except Boom:
+            return "caught"
+
+    assert gmprt.run(main, procs=procs) == "caught"
+    gc.collect()
+    err = capfd.readouterr().err
+    assert "awaited-so-silent" not in err
+    assert "Traceback" not in err
+
+
+def test_awaited_after_finish_exception_not_reported(capfd):
+    async def doomed():
+        raise Boom("finished-then-awaited")
+
+    async def main():
+        g = gmprt.go(doomed)
+        await spin_until(g.done)
+        with pytest.raises(Boom):
+            await g
+
+    gmprt.run(main)
+    gc.collect()
+    assert "finished-then-awaited" not in capfd.readouterr().err
+
+
+def test_joined_exception_not_reported(capfd, procs):
+    async def doomed():
+        await gmprt.sleep(0)
+        raise Boom("joined-so-silent")
+
+    def main():
+        g = gmprt.go(doomed)
+        with pytest.raises(Boom):
+            g.join(timeout=20)
+        return "caught"
+
+    assert gmprt.run(main, procs=procs) == "caught"
+    gc.collect()
+    err = capfd.readouterr().err
+    assert "joined-so-silent" not in err
+    assert "Traceback" not in err
+
+
+def test_main_exception_not_reported_as_unobserved(capfd):
+    async def main():
+        raise Boom("main-raises")
+
+    with pytest.raises(Boom):
+        gmprt.run(main)
+    gc.collect()
+    err = capfd.readouterr().err
+    assert "never awaited" not in err
+    assert "main-raises" not in err
+
+
+def test_successful_unawaited_g_not_reported(capfd):
+    ran = []
+
+    async def fine():
+        ran.append(1)
+        return "ok"
+
+    async def main():
+        gmprt.go(fine)
+        await spin_until(lambda: ran)
+        await gmprt.sleep(0)
+
+    gmprt.run(main)
+    gc.collect()
+    assert capfd.readouterr().err == ""
