@@ -17,9 +17,8 @@ import textwrap
 import threading
 import time
 
-import pytest
-
 import gmprt
+import pytest
 
 LONG = 20  # seconds: "did not hang"
 

@@ -9,9 +9,8 @@ import math
 import random
 import time
 
-import pytest
-
 import gmprt
+import pytest
 
 #: Timers fire within about a millisecond after their deadline; Gs woken by
 #: different polls may be told apart by no less than this.
