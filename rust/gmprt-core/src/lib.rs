@@ -12,6 +12,8 @@
 
 pub mod g;
 mod loom;
+#[cfg(all(test, loom))]
+mod loom_tests;
 pub mod netpoll;
 mod park;
 pub mod runq;

@@ -23,7 +23,11 @@ mod imp {
 #[cfg(loom)]
 mod imp {
     pub(crate) mod sync {
-        pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+        // std's Arc, not loom's: the scheduler takes `self: &Arc<Self>`,
+        // and only std's Arc may be a method receiver on stable Rust. No
+        // modelled protocol depends on reference counts.
+        pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
+        pub(crate) use std::sync::Arc;
         pub(crate) mod atomic {
             pub(crate) use loom::sync::atomic::{
                 fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
