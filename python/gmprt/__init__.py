@@ -15,9 +15,11 @@ runtime that spreads Gs over OS threads the way Go does::
 
     print(gmprt.run(main))
 
-See ``help(gmprt.run)``, ``help(gmprt.go)`` and ``help(gmprt.G)``.
+See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)`` and
+``help(gmprt.net)`` (TCP on the netpoller).
 """
 
+from . import net
 from ._gmprt import (
     ChanClosed,
     Deadlock,
@@ -27,6 +29,8 @@ from ._gmprt import (
     run,
     sleep,
     stats,
+    wait_readable,
+    wait_writable,
 )
 
 __all__ = [
@@ -35,7 +39,10 @@ __all__ = [
     "G",
     "Timeout",
     "go",
+    "net",
     "run",
     "sleep",
     "stats",
+    "wait_readable",
+    "wait_writable",
 ]

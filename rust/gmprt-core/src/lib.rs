@@ -2,6 +2,8 @@
 //!
 //! - [`g`]: the G header and its state word (park/wake without lost wakes).
 //! - [`runq`]: a P's lock-free local run queue with Go's `runnext`.
+//! - [`timer`]: a 4-ary timer heap with lazy, bounded cancellation.
+//! - [`netpoll`]: the netpoller thread (mio) and the timers it fires.
 //! - [`sched`]: Ps, Ms, the global queue, `findRunnable`, spinning Ms.
 //!
 //! The embedder supplies what a G runs ([`Body`]) and what an M does around
@@ -17,6 +19,7 @@ mod park;
 pub mod runq;
 pub mod sched;
 pub mod sysmon;
+pub mod timer;
 
 pub use g::{GPtr, Status, Wake};
 pub use sched::{Body, Config, Cx, Hooks, NoHooks, Sched, Stats, Step, Stopped, Waker};

@@ -1,14 +1,88 @@
 //! netpoll: the netpoller and the timers (Go's netpoll_epoll.go + time.go).
 //!
-//! Interface only, for now: the implementation (one thread owning
-//! `mio::Poll` and a timer heap, edge-triggered registrations with
-//! generations, ready waiters handed back in batches) lands with issue 3.
+//! One dedicated thread, started on first use, owns the `mio::Poll` and
+//! sleeps in `poll()` until the next timer deadline. Whatever it finds ready
+//! (sockets, expired timers, expired I/O deadlines) it hands back to the
+//! scheduler in **one batch per poll** through [`Ready::ready_all`] (for
+//! `sched::Waker` that is Go's `injectglist`). The thread never touches
+//! Python: what it stores and wakes are Rust waiters of type `W`.
 //!
-//! The netpoller sits below the scheduler: it never calls into `sched`. It
-//! stores waiters of any type `W: Ready` and hands the ready ones back in one
-//! batch; `sched` implements [`Ready`] for its `Waker` (an `injectglist`).
+//! The netpoller sits below the scheduler: it never imports `sched`. It
+//! stores waiters of any type `W: Ready`; `sched` implements [`Ready`] for
+//! its `Waker`.
+//!
+//! # Who owns what
+//!
+//! - [`Netpoll`] lives in `Sched` and starts the thread lazily
+//!   ([`Netpoll::handle`]); `Sched::stop` stops it ([`Netpoll::stop`]).
+//! - `Inner` is shared (`Arc`) by the thread, every [`Handle`] and every
+//!   [`Registration`]. Its locks: `timers` (the [`Timers`] heap and the
+//!   poller's planned wake time), `ios` (the slab mapping mio tokens to
+//!   registrations), and one `waiters` lock per registration.
+//! - **Lock order**: `ios` → a registration's `waiters` → `timers`. Nothing
+//!   here calls [`Ready::ready_all`] or drops the last reference to anything
+//!   while holding a netpoll lock that a `ready_all` could need, and no
+//!   netpoll lock is taken under the scheduler's lock except by
+//!   [`Netpoll::stop`] (which `Sched::stop` calls holding `sched.lock`; that
+//!   is sound because nothing here takes `sched.lock` while holding a
+//!   netpoll lock: `ready_all` always runs after every netpoll lock is
+//!   released).
+//!
+//! # Registrations (Go's `pollDesc`, tokio's `ScheduledIo`)
+//!
+//! A file descriptor is registered once, for both directions, edge-triggered
+//! (mio always is on Linux): each event says "something changed", never
+//! "still ready", so every operation is retried until `WouldBlock`.
+//!
+//! - **Tokens carry a generation.** A registration's mio token is its slab
+//!   index plus the slot's generation. A slot's generation moves on when it is
+//!   freed, so an event still in flight for a deregistered fd (copied out of
+//!   the kernel before the `EPOLL_CTL_DEL`) is recognised as stale and never
+//!   wakes the G of a newer registration in the same slot.
+//! - **Readiness with ticks.** `readiness` packs a tick (bumped by every
+//!   event) above the ready bits. An operation reads it ([`ReadyEvent`]),
+//!   tries the syscall, and on `WouldBlock` clears the bit *only if the tick
+//!   has not moved* ([`Registration::clear_readiness`]): a clear can never
+//!   erase an event that arrived after the read, so no edge is lost.
+//! - **Parking** ([`Registration::park`]) re-checks readiness under the
+//!   registration's `waiters` lock; the poller sets readiness *before* taking
+//!   that lock to collect waiters. Either the parker sees the new bit (and
+//!   does not park) or the poller sees the waiter (and wakes it).
+//!
+//! # Deadlines and timers
+//!
+//! A sleep is a timer whose payload is the G's waiter. An I/O deadline is a
+//! timer whose payload *points at* the parked waiter (registration,
+//! direction, wait id), like Go's `pollDesc` read/write timers: the waiter
+//! itself stays in exactly one place. Whichever fires first (the event or the
+//! timer) removes the waiter; an event that wins cancels the timer, so a
+//! deadline that did not fire leaves nothing behind (the heap's lazy
+//! cancellation and compaction bound the garbage, see `timer`).
+//!
+//! An adder whose deadline is earlier than the poller's planned wake time
+//! breaks the poll with the `mio::Waker` (de-duplicated: the planned time is
+//! lowered at once, so later adders with later deadlines do not wake it
+//! again; Go's `netpollWakeSig`). Resolution is the epoll timeout's, 1 ms,
+//! rounded up: a timer never fires early.
+//!
+//! # Counters
+//!
+//! [`Netpoll::waiters`] and [`Netpoll::timers`] count Gs parked on I/O and
+//! armed timers. They are exact for deadlock detection: a wait counts from
+//! the moment it is stored until it is cancelled, or, when it fires, until
+//! *after* `ready_all` has made its G runnable, so there is no instant where
+//! a woken G is neither counted here nor runnable.
 
-use crate::loom::sync::atomic::{AtomicUsize, Ordering::*};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+
+use crate::timer::{TimerKey, Timers};
 
 /// What the netpoller wakes. Implemented by `sched::Waker`.
 pub trait Ready: Send + 'static {
@@ -18,35 +92,1000 @@ pub trait Ready: Send + 'static {
         Self: Sized;
 }
 
+/// Events per `epoll_wait`. Go uses 128, tokio 1024; the batch goes to the
+/// global queue in one lock, so a larger batch costs nothing extra.
+const EVENTS: usize = 1024;
+
+/// The token of the `mio::Waker`. Registration tokens never reach it: their
+/// generation is masked to 31 bits.
+const WAKE_TOKEN: Token = Token(usize::MAX);
+const GEN_MASK: u32 = 0x7fff_ffff;
+
+const _: () = assert!(
+    usize::BITS == 64,
+    "netpoll tokens pack 32-bit index + generation"
+);
+
+/// Ready bits in `IoShared::readiness`; the tick sits above them.
+const READABLE: usize = 1;
+const WRITABLE: usize = 2;
+const READY_MASK: usize = READABLE | WRITABLE;
+const TICK_SHIFT: u32 = 2;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Saturating decrement of a counter (module docs, "Counters"): after
+/// [`Netpoll::stop`] zeroes it, the poller's late decrements must not wrap
+/// it. SeqCst like every counter update: the deadlock check reads them in
+/// one SeqCst snapshot with the scheduler's own counters.
+fn sub(n: &AtomicUsize, k: usize) {
+    if k > 0 {
+        let _ = n.fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(k)));
+    }
+}
+
+/// Which half of a registration an operation waits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    Read,
+    Write,
+}
+
+impl Dir {
+    fn bit(self) -> usize {
+        match self {
+            Dir::Read => READABLE,
+            Dir::Write => WRITABLE,
+        }
+    }
+}
+
+/// A readiness snapshot: pass it back to [`Registration::clear_readiness`]
+/// after a `WouldBlock`.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadyEvent {
+    tick: usize,
+    bit: usize,
+    /// The direction may be ready: try the syscall.
+    pub ready: bool,
+}
+
+/// Identifies one park on a registration (for [`Registration::cancel`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitId {
+    dir: Dir,
+    id: u64,
+}
+
+/// The runtime stopped: nothing can be parked or registered any more.
+fn stopped_err() -> io::Error {
+    io::Error::other("the gmprt netpoller has stopped (the runtime is stopping)")
+}
+
 /// One runtime's netpoller and timers.
 pub struct Netpoll<W: Ready> {
-    /// Gs parked on a file descriptor.
-    waiters: AtomicUsize,
-    /// Armed timers (sleeps and deadlines).
-    timers: AtomicUsize,
-    _w: std::marker::PhantomData<fn(W)>,
+    inner: OnceLock<Arc<Inner<W>>>,
+    /// Serialises the lazy start with `stop`; true once stopped.
+    stopped: Mutex<bool>,
 }
 
 impl<W: Ready> Netpoll<W> {
     pub(crate) fn new() -> Netpoll<W> {
         Netpoll {
-            waiters: AtomicUsize::new(0),
-            timers: AtomicUsize::new(0),
-            _w: std::marker::PhantomData,
+            inner: OnceLock::new(),
+            stopped: Mutex::new(false),
         }
     }
 
     /// Gs parked on a file descriptor now (deadlock detection: a G waiting
-    /// on I/O can be woken from outside).
+    /// on I/O can be woken from outside). See "Counters" in the module docs.
     pub fn waiters(&self) -> usize {
-        self.waiters.load(Relaxed)
+        self.inner.get().map_or(0, |i| i.nwaiters.load(SeqCst))
     }
 
-    /// Armed timers now.
+    /// Armed timers now (sleeps and I/O deadlines).
     pub fn timers(&self) -> usize {
-        self.timers.load(Relaxed)
+        self.inner.get().map_or(0, |i| i.ntimers.load(SeqCst))
     }
 
-    /// Stops the netpoller thread, if it runs, and drops every waiter.
-    pub(crate) fn stop(&self) {}
+    /// A handle to the running netpoller, starting its thread on first use.
+    /// Fails once the netpoller stopped, or if the OS refuses an epoll fd or
+    /// a thread.
+    pub fn handle(&self) -> io::Result<Handle<W>> {
+        if let Some(i) = self.inner.get() {
+            // Acquire: pairs with the Release store in `Inner::stop`.
+            if i.stopped.load(Acquire) {
+                return Err(stopped_err());
+            }
+            return Ok(Handle(i.clone()));
+        }
+        let stopped = lock(&self.stopped);
+        if *stopped {
+            return Err(stopped_err());
+        }
+        if let Some(i) = self.inner.get() {
+            return Ok(Handle(i.clone()));
+        }
+        let inner = Inner::start()?;
+        let _ = self.inner.set(inner.clone());
+        drop(stopped);
+        Ok(Handle(inner))
+    }
+
+    /// Whether `reg` belongs to this netpoller (and it still runs).
+    pub fn owns(&self, reg: &Registration<W>) -> bool {
+        self.inner
+            .get()
+            .is_some_and(|i| Arc::ptr_eq(i, &reg.inner) && !i.stopped.load(Acquire))
+    }
+
+    /// Stops the netpoller thread, if it runs, and drops every waiter and
+    /// timer (their Gs are never woken; the runtime is stopping). Later
+    /// registrations and timers are refused, and every existing registration
+    /// reads as closed.
+    pub(crate) fn stop(&self) {
+        let mut stopped = lock(&self.stopped);
+        *stopped = true;
+        drop(stopped);
+        if let Some(i) = self.inner.get() {
+            i.stop();
+        }
+    }
+}
+
+impl<W: Ready> Drop for Netpoll<W> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A cloneable handle to a running netpoller: timers and registrations.
+pub struct Handle<W: Ready>(Arc<Inner<W>>);
+
+impl<W: Ready> Clone for Handle<W> {
+    fn clone(&self) -> Self {
+        Handle(self.0.clone())
+    }
+}
+
+impl<W: Ready> Handle<W> {
+    /// Arms a timer that readies `w` at `when` (at the earliest; within about
+    /// a millisecond after). Gives `w` back if the netpoller stopped.
+    pub fn add_timer(&self, when: Instant, w: W) -> Result<TimerKey, W> {
+        let (key, wake) = match self.0.add_timer(when, Fire::Wake(w)) {
+            Ok(kw) => kw,
+            Err(Fire::Wake(w)) => return Err(w),
+            Err(Fire::Io(..)) => unreachable!("add_timer returned another payload"),
+        };
+        if wake {
+            self.0.wake_poller();
+        }
+        Ok(key)
+    }
+
+    /// Disarms a timer from [`add_timer`](Self::add_timer). True if it was
+    /// still armed (its waiter is dropped, never woken).
+    pub fn cancel_timer(&self, key: TimerKey) -> bool {
+        self.0.cancel_timer(key)
+    }
+
+    /// Registers `fd` for both directions. `ready` is the initial readiness
+    /// of both: true makes the first operation try its syscall (right for a
+    /// fresh socket), false makes it wait for the first event (right when the
+    /// caller just saw the fd not ready; epoll reports the state at
+    /// registration as an event, so nothing is missed).
+    ///
+    /// The caller keeps `fd` open until it drops or
+    /// [`deregisters`](Registration::deregister) the registration.
+    pub fn register(&self, fd: RawFd, ready: bool) -> io::Result<Registration<W>> {
+        let inner = &self.0;
+        let io = {
+            let mut ios = lock(&inner.ios);
+            if inner.stopped.load(Acquire) {
+                return Err(stopped_err());
+            }
+            ios.insert(ready)
+        };
+        let r = inner.registry.register(
+            &mut SourceFd(&fd),
+            Token(io.token),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = r {
+            lock(&inner.ios).remove(io.token);
+            return Err(e);
+        }
+        Ok(Registration {
+            inner: inner.clone(),
+            io,
+            fd,
+            registered: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether the netpoller has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.0.stopped.load(Acquire)
+    }
+}
+
+/// What a timer does when it fires.
+enum Fire<W> {
+    /// A sleep: ready the waiter.
+    Wake(W),
+    /// An I/O deadline: ready the waiter parked as `id` on `io`, if it is
+    /// still parked.
+    Io(Arc<IoShared<W>>, WaitId),
+}
+
+struct TimerState<W> {
+    heap: Timers<Fire<W>>,
+    /// When the poller will next look at the timers, in clock nanoseconds:
+    /// `u64::MAX` while it sleeps with no timeout, 0 while it is awake (it
+    /// recomputes before sleeping again, so adders need not wake it).
+    poll_until: u64,
+}
+
+struct Inner<W> {
+    registry: Registry,
+    waker: mio::Waker,
+    /// Clock origin for timer nanoseconds.
+    base: Instant,
+    timers: Mutex<TimerState<W>>,
+    ios: Mutex<Slab<W>>,
+    /// See "Counters" in the module docs. SeqCst throughout (see `sub`):
+    /// a decrement after `ready_all` must not be seen before the run-queue
+    /// push that `ready_all` made.
+    nwaiters: AtomicUsize,
+    ntimers: AtomicUsize,
+    /// Set once by `stop` (Release); read with Acquire by the poller and by
+    /// everyone refusing new work.
+    stopped: AtomicBool,
+}
+
+impl<W: Ready> Inner<W> {
+    fn start() -> io::Result<Arc<Inner<W>>> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN)?;
+        let inner = Arc::new(Inner {
+            registry,
+            waker,
+            base: Instant::now(),
+            timers: Mutex::new(TimerState {
+                heap: Timers::new(),
+                poll_until: 0,
+            }),
+            ios: Mutex::new(Slab::new()),
+            nwaiters: AtomicUsize::new(0),
+            ntimers: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+        });
+        let for_thread = inner.clone();
+        std::thread::Builder::new()
+            .name("gmprt-netpoll".into())
+            .spawn(move || for_thread.run(poll))?;
+        Ok(inner)
+    }
+
+    /// Nanoseconds on the timer clock.
+    fn at(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn now(&self) -> u64 {
+        self.at(Instant::now())
+    }
+
+    /// Arms a timer. Returns whether the poller must be woken (call
+    /// `wake_poller` after releasing every lock). Gives the payload back if
+    /// stopped.
+    fn add_timer(&self, when: Instant, fire: Fire<W>) -> Result<(TimerKey, bool), Fire<W>> {
+        let when = self.at(when);
+        let mut t = lock(&self.timers);
+        if self.stopped.load(Acquire) {
+            return Err(fire);
+        }
+        let key = t.heap.add(when, fire);
+        self.ntimers.fetch_add(1, SeqCst);
+        let wake = when < t.poll_until;
+        if wake {
+            t.poll_until = when;
+        }
+        Ok((key, wake))
+    }
+
+    fn cancel_timer(&self, key: TimerKey) -> bool {
+        let fire = lock(&self.timers).heap.cancel(key);
+        let found = fire.is_some();
+        if found {
+            sub(&self.ntimers, 1);
+        }
+        // The payload (a waiter, or a registration reference) drops here,
+        // outside the lock.
+        drop(fire);
+        found
+    }
+
+    fn wake_poller(&self) {
+        if let Err(e) = self.waker.wake() {
+            eprintln!("gmprt: cannot wake the netpoller: {e}");
+        }
+    }
+
+    /// The netpoller thread.
+    fn run(self: Arc<Self>, mut poll: Poll) {
+        let mut events = Events::with_capacity(EVENTS);
+        let mut batch: Vec<W> = Vec::new();
+        let mut cancel: Vec<TimerKey> = Vec::new();
+        let mut deadlines: Vec<(Arc<IoShared<W>>, WaitId)> = Vec::new();
+        loop {
+            let timeout = {
+                let mut t = lock(&self.timers);
+                match t.heap.next_when() {
+                    None => {
+                        t.poll_until = u64::MAX;
+                        None
+                    }
+                    Some(when) => {
+                        t.poll_until = when;
+                        // mio rounds up to whole milliseconds: never early.
+                        Some(Duration::from_nanos(when.saturating_sub(self.now())))
+                    }
+                }
+            };
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    eprintln!("gmprt: netpoll: epoll_wait failed: {e}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            if self.stopped.load(Acquire) {
+                break;
+            }
+            let mut woken_io = 0;
+            if !events.is_empty() {
+                let ios = lock(&self.ios);
+                for ev in events.iter() {
+                    if ev.token() == WAKE_TOKEN {
+                        continue;
+                    }
+                    // A stale token (generation moved on) finds nothing.
+                    let Some(io) = ios.get(ev.token().0) else {
+                        continue;
+                    };
+                    let mut bits = 0;
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        bits |= READABLE;
+                    }
+                    if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                        bits |= WRITABLE;
+                    }
+                    woken_io += io.fire(bits, &mut batch, &mut cancel);
+                }
+            }
+            let mut woken_timers = 0;
+            {
+                let mut t = lock(&self.timers);
+                for k in cancel.drain(..) {
+                    if t.heap.cancel(k).is_some() {
+                        sub(&self.ntimers, 1);
+                    }
+                }
+                let now = self.now();
+                while let Some(f) = t.heap.pop_due(now) {
+                    woken_timers += 1;
+                    match f {
+                        Fire::Wake(w) => batch.push(w),
+                        Fire::Io(io, id) => deadlines.push((io, id)),
+                    }
+                }
+                t.poll_until = 0;
+            }
+            for (io, id) in deadlines.drain(..) {
+                if let Some(waiter) = io.take(id) {
+                    batch.push(waiter.w);
+                    woken_io += 1;
+                }
+            }
+            if !batch.is_empty() {
+                W::ready_all(std::mem::take(&mut batch));
+            }
+            // Only now: the woken Gs are runnable (module docs, "Counters").
+            sub(&self.nwaiters, woken_io);
+            sub(&self.ntimers, woken_timers);
+        }
+    }
+
+    fn stop(&self) {
+        let timers = {
+            // Under `timers`, so no adder slips in after the drain.
+            let mut t = lock(&self.timers);
+            // Release: pairs with the Acquire loads refusing new work.
+            self.stopped.store(true, Release);
+            self.ntimers.store(0, SeqCst);
+            t.heap.drain()
+        };
+        self.wake_poller();
+        let ios = lock(&self.ios).drain();
+        let mut dropped = Vec::new();
+        for io in &ios {
+            let mut ws = lock(&io.waiters);
+            ws.closed = true;
+            dropped.append(&mut ws.read);
+            dropped.append(&mut ws.write);
+        }
+        self.nwaiters.store(0, SeqCst);
+        drop(timers);
+        drop(dropped);
+        drop(ios);
+    }
+}
+
+/// The slab of registrations, indexed by the low half of a token.
+struct Slab<W> {
+    entries: Vec<SlabEntry<W>>,
+    free: Vec<u32>,
+}
+
+struct SlabEntry<W> {
+    gen: u32,
+    io: Option<Arc<IoShared<W>>>,
+}
+
+impl<W> Slab<W> {
+    fn new() -> Slab<W> {
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn token(index: u32, gen: u32) -> usize {
+        ((gen as usize) << 32) | index as usize
+    }
+
+    fn insert(&mut self, ready: bool) -> Arc<IoShared<W>> {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = u32::try_from(self.entries.len()).expect("more than 2^32 registrations");
+                self.entries.push(SlabEntry { gen: 0, io: None });
+                i
+            }
+        };
+        let e = &mut self.entries[index as usize];
+        let io = Arc::new(IoShared::new(Self::token(index, e.gen), ready));
+        e.io = Some(io.clone());
+        io
+    }
+
+    fn get(&self, token: usize) -> Option<&Arc<IoShared<W>>> {
+        let e = self.entries.get(token as u32 as usize)?;
+        if Self::token(token as u32, e.gen) != token {
+            return None;
+        }
+        e.io.as_ref()
+    }
+
+    /// Frees the slot of `token`, moving its generation on so that events
+    /// still in flight for it are recognised as stale.
+    fn remove(&mut self, token: usize) -> Option<Arc<IoShared<W>>> {
+        let index = token as u32;
+        let e = self.entries.get_mut(index as usize)?;
+        if Self::token(index, e.gen) != token {
+            return None;
+        }
+        let io = e.io.take()?;
+        e.gen = (e.gen + 1) & GEN_MASK;
+        self.free.push(index);
+        Some(io)
+    }
+
+    fn drain(&mut self) -> Vec<Arc<IoShared<W>>> {
+        let mut out = Vec::new();
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            if let Some(io) = e.io.take() {
+                e.gen = (e.gen + 1) & GEN_MASK;
+                self.free.push(i as u32);
+                out.push(io);
+            }
+        }
+        out
+    }
+}
+
+struct Waiter<W> {
+    id: u64,
+    w: W,
+    /// The deadline timer armed with this park, if any.
+    timer: Option<TimerKey>,
+}
+
+struct Waiters<W> {
+    read: Vec<Waiter<W>>,
+    write: Vec<Waiter<W>>,
+    next_id: u64,
+    /// Deregistered (or the netpoller stopped): nobody parks any more.
+    closed: bool,
+}
+
+impl<W> Waiters<W> {
+    fn list(&mut self, dir: Dir) -> &mut Vec<Waiter<W>> {
+        match dir {
+            Dir::Read => &mut self.read,
+            Dir::Write => &mut self.write,
+        }
+    }
+}
+
+/// The shared half of a registration (tokio's `ScheduledIo`).
+struct IoShared<W> {
+    token: usize,
+    /// `tick << TICK_SHIFT | ready bits` (module docs, "Readiness with
+    /// ticks"). Set by the poller (AcqRel RMW), cleared by operations (CAS
+    /// that fails if the tick moved), read with Acquire.
+    readiness: AtomicUsize,
+    waiters: Mutex<Waiters<W>>,
+}
+
+impl<W> IoShared<W> {
+    fn new(token: usize, ready: bool) -> IoShared<W> {
+        IoShared {
+            token,
+            readiness: AtomicUsize::new(if ready { READY_MASK } else { 0 }),
+            waiters: Mutex::new(Waiters {
+                read: Vec::new(),
+                write: Vec::new(),
+                next_id: 0,
+                closed: false,
+            }),
+        }
+    }
+
+    /// The poller: record an event and take the waiters it readies. Returns
+    /// how many it took. Readiness is set *before* taking `waiters` (module
+    /// docs, "Parking").
+    fn fire(&self, bits: usize, batch: &mut Vec<W>, cancel: &mut Vec<TimerKey>) -> usize {
+        // AcqRel: Release publishes the event to operations' Acquire loads;
+        // Acquire orders us after the last clear.
+        let _ = self.readiness.fetch_update(AcqRel, Acquire, |cur| {
+            let tick = (cur >> TICK_SHIFT).wrapping_add(1);
+            Some((tick << TICK_SHIFT) | (cur & READY_MASK) | bits)
+        });
+        let mut ws = lock(&self.waiters);
+        let mut n = 0;
+        for dir in [Dir::Read, Dir::Write] {
+            if bits & dir.bit() == 0 {
+                continue;
+            }
+            for waiter in ws.list(dir).drain(..) {
+                batch.push(waiter.w);
+                cancel.extend(waiter.timer);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Removes the waiter parked as `id`, if it is still parked.
+    fn take(&self, id: WaitId) -> Option<Waiter<W>> {
+        let mut ws = lock(&self.waiters);
+        let list = ws.list(id.dir);
+        let pos = list.iter().position(|x| x.id == id.id)?;
+        Some(list.remove(pos))
+    }
+}
+
+/// A file descriptor registered with the netpoller. Dropping it
+/// deregisters the fd, which must still be open then.
+pub struct Registration<W: Ready> {
+    inner: Arc<Inner<W>>,
+    io: Arc<IoShared<W>>,
+    fd: RawFd,
+    /// Cleared by the first `deregister`.
+    registered: AtomicBool,
+}
+
+impl<W: Ready> Registration<W> {
+    /// Any thread: the readiness of `dir` now.
+    pub fn readiness(&self, dir: Dir) -> ReadyEvent {
+        // Acquire: pairs with the poller's AcqRel `fire`.
+        let cur = self.io.readiness.load(Acquire);
+        ReadyEvent {
+            tick: cur >> TICK_SHIFT,
+            bit: dir.bit(),
+            ready: cur & dir.bit() != 0,
+        }
+    }
+
+    /// After a `WouldBlock`: mark the direction not ready, unless an event
+    /// arrived since `ev` was read (then the next try may succeed).
+    pub fn clear_readiness(&self, ev: ReadyEvent) {
+        let mut cur = self.io.readiness.load(Acquire);
+        loop {
+            if cur >> TICK_SHIFT != ev.tick || cur & ev.bit == 0 {
+                return;
+            }
+            // AcqRel CAS: fails if `fire` moved the tick meanwhile (pairs
+            // with its RMW), so a newer event is never erased.
+            match self
+                .io
+                .readiness
+                .compare_exchange_weak(cur, cur & !ev.bit, AcqRel, Acquire)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Parks `w` until `dir` becomes ready or `deadline` passes (whichever
+    /// first readies `w`, once). Gives `w` back without parking when the
+    /// direction is ready already, the deadline has passed, or the
+    /// registration is closed: the caller then retries its operation (which
+    /// reports the timeout or the closed fd).
+    pub fn park(&self, dir: Dir, w: W, deadline: Option<Instant>) -> Result<WaitId, W> {
+        let mut ws = lock(&self.io.waiters);
+        if ws.closed || self.readiness(dir).ready {
+            return Err(w);
+        }
+        let id = WaitId {
+            dir,
+            id: ws.next_id,
+        };
+        let mut wake = false;
+        let timer = match deadline {
+            None => None,
+            Some(d) if d <= Instant::now() => return Err(w),
+            // Armed under `waiters` (lock order: waiters → timers): the
+            // deadline cannot fire before the waiter it points at is stored.
+            Some(d) => match self.inner.add_timer(d, Fire::Io(self.io.clone(), id)) {
+                Ok((key, must_wake)) => {
+                    wake = must_wake;
+                    Some(key)
+                }
+                Err(_) => return Err(w),
+            },
+        };
+        ws.next_id += 1;
+        ws.list(dir).push(Waiter {
+            id: id.id,
+            w,
+            timer,
+        });
+        self.inner.nwaiters.fetch_add(1, SeqCst);
+        drop(ws);
+        if wake {
+            self.inner.wake_poller();
+        }
+        Ok(id)
+    }
+
+    /// Withdraws a park that was not woken (its G gave up waiting): drops
+    /// the waiter and its deadline. False if it was already woken.
+    pub fn cancel(&self, id: WaitId) -> bool {
+        let Some(waiter) = self.io.take(id) else {
+            return false;
+        };
+        sub(&self.inner.nwaiters, 1);
+        if let Some(k) = waiter.timer {
+            self.inner.cancel_timer(k);
+        }
+        true
+    }
+
+    /// Closed: deregistered, or its netpoller stopped.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.io.waiters).closed
+    }
+
+    /// Removes the fd from the poll set and wakes every G parked on it (their
+    /// operations then find the fd closed). Idempotent. Call it before
+    /// closing the fd: a closed fd number can be reused by a new
+    /// registration, which the `EPOLL_CTL_DEL` would then remove.
+    pub fn deregister(&self) {
+        // AcqRel swap: exactly one caller (an explicit deregister or the
+        // drop) goes on; pairs with the same swap in any other caller.
+        if !self.registered.swap(false, AcqRel) {
+            return;
+        }
+        // Errors only mean the netpoller's epoll fd already forgot the fd.
+        let _ = self.inner.registry.deregister(&mut SourceFd(&self.fd));
+        let removed = lock(&self.inner.ios).remove(self.io.token);
+        let mut batch = Vec::new();
+        let mut cancel = Vec::new();
+        {
+            let mut guard = lock(&self.io.waiters);
+            let ws = &mut *guard;
+            ws.closed = true;
+            for waiter in ws.read.drain(..).chain(ws.write.drain(..)) {
+                batch.push(waiter.w);
+                cancel.extend(waiter.timer);
+            }
+        }
+        for k in cancel {
+            self.inner.cancel_timer(k);
+        }
+        let n = batch.len();
+        if n > 0 {
+            W::ready_all(batch);
+            sub(&self.inner.nwaiters, n);
+        }
+        drop(removed);
+    }
+
+    /// The registered fd.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+impl<W: Ready> Drop for Registration<W> {
+    fn drop(&mut self) {
+        self.deregister();
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as Go's runtime does
+/// at start (os_linux.go, Go 1.19+): a server should not run out of fds at
+/// an arbitrary 1024. Best effort; returns the soft limit now in force.
+pub fn raise_nofile_limit() -> Option<libc::rlim_t> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return None;
+    }
+    if rl.rlim_cur < rl.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: rl.rlim_max,
+            rlim_max: rl.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit struct we own. It fails (and
+        // changes nothing) if the hard limit is above the kernel's nr_open.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            rl.rlim_cur = rl.rlim_max;
+        }
+    }
+    Some(rl.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+
+    /// A waiter that reports its id on a channel when readied.
+    #[derive(Debug)]
+    struct W(u32, mpsc::Sender<u32>);
+    impl Ready for W {
+        fn ready_all(batch: Vec<W>) {
+            for w in batch {
+                let _ = w.1.send(w.0);
+            }
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(10);
+
+    fn wait_for(cond: impl Fn() -> bool) -> bool {
+        let end = Instant::now() + LONG;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn timers_fire_in_order_and_never_early() {
+        let np = Netpoll::<W>::new();
+        let h = np.handle().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let start = Instant::now();
+        let mut whens = Vec::new();
+        for i in 0..200u32 {
+            let when = start
+                + Duration::from_millis(50)
+                + Duration::from_micros(u64::from(i * 7919 % 200) * 250);
+            whens.push(when);
+            h.add_timer(when, W(i, tx.clone())).unwrap();
+        }
+        assert_eq!(np.timers(), 200);
+        let mut last = Instant::now() - LONG;
+        let mut last_when = start;
+        for _ in 0..200 {
+            let i = rx.recv_timeout(LONG).expect("a timer did not fire");
+            let now = Instant::now();
+            let when = whens[i as usize];
+            assert!(now >= when, "timer {i} fired early");
+            assert!(when >= last_when, "timer {i} out of order");
+            assert!(now >= last);
+            last = now;
+            last_when = when;
+        }
+        assert!(wait_for(|| np.timers() == 0));
+        np.stop();
+    }
+
+    #[test]
+    fn an_earlier_timer_breaks_a_long_poll() {
+        let np = Netpoll::<W>::new();
+        let h = np.handle().unwrap();
+        let (tx, rx) = mpsc::channel();
+        h.add_timer(Instant::now() + Duration::from_secs(3600), W(0, tx.clone()))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        h.add_timer(Instant::now() + Duration::from_millis(5), W(1, tx))
+            .unwrap();
+        assert_eq!(rx.recv_timeout(LONG), Ok(1));
+        assert_eq!(np.timers(), 1);
+        np.stop();
+        assert_eq!(np.timers(), 0);
+        assert!(
+            np.handle().is_err(),
+            "a stopped netpoller hands out no handle"
+        );
+    }
+
+    #[test]
+    fn cancelled_timers_never_fire() {
+        let np = Netpoll::<W>::new();
+        let h = np.handle().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let soon = Instant::now() + Duration::from_millis(10);
+        let k = h.add_timer(soon, W(0, tx.clone())).unwrap();
+        h.add_timer(soon + Duration::from_millis(5), W(1, tx))
+            .unwrap();
+        assert!(h.cancel_timer(k));
+        assert!(!h.cancel_timer(k));
+        assert_eq!(rx.recv_timeout(LONG), Ok(1));
+        assert!(rx.recv_timeout(Duration::from_millis(30)).is_err());
+        assert!(wait_for(|| np.timers() == 0));
+    }
+
+    #[test]
+    fn io_wakes_a_parked_waiter_and_ticks_protect_events() {
+        let np = Netpoll::<W>::new();
+        let h = np.handle().unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let reg = h.register(b.as_raw_fd(), true).unwrap();
+        let (tx, rx) = mpsc::channel();
+
+        // A read that would block clears readiness; parking then waits.
+        let ev = reg.readiness(Dir::Read);
+        assert!(ev.ready);
+        assert_eq!(
+            (&b).read(&mut [0; 8]).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        reg.clear_readiness(ev);
+        assert!(!reg.readiness(Dir::Read).ready);
+        let id = reg.park(Dir::Read, W(7, tx.clone()), None).unwrap();
+        assert_eq!(np.waiters(), 1);
+        a.write_all(b"x").unwrap();
+        assert_eq!(rx.recv_timeout(LONG), Ok(7));
+        assert!(wait_for(|| np.waiters() == 0));
+        assert!(!reg.cancel(id), "already woken");
+
+        // A stale clear (read before the event) must not erase it.
+        let stale = reg.readiness(Dir::Read);
+        a.write_all(b"y").unwrap();
+        assert!(wait_for(|| reg.readiness(Dir::Read).tick != stale.tick));
+        reg.clear_readiness(stale);
+        assert!(
+            reg.readiness(Dir::Read).ready,
+            "a stale clear erased an event"
+        );
+        // ... so parking now returns at once.
+        assert!(reg.park(Dir::Read, W(8, tx), None).is_err());
+        assert_eq!(np.waiters(), 0);
+        drop(reg);
+        np.stop();
+    }
+
+    #[test]
+    fn deadline_fires_and_io_cancels_the_deadline() {
+        let np = Netpoll::<W>::new();
+        let h = np.handle().unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let reg = h.register(b.as_raw_fd(), false).unwrap();
+        let (tx, rx) = mpsc::channel();
+
+        let t0 = Instant::now();
+        let d = t0 + Duration::from_millis(20);
+        reg.park(Dir::Read, W(1, tx.clone()), Some(d)).unwrap();
+        assert_eq!((np.waiters(), np.timers()), (1, 1));
+        assert_eq!(rx.recv_timeout(LONG), Ok(1));
+        assert!(Instant::now() >= d, "deadline fired early");
+        assert!(wait_for(|| (np.waiters(), np.timers()) == (0, 0)));
+
+        // The event wins: the deadline's timer goes with the waiter.
+        reg.park(Dir::Read, W(2, tx.clone()), Some(Instant::now() + LONG))
+            .unwrap();
+        assert_eq!((np.waiters(), np.timers()), (1, 1));
+        a.write_all(b"x").unwrap();
+        assert_eq!(rx.recv_timeout(LONG), Ok(2));
+        assert!(wait_for(|| (np.waiters(), np.timers()) == (0, 0)));
+
+        // A cancelled park drops both.
+        let ev = reg.readiness(Dir::Write);
+        reg.clear_readiness(ev);
+        let id = reg
+            .park(Dir::Write, W(3, tx), Some(Instant::now() + LONG))
+            .unwrap();
+        assert!(reg.cancel(id));
+        assert_eq!((np.waiters(), np.timers()), (0, 0));
+        np.stop();
+    }
+
+    #[test]
+    fn deregister_wakes_waiters_and_recycles_tokens_with_a_new_generation() {
+        let np = Netpoll::<W>::new();
+        let h = np.handle().unwrap();
+        let (_a, b) = UnixStream::pair().unwrap();
+        let reg = h.register(b.as_raw_fd(), false).unwrap();
+        let (tx, rx) = mpsc::channel();
+        reg.park(Dir::Read, W(1, tx.clone()), Some(Instant::now() + LONG))
+            .unwrap();
+        let old = reg.io.token;
+        reg.deregister();
+        assert_eq!(rx.recv_timeout(LONG), Ok(1));
+        assert!(reg.is_closed());
+        assert!(reg.park(Dir::Read, W(2, tx), None).is_err());
+        assert_eq!((np.waiters(), np.timers()), (0, 0));
+        let reg2 = h.register(b.as_raw_fd(), false).unwrap();
+        assert_eq!(reg2.io.token as u32, old as u32, "slot reused");
+        assert_ne!(reg2.io.token, old, "with a new generation");
+        let ios = lock(&h.0.ios);
+        assert!(ios.get(old).is_none(), "a stale token finds nothing");
+        assert!(ios.get(reg2.io.token).is_some());
+    }
+
+    #[test]
+    fn stop_drops_everything() {
+        let np = Netpoll::<W>::new();
+        let h = np.handle().unwrap();
+        let (_a, b) = UnixStream::pair().unwrap();
+        let reg = h.register(b.as_raw_fd(), false).unwrap();
+        let (tx, rx) = mpsc::channel();
+        reg.park(Dir::Read, W(1, tx.clone()), None).unwrap();
+        h.add_timer(Instant::now() + LONG, W(2, tx.clone()))
+            .unwrap();
+        np.stop();
+        assert_eq!((np.waiters(), np.timers()), (0, 0));
+        assert!(reg.is_closed());
+        assert!(h.is_stopped());
+        assert!(h.add_timer(Instant::now(), W(3, tx.clone())).is_err());
+        assert!(h.register(b.as_raw_fd(), true).is_err());
+        drop(tx);
+        // Every sender is gone: nothing was woken, everything was dropped.
+        assert_eq!(
+            rx.recv_timeout(LONG),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn nofile_limit_is_raised_to_the_hard_limit() {
+        let soft = raise_nofile_limit().unwrap();
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit struct we own.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+        assert_eq!(rl.rlim_cur, soft);
+    }
 }

@@ -1,0 +1,51 @@
+"""gmprt.net: TCP on the netpoller.
+
+A G that waits on a socket parks on gmprt's netpoller (one thread on epoll)
+and costs no OS thread; the I/O itself is done in Rust::
+
+    import gmprt
+
+    async def handle(conn):
+        with conn:
+            while data := await conn.recv(65536):
+                await conn.sendall(data)
+
+    async def main():
+        ln = gmprt.net.listen("127.0.0.1", 0)
+        print("listening on", ln.address)
+        while True:
+            gmprt.go(handle, await ln.accept())
+
+    gmprt.run(main)
+
+- ``listen(host, port, *, backlog=1024, reuse_port=False) -> Listener``
+  (IPv4 or IPv6; ``port=0`` picks a free port, see ``Listener.address``).
+- ``await Listener.accept(*, timeout=None) -> Conn``; ``Listener.close()``.
+- ``await dial(host, port, *, timeout=None) -> Conn``.
+- ``await Conn.recv(max_bytes=65536, *, timeout=None) -> bytes`` (``b""`` at
+  EOF), ``await Conn.send(data, *, timeout=None) -> int``,
+  ``await Conn.sendall(data, *, timeout=None)``, ``Conn.close_write()``
+  (half-close), ``Conn.close()``, ``Conn.local_address``,
+  ``Conn.remote_address``.
+
+Deadlines: every blocking call takes ``timeout=`` in seconds, counted from
+the call (``None``: no limit). When it passes the call raises
+:class:`gmprt.Timeout` (a ``TimeoutError``) and the object stays usable.
+
+Errors are Python's own: ``ConnectionRefusedError`` from ``dial``,
+``ConnectionResetError`` / ``BrokenPipeError`` when the peer is gone, and
+``OSError`` (``errno.EBADF``) for any call on a closed ``Conn`` or
+``Listener``; closing one wakes the Gs blocked on it with that error.
+``TCP_NODELAY`` is on for every connection. When the process runs out of
+file descriptors, ``accept`` logs once to stderr and retries with backoff
+(5 ms doubling to 1 s): the listener survives. ``gmprt.run()`` raises the
+soft ``RLIMIT_NOFILE`` to the hard limit at start, as Go does.
+
+For sockets made elsewhere, ``await gmprt.wait_readable(sock)`` and
+``await gmprt.wait_writable(sock)`` park a G until any file descriptor is
+ready.
+"""
+
+from ._gmprt import Conn, Listener, dial, listen
+
+__all__ = ["Conn", "Listener", "dial", "listen"]
