@@ -73,7 +73,9 @@ def _hog(seconds: float) -> int:
 # ---- tick scenarios -------------------------------------------------------
 
 
-def ticks_gmprt(kind: str, tickers: int, rounds: int, procs: int | None) -> dict:
+def ticks_gmprt(
+    kind: str, tickers: int, rounds: int, procs: int | None, hog_s: float = 1.0
+) -> dict:
     import gmprt
 
     delays: list[float] = []
@@ -94,7 +96,7 @@ def ticks_gmprt(kind: str, tickers: int, rounds: int, procs: int | None) -> dict
         if kind == "blocking":
             await gmprt.go(_block, rounds)
         else:
-            await gmprt.go(_hog, 1.0)
+            await gmprt.go(_hog, hog_s)
         elapsed = time.perf_counter() - t0
         stop.append(1)
         for t in ts:
@@ -105,7 +107,9 @@ def ticks_gmprt(kind: str, tickers: int, rounds: int, procs: int | None) -> dict
     return _summary(delays, elapsed, tickers)
 
 
-def ticks_asyncio(kind: str, tickers: int, rounds: int, loop: str = "asyncio") -> dict:
+def ticks_asyncio(
+    kind: str, tickers: int, rounds: int, loop: str = "asyncio", hog_s: float = 1.0
+) -> dict:
     import asyncio
 
     delays: list[float] = []
@@ -123,7 +127,7 @@ def ticks_asyncio(kind: str, tickers: int, rounds: int, loop: str = "asyncio") -
         if kind == "blocking":
             _block(rounds)
         else:
-            _hog(1.0)
+            _hog(hog_s)
 
     async def main() -> float:
         ts = [asyncio.create_task(ticker()) for _ in range(tickers)]
@@ -140,7 +144,7 @@ def ticks_asyncio(kind: str, tickers: int, rounds: int, loop: str = "asyncio") -
     return _summary(delays, elapsed, tickers)
 
 
-def ticks_threading(kind: str, tickers: int, rounds: int) -> dict:
+def ticks_threading(kind: str, tickers: int, rounds: int, hog_s: float = 1.0) -> dict:
     import threading
 
     delays: list[float] = []
@@ -162,7 +166,7 @@ def ticks_threading(kind: str, tickers: int, rounds: int) -> dict:
     if kind == "blocking":
         _block(rounds)
     else:
-        _hog(1.0)
+        _hog(hog_s)
     elapsed = time.perf_counter() - t0
     stop.set()
     for t in ts:
@@ -223,15 +227,16 @@ def parallel_threading(n: int, workers: int) -> dict:
 SCENARIOS = ("blocking", "cpu_hog", "parallel_c")
 
 
-def _ticks(kind: str, name: str, tickers: int, rounds: int) -> dict:
+def _ticks(kind: str, name: str, tickers: int, rounds: int, hog_s: float) -> dict:
     why = skip_reason(name, ("sleep",))
     if why:
         return {"skipped": why}
     if name.startswith(GMPRT):
-        return attempt("blocking", "ticks_gmprt", kind, tickers, rounds, gmprt_procs(name))
+        procs = gmprt_procs(name)
+        return attempt("blocking", "ticks_gmprt", kind, tickers, rounds, procs, hog_s)
     if name == "threading":
-        return attempt("blocking", "ticks_threading", kind, tickers, rounds)
-    return attempt("blocking", "ticks_asyncio", kind, tickers, rounds, name)
+        return attempt("blocking", "ticks_threading", kind, tickers, rounds, hog_s)
+    return attempt("blocking", "ticks_asyncio", kind, tickers, rounds, name, hog_s)
 
 
 def _parallel(name: str, n: int) -> dict:
@@ -251,6 +256,7 @@ def run(quick: bool = False, scenarios: object = None) -> dict:
     want = set(scenarios or SCENARIOS)
     tickers_block, tickers_hog = (20, 5) if quick else (100, 10)
     rounds = 2 if quick else 10
+    hog_s = 0.3 if quick else 1.0
     n_hash = 100 if quick else 1000
     cores = os.cpu_count() or 1
     res: dict = {}
@@ -261,8 +267,8 @@ def run(quick: bool = False, scenarios: object = None) -> dict:
         if kind == "blocking":
             params |= {"calls": rounds, "call": "time.sleep(0.2)"}
         else:
-            params |= {"hog_s": 1.0}
-        results = {name: _ticks(kind, name, tickers, rounds) for name in CONTENDERS}
+            params |= {"hog_s": hog_s}
+        results = {name: _ticks(kind, name, tickers, rounds, hog_s) for name in CONTENDERS}
         res[kind] = {"params": params, "results": results}
     if "parallel_c" in want:
         names = [GMPRT, "gmprt-procs1"]
