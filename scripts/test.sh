@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything from a machine with only Rust and Python, then runs every
 # test: the core's unit and stress tests, its loom models, clippy, the wheel
-# build, and pytest against the installed wheel.
+# build, pytest against the installed wheel, the micro-benchmarks run once,
+# and the benchmark suite's quick run (every scenario must produce figures;
+# nothing is asserted about speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +12,7 @@ PY=${PYTHON:-python3}
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff
+python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff pytest-benchmark matplotlib
 
 echo "== cargo test (gmprt-core, release)"
 cargo test -q -p gmprt-core --release
@@ -26,6 +28,7 @@ echo "== lint"
 cargo fmt --all --check
 cargo clippy -q --workspace --all-targets -- -D warnings
 ruff check python tests benches examples
+ruff format --check benches
 
 echo "== wheel"
 rm -rf dist
@@ -41,4 +44,10 @@ if [ "$rc" -eq 5 ]; then
     echo "pytest collected no tests: failing" >&2
     exit 1
 fi
-exit "$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+
+echo "== micro-benchmarks, each run once"
+python -m pytest -q benches
+
+echo "== benchmark suite, quick run"
+python benches/suite.py --quick
