@@ -1,7 +1,7 @@
 """Turns the suite's results.json into report.md, PNG charts and the README
 snippet (benches/suite.py calls it; it also runs on its own)::
 
-    python benches/report.py [benches/results/results.json]
+    python benches/report.py [benches/results/results.json] [--readme]
 
 Every ratio is gmprt's *advantage*: how many times better gmprt's figure is
 than the contender's (the contender's time over gmprt's, or gmprt's rate over
@@ -160,7 +160,6 @@ def simple(
         if key not in fig:
             rows.append([name, "—", "—", "—", "—", why_not(fig)])
             continue
-        is_g = name.startswith(GMPRT)
         rows.append(
             [
                 name,
@@ -168,10 +167,11 @@ def simple(
                 f"{fig.get(n_key, fig.get('n', '')):,}",
                 "—" if name == GMPRT else xfmt(adv(g, fig[key], lower_better)),
                 "—" if name == GMPRT_1 else xfmt(adv(g1, fig[key], lower_better)),
-                "" if is_g else "",
+                "",
             ]
         )
     md = table(["contender", label, "n", "gmprt adv.", "gmprt-procs1 adv.", "note"], rows)
+    md += threading_note(sc)
     goal = Goal()
     goal_fn(res, goal)
     others = ", ".join(
@@ -180,6 +180,18 @@ def simple(
         if not n.startswith(GMPRT) and key in f
     )
     return md, goal, {"gmprt": f"{num(g)} {label}" if g else "—", "others": others}
+
+
+def threading_note(sc: dict[str, Any]) -> str:
+    """Says so when threading ran a smaller N than the others."""
+    p = sc.get("params", {})
+    small = [v for k, v in p.items() if k.startswith("threading_")]
+    if not small:
+        return ""
+    return (
+        "\n\nthreading runs a smaller N (column n): OS threads are too slow, or too big, "
+        "for the others' N; its figure is per task or per operation all the same."
+    )
 
 
 def ratio_check(
@@ -252,25 +264,27 @@ def r_parked_memory(sc):
         ["contender", "N", "bytes/task", "RSS base MiB", "RSS parked MiB", "gmprt adv.", "note"],
         rows,
     )
+    md += threading_note(sc)
     goal = Goal()
     head = {"gmprt": "—", "others": ""}
+    b = None
     if gby:
         top = max(gby, key=int)
         b = gby[top].get("bytes_per_task")
         at = f"at N = {int(top):,}" + ("" if int(top) >= 1_000_000 else " (the goal is at 1M)")
         goal.check(b is not None and b <= 512, f"{num(b, 0)} B per G {at}")
         head["gmprt"] = f"{num(b, 0)} B/task at {int(top):,}"
-        others = []
-        for name, fig in res.items():
-            if name.startswith(GMPRT) or "by_n" not in fig:
-                continue
-            m = max(fig["by_n"], key=int)
-            v = fig["by_n"][m].get("bytes_per_task")
-            if v is not None:
-                others.append(f"{name} {num(v, 0)} at {int(m):,} ({xfmt(adv(b, v, True))})")
-        head["others"] = ", ".join(others)
     else:
         goal.check(None, why_not(res.get(GMPRT)))
+    others = []
+    for name, fig in res.items():
+        if name.startswith(GMPRT) or "by_n" not in fig:
+            continue
+        m = max(fig["by_n"], key=int)
+        v = fig["by_n"][m].get("bytes_per_task")
+        if v is not None:
+            others.append(f"{name} {num(v, 0)} at {int(m):,} ({xfmt(adv(b, v, True))})")
+    head["others"] = ", ".join(others)
     return md, goal, head
 
 
@@ -839,14 +853,34 @@ def vs_asyncio(name: str, sc: dict[str, Any]) -> float | None:
 # ---- the report -------------------------------------------------------------------------
 
 
+def load_max(m: dict[str, Any]) -> float:
+    """The highest 1-minute load average seen at the start, between scenarios or at the end."""
+    seen = [m.get("loadavg_start", [0])[0], m.get("loadavg_end", [0])[0]]
+    return max(seen + [x[0] for x in m.get("loadavg_during", [])])
+
+
 def machine_line(m: dict[str, Any]) -> str:
     ram = f"{m['ram_gib']:.0f} GiB RAM" if m.get("ram_gib") else ""
     gil = "" if m.get("gil", True) else ", free-threaded"
+    load = f"1-min load average {m.get('loadavg_start', [0])[0]:.1f} at the start"
+    if "loadavg_end" in m:
+        load += f", up to {load_max(m):.1f} during the run"
     return (
         f"{m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, {ram}; {m.get('os', '?')}; "
         f"CPython {m.get('python', '?')}{gil}; gmprt {m.get('gmprt_commit', '?')[:12]}"
-        f"{' (dirty)' if m.get('gmprt_dirty') else ''}; {m.get('date', '?')}; "
-        f"load average {'/'.join(f'{x:.1f}' for x in m.get('loadavg_start', []))} at the start"
+        f"{' (dirty)' if m.get('gmprt_dirty') else ''}; {m.get('date', '?')}; {load}"
+    )
+
+
+def busy_note(m: dict[str, Any]) -> str:
+    """A warning when other work shared the machine during the run."""
+    cores = m.get("cores") or 1
+    if load_max(m) <= cores:
+        return ""
+    return (
+        f"**The machine was busy** (load average up to {load_max(m):.0f} on {cores} cores, "
+        "from other processes): every figure is noisy, ratios less so; rerun on a quiet "
+        "machine before quoting them."
     )
 
 
@@ -934,6 +968,8 @@ def render(results: dict[str, Any], out: Path, draw: bool = True) -> dict[str, A
         "",
         f"Machine: {machine_line(m)}.",
         "",
+        busy_note(m),
+        "",
         "Every contender ran in its own process; figures from one run, so compare ratios, not "
         "absolute numbers, across machines. " + ADVANTAGE_NOTE,
         "",
@@ -968,19 +1004,44 @@ def readme_snippet(
         f"({cfg.get('duration_s', 0) / 60:.0f} min). Full tables: "
         "[benches/results/report.md](benches/results/report.md). " + ADVANTAGE_NOTE,
         "",
-        summary_md,
     ]
+    if busy_note(m):
+        lines += [busy_note(m), ""]
+    lines += [summary_md]
     if chart:
         lines += ["", f"![{chart[:-4]}](benches/results/{chart})"]
     return "\n".join(lines) + "\n"
 
 
+README_BEGIN = "<!-- benchmarks:begin (generated by benches/suite.py --readme) -->"
+README_END = "<!-- benchmarks:end -->"
+
+
+def update_readme(snippet: str, readme: Path = Path(__file__).parents[1] / "README.md") -> bool:
+    """Replaces the README's generated benchmark block with `snippet`."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        print(f"{readme} has no {README_BEGIN!r} ... {README_END!r} block", file=sys.stderr)
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_BEGIN}\n{snippet}{README_END}{tail}")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    path = Path(argv[0] if argv else Path(__file__).parent / "results" / "results.json")
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", nargs="?", type=Path, help="default benches/results/results.json")
+    ap.add_argument("--readme", action="store_true", help="paste the summary into README.md")
+    args = ap.parse_args(argv)
+    path = args.results or Path(__file__).parent / "results" / "results.json"
     results = json.loads(path.read_text())
     out = render(results, path.parent)
     print(f"wrote {path.parent / 'report.md'} and {len(out['charts'])} charts")
+    if args.readme and update_readme((path.parent / "README-snippet.md").read_text()):
+        print("updated README.md")
     return 0
 
 
