@@ -7,7 +7,8 @@ vs threading's queue.Queue/Event.
   capacity 128; each worker forwards ``item * 2`` to a collector over another;
   items per second through the whole pipeline.
 - ``parked_memory``: N tasks all blocked on one channel (gmprt: ``recv`` on an
-  unbuffered Chan; asyncio: ``Event.wait``; threading: ``Event.wait``); RSS
+  unbuffered Chan, a WaitGroup telling main when all have parked; asyncio:
+  ``Event.wait``; threading: ``Event.wait``); RSS
   growth per task (psutil), from a baseline taken once the runtime or loop is
   up to a reading taken once every task has parked. No handle is kept: the
   figure is what a parked task costs the process.
@@ -33,7 +34,7 @@ WORKERS = 8
 CAPACITY = 128
 
 
-def _count(counter: itertools.count) -> int:
+def _count(counter: itertools.count) -> int:  # asyncio and threading
     """How far an itertools.count has got (next() on one is atomic under the GIL)."""
     return int(repr(counter)[6:-1])
 
@@ -252,28 +253,30 @@ def _settle(base: int, parked: int) -> dict:
 def parked_gmprt(n: int, procs: int | None) -> dict:
     import gmprt
 
-    parked = itertools.count()
-
-    async def task(ch) -> None:
-        next(parked)
+    async def task(ch, parked, finished) -> None:
+        parked.done()
         try:
             await ch.recv()
         except gmprt.ChanClosed:
             pass
+        finished.done()
 
     async def main() -> dict:
         ch = gmprt.Chan()
+        parked, finished = gmprt.WaitGroup(), gmprt.WaitGroup()
+        parked.add(n)
+        finished.add(n)
         await gmprt.sleep(0)
         gc.collect()
         base = rss()
-        for _ in range(n):
-            gmprt.go(task, ch)
-        while _count(parked) < n:
-            await gmprt.sleep(0)
+        for i in range(n):
+            gmprt.go(task, ch, parked, finished)
+            if i % 10_000 == 9_999:
+                await gmprt.sleep(0)  # not one 1M-spawn step
+        await parked.wait()
         out = _settle(base, n)
         ch.close()
-        while gmprt.stats()["goroutines"] > 1:
-            await gmprt.sleep(0)
+        await finished.wait()
         return out
 
     return gmprt.run(main, procs=procs)
@@ -294,8 +297,10 @@ def parked_asyncio(n: int, loop: str = "asyncio") -> dict:
         gc.collect()
         base = rss()
         # No references kept: each task is held by the event it waits on.
-        for _ in range(n):
+        for i in range(n):
             asyncio.create_task(task(ev))
+            if i % 10_000 == 9_999:
+                await asyncio.sleep(0)
         while _count(parked) < n:
             await asyncio.sleep(0)
         out = _settle(base, n)
