@@ -1294,6 +1294,7 @@ impl Sched {
             && self.allp.iter().all(|s| s.q.is_empty())
             && self.netpoll.waiters() == 0
             && self.netpoll.timers() == 0
+            && crate::deadline::pending() == 0
     }
 
     /// After [`Hooks::deadlock`]: whether the runtime really is deadlocked.
