@@ -407,12 +407,9 @@ pub fn select_try<T: Send>(cases: &mut [Case<'_, T>]) -> Option<Selected<T>> {
 }
 
 /// A blocking select: fires a ready case, or queues one entry per case (the
-/// send values move into the operation) and returns the operation.
+/// send values move into the operation) and returns the operation. With no
+/// cases the operation can only expire (a timeout) or wait forever.
 pub fn select_or_park<T: Send>(cases: &mut [Case<'_, T>], notify: Notify) -> SelectPark<T> {
-    assert!(
-        !cases.is_empty(),
-        "a select with no cases would block forever"
-    );
     let (mut guards, at) = sellock(cases);
     if let Some((s, w)) = pass1(cases, &mut guards, &at) {
         drop(guards);

@@ -329,10 +329,11 @@ fn select_expires_with_its_values_back() {
         panic!("nothing is ready")
     };
     let exp = op.expirer();
-    gmprt_core::deadline::after(Instant::now() + Duration::from_millis(20), move || {
-        assert!(exp.fire(), "the first fire expires a pending select");
-        assert!(!exp.fire());
-    });
+    let _timer =
+        gmprt_core::deadline::after(Instant::now() + Duration::from_millis(20), move || {
+            assert!(exp.fire(), "the first fire expires a pending select");
+            assert!(!exp.fire());
+        });
     assert!(op.wait(Some(Instant::now() + Duration::from_secs(5))));
     assert_eq!(op.done(), Some(Done::Expired));
     assert_eq!(op.take_all(), vec!["x".to_string()]);
