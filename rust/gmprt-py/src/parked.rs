@@ -87,8 +87,9 @@ enum St<T> {
     /// soon as the operation is over, so armed timers count only real
     /// waits (deadlock detection).
     Parked(Op<T>, Option<Timer>),
-    /// Completed while the driver tried to park it.
-    Ready(PyResult<Py<PyAny>>),
+    /// Completed while the driver tried to park it. Boxed (a `PyErr` is ~64
+    /// bytes, and a parked G keeps this state: its size counts per G).
+    Ready(Box<PyResult<Py<PyAny>>>),
     /// The result went to the awaiting G.
     Taken,
 }
@@ -123,7 +124,7 @@ impl<B: Blocking> Await<B> {
     fn queue(&self, py: Python<'_>, waker: Waker) -> bool {
         match self.b.attempt(py, Some(Notify::G(waker))) {
             Attempt::Ready(r) => {
-                self.put(St::Ready(r));
+                self.put(St::Ready(Box::new(r)));
                 false
             }
             Attempt::Parked(op) => {
@@ -164,7 +165,7 @@ impl<B: Blocking> Wait for Await<B> {
                     Poll::Pending
                 }
             },
-            St::Ready(r) => Poll::Ready(r),
+            St::Ready(r) => Poll::Ready(*r),
             St::Taken => Poll::Ready(Err(PyRuntimeError::new_err(
                 "this gmprt awaitable already completed",
             ))),
