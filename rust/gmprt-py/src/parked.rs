@@ -19,6 +19,7 @@
 //! core by value, so they are dropped (or handed to Python) with no Rust
 //! lock held.
 
+use std::sync::atomic::{AtomicU8, Ordering::*};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -81,8 +82,6 @@ pub(crate) trait Blocking: Send + Sync + 'static {
 }
 
 enum St<T> {
-    /// Not queued yet.
-    Fresh,
     /// Queued, with the timer of its timeout if it has one: cancelled as
     /// soon as the operation is over, so armed timers count only real
     /// waits (deadlock detection).
@@ -90,13 +89,27 @@ enum St<T> {
     /// Completed while the driver tried to park it. Boxed (a `PyErr` is ~64
     /// bytes, and a parked G keeps this state: its size counts per G).
     Ready(Box<PyResult<Py<PyAny>>>),
-    /// The result went to the awaiting G.
-    Taken,
+    /// Nothing (not queued yet, or the result went to the awaiting G).
+    Empty,
 }
 
+/// `Await::phase`: not queued; the awaiting G is inside `poll`/`park`.
+const FRESH: u8 = 0;
+const BUSY: u8 = 1;
+/// Completed without queueing.
+const FINISHED: u8 = 2;
+/// Queued (or completed by the park): `st` says how it stands.
+const QUEUED: u8 = 3;
+
 /// An `await` of a [`Blocking`] operation.
+///
+/// The fast path (no queueing) takes no lock: `phase` is claimed by CAS, so
+/// even a token wrongly polled from two threads at once cannot run the
+/// operation twice. A queued operation's state sits in `st`, locked once by
+/// the park that stores it and once by the poll that takes it.
 pub(crate) struct Await<B: Blocking> {
     b: B,
+    phase: AtomicU8,
     st: Mutex<St<B::T>>,
 }
 
@@ -104,29 +117,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn misuse(phase: u8) -> PyErr {
+    PyRuntimeError::new_err(if phase == BUSY {
+        "this gmprt awaitable is being awaited by another thread at the same time"
+    } else {
+        "this gmprt awaitable already completed"
+    })
+}
+
 impl<B: Blocking> Await<B> {
     pub(crate) fn token(b: B) -> Token {
         Token::wait(Await {
             b,
-            st: Mutex::new(St::Fresh),
+            phase: AtomicU8::new(FRESH),
+            st: Mutex::new(St::Empty),
         })
     }
 
     fn take(&self) -> St<B::T> {
-        std::mem::replace(&mut *lock(&self.st), St::Taken)
+        std::mem::replace(&mut *lock(&self.st), St::Empty)
     }
 
     fn put(&self, st: St<B::T>) {
         *lock(&self.st) = st;
     }
 
-    /// Queues the operation with `waker` (the driver's park).
+    /// Queues the operation with `waker` (the driver's park); the caller
+    /// holds the `BUSY` phase (or `QUEUED`, re-queueing).
     fn queue(&self, py: Python<'_>, waker: Waker) -> bool {
-        match self.b.attempt(py, Some(Notify::G(waker))) {
-            Attempt::Ready(r) => {
-                self.put(St::Ready(Box::new(r)));
-                false
-            }
+        let (st, parked) = match self.b.attempt(py, Some(Notify::G(waker))) {
+            Attempt::Ready(r) => (St::Ready(Box::new(r)), false),
             Attempt::Parked(op) => {
                 let timer = self.b.timeout().map(|t| {
                     let e = op.expirer();
@@ -134,25 +154,39 @@ impl<B: Blocking> Await<B> {
                         e.fire();
                     })
                 });
-                self.put(St::Parked(op, timer));
-                true
+                (St::Parked(op, timer), true)
             }
             Attempt::Wait => unreachable!("an attempt with a waker queues"),
-        }
+        };
+        self.put(st);
+        // Release: a poll on another M (after the wake) sees `st`.
+        self.phase.store(QUEUED, Release);
+        parked
     }
 }
 
 impl<B: Blocking> Wait for Await<B> {
     fn poll(&self, py: Python<'_>) -> Poll {
-        match self.take() {
-            St::Fresh => match self.b.attempt(py, None) {
-                Attempt::Ready(r) => Poll::Ready(r),
-                Attempt::Wait => {
-                    self.put(St::Fresh);
-                    Poll::Pending
+        match self.phase.compare_exchange(FRESH, BUSY, Acquire, Acquire) {
+            Ok(_) => {
+                return match self.b.attempt(py, None) {
+                    Attempt::Ready(r) => {
+                        self.phase.store(FINISHED, Release);
+                        Poll::Ready(r)
+                    }
+                    Attempt::Wait => {
+                        self.phase.store(FRESH, Release);
+                        Poll::Pending
+                    }
+                    Attempt::Parked(_) => {
+                        unreachable!("an attempt without a waker never queues")
+                    }
                 }
-                Attempt::Parked(_) => unreachable!("an attempt without a waker never queues"),
-            },
+            }
+            Err(QUEUED) => {}
+            Err(phase) => return Poll::Ready(Err(misuse(phase))),
+        }
+        match self.take() {
             St::Parked(mut op, timer) => match op.done() {
                 Some(d) => {
                     if let Some(t) = timer {
@@ -166,15 +200,18 @@ impl<B: Blocking> Wait for Await<B> {
                 }
             },
             St::Ready(r) => Poll::Ready(*r),
-            St::Taken => Poll::Ready(Err(PyRuntimeError::new_err(
-                "this gmprt awaitable already completed",
-            ))),
+            St::Empty => Poll::Ready(Err(misuse(FINISHED))),
         }
     }
 
     fn park(&self, py: Python<'_>, waker: Waker) -> bool {
+        match self.phase.compare_exchange(FRESH, BUSY, Acquire, Acquire) {
+            Ok(_) => return self.queue(py, waker),
+            Err(QUEUED) => {}
+            // Misuse: resume at once; the poll reports it.
+            Err(_) => return false,
+        }
         match self.take() {
-            St::Fresh => self.queue(py, waker),
             St::Parked(mut op, timer) => {
                 // Queued by an earlier park whose wake has not come: only a
                 // driver that parks twice gets here. The old waker is stale
@@ -205,7 +242,7 @@ impl<B: Blocking> Drop for Await<B> {
     fn drop(&mut self) {
         let st = std::mem::replace(
             self.st.get_mut().unwrap_or_else(|p| p.into_inner()),
-            St::Taken,
+            St::Empty,
         );
         if let St::Parked(op, timer) = st {
             if let Some(t) = timer {
