@@ -124,13 +124,6 @@ def test_a_foreign_thread_in_a_blocking_call_is_not_deadlocked(procs):
 
 
 def test_a_sleeping_g_is_not_deadlocked():
-    # Needs timed sleep (the netpoller's timers); until it lands this is
-    # skipped.
-    try:
-        gmprt.sleep(0.01)
-    except NotImplementedError:
-        pytest.skip("timed gmprt.sleep is not implemented yet")
-
     async def sleeper(ch):
         await gmprt.sleep(0.2)
         await ch.send("slept")
@@ -141,3 +134,27 @@ def test_a_sleeping_g_is_not_deadlocked():
         return await ch.recv()
 
     assert gmprt.run(main) == "slept"
+
+
+def test_a_g_waiting_on_accept_is_not_deadlocked(procs):
+    # main waits on a socket that a thread connects to later: a G parked on
+    # the netpoller can be woken from outside.
+    import socket
+
+    async def main():
+        ln = gmprt.net.listen("127.0.0.1", 0)
+        host, port = ln.address
+
+        def connect():
+            time.sleep(0.2)
+            socket.create_connection((host, port), timeout=10).close()
+
+        t = threading.Thread(target=connect)
+        t.start()
+        conn = await ln.accept()
+        conn.close()
+        ln.close()
+        t.join(10)
+        return "accepted"
+
+    assert gmprt.run(main, procs=procs) == "accepted"

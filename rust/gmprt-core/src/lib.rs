@@ -7,14 +7,12 @@
 //! - [`sched`]: Ps, Ms, the global queue, `findRunnable`, spinning Ms.
 //! - [`chan`]: Go's channels and `select`; [`sync`]: `WaitGroup`,
 //!   `Semaphore`, `Mutex`; both on [`sudog`]'s parkers and wait queues.
-//! - [`deadline`]: a timer thread for the timeouts of parked operations.
 //!
 //! The embedder supplies what a G runs ([`Body`]) and what an M does around
 //! its life and its waits ([`Hooks`]); the Python bindings use those to step
 //! coroutines on Ms attached to the interpreter.
 
 pub mod chan;
-pub mod deadline;
 pub mod g;
 mod loom;
 #[cfg(all(test, loom))]

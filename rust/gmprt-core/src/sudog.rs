@@ -8,7 +8,7 @@
 //!
 //! - `state`, the word every party races on: `PENDING`, then `CLAIMED(case)`
 //!   while the winner works, then final: `OK(case)`, `CLOSED(case)` or
-//!   `EXPIRED`. Leaving `PENDING` is a CAS, so exactly one party wins the
+//!   `EXPIRED` (the owner gave up: a timeout, or a dropped await). Leaving `PENDING` is a CAS, so exactly one party wins the
 //!   whole operation: that CAS *is* Go's `selectDone`, and a plain operation
 //!   is a select of one case.
 //! - `slots`, one value slot per case: a send case's value waits there for a
@@ -264,14 +264,6 @@ impl<T> Op<T> {
         }
     }
 
-    /// A handle a timer can fire to expire this operation (and wake the
-    /// waiter) if it is still pending then. It does not keep the operation
-    /// alive.
-    #[cfg(not(loom))]
-    pub fn expirer(&self) -> Expirer<T> {
-        Expirer(Arc::downgrade(&self.p))
-    }
-
     /// Thread waiters (`Notify::Thread`): blocks until the operation is done
     /// or `deadline` passes. Returns whether it is done. Parking may wake
     /// spuriously; the state decides.
@@ -309,31 +301,6 @@ impl<T> fmt::Debug for Op<T> {
             .field("state", &self.p.state.load(Relaxed))
             .field("notify", &self.p.notify)
             .finish()
-    }
-}
-
-/// Expires an [`Op`] from a timer (see [`Op::expirer`]).
-#[cfg(not(loom))]
-pub struct Expirer<T>(std::sync::Weak<Parker<T>>);
-
-#[cfg(not(loom))]
-impl<T> Expirer<T> {
-    /// Ends the operation as `Expired` and wakes its waiter, if it is still
-    /// pending. Returns whether it did.
-    pub fn fire(&self) -> bool {
-        let Some(p) = self.0.upgrade() else {
-            return false;
-        };
-        // Release: the owner's Acquire load of the final state.
-        if p.state
-            .compare_exchange(PENDING, EXPIRED, AcqRel, Relaxed)
-            .is_ok()
-        {
-            p.wake();
-            true
-        } else {
-            false
-        }
     }
 }
 
@@ -528,14 +495,10 @@ mod tests {
     }
 
     #[test]
-    fn expirer_fires_once() {
+    fn cancel_gives_send_values_back() {
         let mut op: Op<u32> = Op::new(Notify::current_thread(), 1, |_| Some(9));
-        let e = op.expirer();
-        assert!(e.fire());
-        assert!(!e.fire());
-        assert_eq!(op.done(), Some(Done::Expired));
+        assert_eq!(op.cancel(), Done::Expired);
+        assert_eq!(op.cancel(), Done::Expired, "cancel is idempotent");
         assert_eq!(op.take_all(), vec![9], "the unsent value comes back");
-        drop(op);
-        assert!(!e.fire(), "a dropped op is not kept alive");
     }
 }

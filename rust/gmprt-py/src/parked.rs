@@ -23,12 +23,12 @@ use std::sync::atomic::{AtomicU8, Ordering::*};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use gmprt_core::deadline::Timer;
 use gmprt_core::{Done, Notify, Op, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::runtime;
+use crate::time::ParkedTimer;
 use crate::token::{Poll, Token, Wait};
 use crate::Timeout;
 
@@ -81,11 +81,19 @@ pub(crate) trait Blocking: Send + Sync + 'static {
     }
 }
 
+/// The timeout of a queued operation: a netpoller timer holding a clone of
+/// the G's waker. Whichever wakes the G first (a completion, or the timer)
+/// wins; the poll that follows expires the operation once `when` passed.
+/// Boxed: only selects with a timeout have one.
+struct Deadline {
+    when: Instant,
+    /// Disarmed as soon as the operation is over (and on drop), so armed
+    /// timers count only real waits (deadlock detection).
+    timer: ParkedTimer,
+}
+
 enum St<T> {
-    /// Queued, with the timer of its timeout if it has one: cancelled as
-    /// soon as the operation is over, so armed timers count only real
-    /// waits (deadlock detection).
-    Parked(Op<T>, Option<Timer>),
+    Parked(Op<T>, Option<Box<Deadline>>),
     /// Completed while the driver tried to park it. Boxed (a `PyErr` is ~64
     /// bytes, and a parked G keeps this state: its size counts per G).
     Ready(Box<PyResult<Py<PyAny>>>),
@@ -145,16 +153,25 @@ impl<B: Blocking> Await<B> {
     /// Queues the operation with `waker` (the driver's park); the caller
     /// holds the `BUSY` phase (or `QUEUED`, re-queueing).
     fn queue(&self, py: Python<'_>, waker: Waker) -> bool {
+        let timeout = self
+            .b
+            .timeout()
+            .and_then(|t| Instant::now().checked_add(t))
+            .map(|when| (when, waker.clone()));
         let (st, parked) = match self.b.attempt(py, Some(Notify::G(waker))) {
             Attempt::Ready(r) => (St::Ready(Box::new(r)), false),
             Attempt::Parked(op) => {
-                let timer = self.b.timeout().map(|t| {
-                    let e = op.expirer();
-                    gmprt_core::deadline::after(Instant::now() + t, move || {
-                        e.fire();
-                    })
+                let deadline = timeout.map(|(when, w)| {
+                    let d = Box::new(Deadline {
+                        when,
+                        timer: ParkedTimer::default(),
+                    });
+                    // Fails only while the runtime stops; its Gs are
+                    // closed then, and the wait never needs to expire.
+                    let _ = d.timer.arm(when, w);
+                    d
                 });
-                (St::Parked(op, timer), true)
+                (St::Parked(op, deadline), true)
             }
             Attempt::Wait => unreachable!("an attempt with a waker queues"),
         };
@@ -187,18 +204,29 @@ impl<B: Blocking> Wait for Await<B> {
             Err(phase) => return Poll::Ready(Err(misuse(phase))),
         }
         match self.take() {
-            St::Parked(mut op, timer) => match op.done() {
-                Some(d) => {
-                    if let Some(t) = timer {
-                        t.cancel();
+            St::Parked(mut op, deadline) => {
+                let done = match op.done() {
+                    Some(d) => Some(d),
+                    // Woken by the timer: give up, unless a case won the
+                    // race (then `cancel` reports it).
+                    None if deadline.as_ref().is_some_and(|d| Instant::now() >= d.when) => {
+                        Some(op.cancel())
                     }
-                    Poll::Ready(self.b.complete(py, &mut op, d))
+                    None => None,
+                };
+                match done {
+                    Some(d) => {
+                        if let Some(dl) = deadline {
+                            dl.timer.cancel();
+                        }
+                        Poll::Ready(self.b.complete(py, &mut op, d))
+                    }
+                    None => {
+                        self.put(St::Parked(op, deadline));
+                        Poll::Pending
+                    }
                 }
-                None => {
-                    self.put(St::Parked(op, timer));
-                    Poll::Pending
-                }
-            },
+            }
             St::Ready(r) => Poll::Ready(*r),
             St::Empty => Poll::Ready(Err(misuse(FINISHED))),
         }
@@ -212,17 +240,15 @@ impl<B: Blocking> Wait for Await<B> {
             Err(_) => return false,
         }
         match self.take() {
-            St::Parked(mut op, timer) => {
+            St::Parked(mut op, deadline) => {
                 // Queued by an earlier park whose wake has not come: only a
                 // driver that parks twice gets here. The old waker is stale
                 // now, so re-queue with the new one unless it finished.
                 if op.done().is_some() || op.cancel() != Done::Expired {
-                    self.put(St::Parked(op, timer));
+                    self.put(St::Parked(op, deadline));
                     return false;
                 }
-                if let Some(t) = timer {
-                    t.cancel();
-                }
+                drop(deadline);
                 drop(op.take_all());
                 self.queue(py, waker)
             }
@@ -244,10 +270,8 @@ impl<B: Blocking> Drop for Await<B> {
             self.st.get_mut().unwrap_or_else(|p| p.into_inner()),
             St::Empty,
         );
-        if let St::Parked(op, timer) = st {
-            if let Some(t) = timer {
-                t.cancel();
-            }
+        if let St::Parked(op, deadline) = st {
+            drop(deadline);
             self.b.abandon(op);
         }
     }
