@@ -15,3 +15,4 @@ python -m pip install -q --force-reinstall --no-deps dist/gmprt-*.whl
 
 python benches/spawn.py "$@"
 python benches/procs.py
+python benches/chan.py

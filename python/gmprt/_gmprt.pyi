@@ -185,6 +185,7 @@ def select(
 def select_blocking(
     *cases: RecvCase[Any] | SendCase[Any], default: bool = False, timeout: float | None = None
 ) -> tuple[int, Any] | tuple[None, None]: ...
+
 @final
 class WaitGroup:
     """Go's sync.WaitGroup: wait for a collection of Gs to finish."""
