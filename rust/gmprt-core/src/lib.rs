@@ -5,11 +5,14 @@
 //! - [`timer`]: a 4-ary timer heap with lazy, bounded cancellation.
 //! - [`netpoll`]: the netpoller thread (mio) and the timers it fires.
 //! - [`sched`]: Ps, Ms, the global queue, `findRunnable`, spinning Ms.
+//! - [`chan`]: Go's channels and `select`; [`sync`]: `WaitGroup`,
+//!   `Semaphore`, `Mutex`; both on [`sudog`]'s parkers and wait queues.
 //!
 //! The embedder supplies what a G runs ([`Body`]) and what an M does around
 //! its life and its waits ([`Hooks`]); the Python bindings use those to step
 //! coroutines on Ms attached to the interpreter.
 
+pub mod chan;
 pub mod g;
 mod loom;
 #[cfg(all(test, loom))]
@@ -18,8 +21,12 @@ pub mod netpoll;
 mod park;
 pub mod runq;
 pub mod sched;
+pub mod sudog;
+pub mod sync;
 pub mod sysmon;
 pub mod timer;
 
+pub use chan::{Case, Chan, RecvPark, SelectPark, Selected, SendPark};
 pub use g::{GPtr, Status, Wake};
 pub use sched::{Body, Config, Cx, Hooks, NoHooks, Sched, Stats, Step, Stopped, Waker};
+pub use sudog::{Done, Notify, Op};

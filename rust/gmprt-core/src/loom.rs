@@ -16,7 +16,23 @@ mod imp {
         }
     }
     pub(crate) mod thread {
-        pub(crate) use std::thread::{yield_now, Builder, JoinHandle};
+        pub(crate) use std::thread::{current, park, yield_now, Builder, JoinHandle, Thread};
+    }
+    pub(crate) mod cell {
+        /// `std::cell::UnsafeCell` with loom's closure API, so call sites are
+        /// the same under both.
+        #[derive(Debug)]
+        pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+        impl<T> UnsafeCell<T> {
+            pub(crate) const fn new(v: T) -> UnsafeCell<T> {
+                UnsafeCell(std::cell::UnsafeCell::new(v))
+            }
+
+            pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+                f(self.0.get())
+            }
+        }
     }
 }
 
@@ -35,7 +51,10 @@ mod imp {
         }
     }
     pub(crate) mod thread {
-        pub(crate) use loom::thread::{yield_now, Builder, JoinHandle};
+        pub(crate) use loom::thread::{current, park, yield_now, Builder, JoinHandle, Thread};
+    }
+    pub(crate) mod cell {
+        pub(crate) use loom::cell::UnsafeCell;
     }
 }
 

@@ -211,6 +211,9 @@ impl Cx<'_> {
 
 /// Readies one park of one G. Holding it keeps the scheduler's memory alive,
 /// so a wake after the G moved on (or after the runtime stopped) is a no-op.
+/// Clones wake the same park: the first wake readies the G and the others
+/// are stale (a channel operation and its timeout timer).
+#[derive(Clone)]
 pub struct Waker {
     sched: Arc<Sched>,
     g: GPtr,

@@ -26,7 +26,8 @@ struct State {
 
 enum Outcome {
     Ok(Py<PyAny>),
-    Err(PyErr),
+    /// Boxed: a `PyErr` is ~64 bytes and every live G has a handle.
+    Err(Box<PyErr>),
     /// The runtime stopped first; the G was closed.
     Cancelled,
 }
@@ -113,7 +114,7 @@ impl GHandle {
         };
         let outcome = match result {
             Ok(v) => Outcome::Ok(v),
-            Err(e) => Outcome::Err(e),
+            Err(e) => Outcome::Err(Box::new(e)),
         };
         me.finish_with(outcome, surfaced || report.is_some());
         if let Some(e) = report {
@@ -259,7 +260,7 @@ impl Drop for GHandle {
             // while GeneratorExit propagates): keep that exception intact.
             Python::try_attach(|py| {
                 let unwinding = PyErr::take(py);
-                runtime::report_unobserved(py, id, &name, e);
+                runtime::report_unobserved(py, id, &name, *e);
                 if let Some(u) = unwinding {
                     u.restore(py);
                 }

@@ -2,14 +2,19 @@
 //!
 //! Thin by design: `runtime` owns `run()`/`go()` and the M hooks, `body`
 //! steps Python Gs, `token` is the awaitable protocol, `handle` is `gmprt.G`,
-//! `time` is `sleep` and deadlines, `net` is `gmprt.net` and the fd waits.
+//! `time` is `sleep` and deadlines, `net` is `gmprt.net` and the fd waits,
+//! `chan` is `gmprt.Chan`/`select` and `sync` the WaitGroup, Mutex and
+//! Semaphore, both on `parked` (await or block on one core operation).
 //! The scheduler and the netpoller live in gmprt-core and know nothing of
 //! Python.
 
 mod body;
+mod chan;
 mod handle;
 mod net;
+mod parked;
 mod runtime;
+mod sync;
 mod time;
 mod token;
 
@@ -36,6 +41,12 @@ create_exception!(
     ChanClosed,
     PyException,
     "Send on a closed channel, or receive on one that is closed and drained."
+);
+create_exception!(
+    gmprt,
+    ChanEmpty,
+    PyException,
+    "Chan.try_recv() found nothing to receive (no buffered value, no waiting sender)."
 );
 
 /// Suspend the calling G for ``seconds``: ``await gmprt.sleep(0.5)``.
@@ -75,5 +86,16 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Deadlock", py.get_type::<Deadlock>())?;
     m.add("Timeout", py.get_type::<Timeout>())?;
     m.add("ChanClosed", py.get_type::<ChanClosed>())?;
+    m.add("ChanEmpty", py.get_type::<ChanEmpty>())?;
+    m.add_class::<chan::PyChan>()?;
+    m.add_class::<chan::RecvCase>()?;
+    m.add_class::<chan::SendCase>()?;
+    m.add_class::<chan::ClosedType>()?;
+    m.add("CLOSED", chan::closed_sentinel(py)?.clone_ref(py))?;
+    m.add_function(wrap_pyfunction!(chan::select, m)?)?;
+    m.add_function(wrap_pyfunction!(chan::select_blocking, m)?)?;
+    m.add_class::<sync::PyWaitGroup>()?;
+    m.add_class::<sync::PyMutex>()?;
+    m.add_class::<sync::PySemaphore>()?;
     Ok(())
 }

@@ -155,7 +155,9 @@ pub(crate) fn report_unobserved(py: Python<'_>, id: u64, name: &str, e: PyErr) {
 /// Runs a blocking wait from synchronous code. On an M the P is handed off
 /// for the duration (Go's entersyscallblock); the GIL is released either way.
 pub(crate) fn block_in_g<F: FnOnce() + Send>(py: Python<'_>, f: F) {
-    match Sched::with_current_sched(Arc::clone) {
+    // Off an M (a foreign thread), `blocking` only counts the wait, so the
+    // deadlock check knows a thread that may still wake Gs is alive.
+    match sched() {
         Some(s) => s.blocking(|| py.detach(f)),
         None => py.detach(f),
     }

@@ -76,7 +76,9 @@ pub struct Token {
     pub(crate) op: Op,
     state: AtomicU8,
     /// The ready result held over a budget yield.
-    stash: Mutex<Option<PyResult<Py<PyAny>>>>,
+    /// Boxed: a `PyErr` is ~64 bytes, and this is the rare path; a parked
+    /// G keeps its token, so its size counts per G.
+    stash: Mutex<Option<Box<PyResult<Py<PyAny>>>>>,
 }
 
 thread_local! {
@@ -221,7 +223,7 @@ impl Token {
             (Op::Wait(_), BUDGET_YIELD) => {
                 tok.state.store(DONE, Release);
                 let r = tok.stash.lock().unwrap_or_else(|p| p.into_inner()).take();
-                finish(py, r.expect("budget yield without a result"))
+                finish(py, *r.expect("budget yield without a result"))
             }
             (Op::Wait(w), _) => match w.poll(py) {
                 Poll::Ready(r) if state == WAITING || take_budget() => {
@@ -229,7 +231,7 @@ impl Token {
                     finish(py, r)
                 }
                 Poll::Ready(r) => {
-                    *tok.stash.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    *tok.stash.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(r));
                     tok.state.store(BUDGET_YIELD, Release);
                     yield_self()
                 }
