@@ -5,12 +5,16 @@
 - ``fanout``: a producer feeds K=8 workers over one channel, the workers
   feed a collector over another (capacity ``--cap`` each); items/s.
 - ``parked``: RSS growth per task with N tasks all blocked on one channel
-  (asyncio: on one Event; threading is left out, a parked thread costs an
-  OS stack); bytes per task.
+  (asyncio: on one Event; threading: on one threading.Event, at N = 10k
+  at most, a parked thread costs an OS stack); bytes per task.
 
 Each contender runs in its own process, and the ratios come from one run::
 
     python benches/chan.py [--quick] [--n 1000000] [--only pingpong,fanout,parked]
+
+``run(quick, scenarios)`` gives benches/suite.py the three scenarios as
+``ping_pong``, ``fan_out`` and ``parked_memory``, one entry per contender
+(gmprt with default procs and procs=1, asyncio, uvloop, threading).
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import gc
 import json
 import time
 
-from harness import gmprt_available, in_subprocess
+from harness import CONTENDERS, GMPRT, attempt, gmprt_procs, run_async, skip_reason
 
 # ---- ping-pong ------------------------------------------------------------
 
 
-def pingpong_gmprt(n: int, procs: int) -> dict:
+def pingpong_gmprt(n: int, procs: int | None) -> dict:
     import gmprt
 
     async def ponger(a, b):
@@ -49,11 +53,6 @@ def pingpong_gmprt(n: int, procs: int) -> dict:
 def pingpong_asyncio(n: int, loop: str = "asyncio") -> dict:
     import asyncio
 
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.install()
-
     async def ponger(a, b):
         for _ in range(n):
             await b.put(await a.get())
@@ -69,7 +68,7 @@ def pingpong_asyncio(n: int, loop: str = "asyncio") -> dict:
         await t
         return dt
 
-    return {"us_per_rtt": asyncio.run(main()) / n * 1e6}
+    return {"us_per_rtt": run_async(main, loop) / n * 1e6}
 
 
 def pingpong_threading(n: int) -> dict:
@@ -98,7 +97,7 @@ def pingpong_threading(n: int) -> dict:
 WORKERS = 8
 
 
-def fanout_gmprt(n: int, cap: int, procs: int) -> dict:
+def fanout_gmprt(n: int, cap: int, procs: int | None) -> dict:
     import gmprt
 
     async def producer(jobs):
@@ -137,10 +136,6 @@ def fanout_gmprt(n: int, cap: int, procs: int) -> dict:
 def fanout_asyncio(n: int, cap: int, loop: str = "asyncio") -> dict:
     import asyncio
 
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.install()
     done = object()
 
     async def producer(jobs):
@@ -171,7 +166,7 @@ def fanout_asyncio(n: int, cap: int, loop: str = "asyncio") -> dict:
         assert total == n * (n - 1), total
         return dt
 
-    return {"items_per_s": n / asyncio.run(main())}
+    return {"items_per_s": n / run_async(main, loop)}
 
 
 def fanout_threading(n: int, cap: int) -> dict:
@@ -221,7 +216,16 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def parked_gmprt(n: int) -> dict:
+def _parked(before: int, after: int, n: int) -> dict:
+    return {
+        "bytes_per_task": (after - before) / n,
+        "n": n,
+        "rss_base_mib": before / 2**20,
+        "rss_parked_mib": after / 2**20,
+    }
+
+
+def parked_gmprt(n: int, procs: int | None = None) -> dict:
     import gmprt
 
     async def waiter(ch, wg):
@@ -237,18 +241,13 @@ def parked_gmprt(n: int) -> dict:
         await wg.wait()  # every G has run up to its park
         after = _rss()
         ch.close()
-        return {"bytes_per_task": (after - before) / n, "n": n}
+        return _parked(before, after, n)
 
-    return gmprt.run(main)
+    return gmprt.run(main, procs=procs)
 
 
 def parked_asyncio(n: int, loop: str = "asyncio") -> dict:
     import asyncio
-
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.install()
 
     async def waiter(ev):
         await ev.wait()
@@ -261,53 +260,96 @@ def parked_asyncio(n: int, loop: str = "asyncio") -> dict:
         after = _rss()
         ev.set()
         await asyncio.gather(*tasks)
-        return {"bytes_per_task": (after - before) / n, "n": n}
+        return _parked(before, after, n)
 
-    return asyncio.run(main())
+    return run_async(main, loop)
+
+
+def parked_threading(n: int) -> dict:
+    import threading
+
+    ev = threading.Event()
+    ready = threading.Semaphore(0)
+
+    def waiter():
+        ready.release()
+        ev.wait()
+
+    before = _rss()
+    ts = [threading.Thread(target=waiter) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for _ in range(n):
+        ready.acquire()  # every thread has run up to its wait
+    time.sleep(0.05)
+    after = _rss()
+    ev.set()
+    for t in ts:
+        t.join()
+    return _parked(before, after, n)
 
 
 # ---- driver ---------------------------------------------------------------
 
 
-def _loops() -> list[str]:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return ["asyncio"]
-    return ["asyncio", "uvloop"]
+SCENARIOS = {"pingpong": "ping_pong", "fanout": "fan_out", "parked": "parked_memory"}
 
 
-def run(quick: bool = False, n: int | None = None, only: set[str] | None = None) -> dict:
+def _one(kind: str, name: str, *args) -> dict:
+    """One contender's run of `kind` (pingpong, fanout, parked) in a fresh process."""
+    why = skip_reason(name, ("Chan",))
+    if why:
+        return {"skipped": why}
+    if name.startswith(GMPRT):
+        return attempt("chan", f"{kind}_gmprt", *args, gmprt_procs(name))
+    if name == "threading":
+        return attempt("chan", f"{kind}_threading", *args)
+    return attempt("chan", f"{kind}_asyncio", *args, name)
+
+
+def run(quick: bool = False, scenarios: object = None, n: int | None = None) -> dict:
+    """The scenarios named in `scenarios` (the suite's names, or pingpong,
+    fanout, parked; default all) for every contender, in the suite's shape:
+    ``{scenario: {"params": ..., "results": {contender: figures}}}``."""
+    want = {SCENARIOS.get(s, s) for s in (scenarios or SCENARIOS.values())}
     res: dict = {}
-    want = only or {"pingpong", "fanout", "parked"}
-    have_gmprt = gmprt_available("Chan")
-    if "pingpong" in want:
+    if "ping_pong" in want:
         rt = 20_000 if quick else 200_000
-        r = res["pingpong"] = {}
-        if have_gmprt:
-            r["gmprt-procs1"] = in_subprocess("chan", "pingpong_gmprt", rt, 1)
-            r["gmprt-procs2"] = in_subprocess("chan", "pingpong_gmprt", rt, 2)
-        for loop in _loops():
-            r[loop] = in_subprocess("chan", "pingpong_asyncio", rt, loop)
-        r["threading"] = in_subprocess("chan", "pingpong_threading", rt // 4)
-    if "fanout" in want:
+        results = {
+            name: _one("pingpong", name, rt // 4 if name == "threading" else rt)
+            for name in CONTENDERS
+        }
+        params = {"round_trips": rt, "threading_round_trips": rt // 4, "queues": "capacity 1"}
+        res["ping_pong"] = {"params": params, "results": results}
+    if "fan_out" in want:
         items = n or (50_000 if quick else 1_000_000)
         cap = 128
-        r = res["fanout"] = {}
-        if have_gmprt:
-            r["gmprt-procs1"] = in_subprocess("chan", "fanout_gmprt", items, cap, 1)
-            r["gmprt-procs2"] = in_subprocess("chan", "fanout_gmprt", items, cap, 2)
-        for loop in _loops():
-            r[loop] = in_subprocess("chan", "fanout_asyncio", items, cap, loop)
-        r["threading"] = in_subprocess("chan", "fanout_threading", items // 10, cap)
-    if "parked" in want:
-        r = res["parked"] = {}
-        for count in [10_000] if quick else [100_000, 1_000_000]:
-            if have_gmprt:
-                r[f"gmprt-{count}"] = in_subprocess("chan", "parked_gmprt", count)
-            for loop in _loops():
-                r[f"{loop}-{count}"] = in_subprocess("chan", "parked_asyncio", count, loop)
+        results = {
+            name: _one("fanout", name, items // 10 if name == "threading" else items, cap)
+            for name in CONTENDERS
+        }
+        params = {"items": items, "threading_items": items // 10, "workers": WORKERS}
+        res["fan_out"] = {"params": params | {"capacity": cap}, "results": results}
+    if "parked_memory" in want:
+        counts = [10_000] if quick else [100_000, 1_000_000]
+        tcounts = [1_000] if quick else [1_000, 10_000]
+        results = {}
+        for name in CONTENDERS:
+            by_n = {
+                str(c): _one("parked", name, c)
+                for c in (tcounts if name == "threading" else counts)
+            }
+            skipped = next((r for r in by_n.values() if "skipped" in r), None)
+            results[name] = skipped or {"by_n": by_n}
+        res["parked_memory"] = {
+            "params": {"n": counts, "threading_n": tcounts},
+            "results": results,
+        }
     return res
+
+
+def _why(r: dict) -> str:
+    return r.get("skipped") or r.get("failed") or "no figure"
 
 
 def main() -> None:
@@ -317,27 +359,39 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated: pingpong,fanout,parked")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(","))) or None
-    res = run(args.quick, args.n, only)
-    if "pingpong" in res:
-        r = res["pingpong"]
-        best = min(v["us_per_rtt"] for k, v in r.items() if k.startswith("gmprt")) if any(
-            k.startswith("gmprt") for k in r
-        ) else None
+    res = run(args.quick, only, args.n)
+
+    def gbest(r: dict, key: str, pick) -> float | None:
+        g = [v[key] for k, v in r.items() if k.startswith(GMPRT) and key in v]
+        return pick(g) if g else None
+
+    if "ping_pong" in res:
+        r = res["ping_pong"]["results"]
+        best = gbest(r, "us_per_rtt", min)
         print("ping-pong: µs per round trip (lower is better)")
         for name, v in r.items():
+            if "us_per_rtt" not in v:
+                print(f"  {name:14} {_why(v)}")
+                continue
             ratio = f"   gmprt is {v['us_per_rtt'] / best:5.1f}x faster" if best else ""
             print(f"  {name:14} {v['us_per_rtt']:8.2f}{ratio}")
-    if "fanout" in res:
-        r = res["fanout"]
-        gm = [v["items_per_s"] for k, v in r.items() if k.startswith("gmprt")]
+    if "fan_out" in res:
+        r = res["fan_out"]["results"]
+        best = gbest(r, "items_per_s", max)
         print(f"fan-out (producer -> {WORKERS} workers -> collector): items/s (higher is better)")
         for name, v in r.items():
-            ratio = f"   gmprt is {max(gm) / v['items_per_s']:5.1f}x" if gm else ""
+            if "items_per_s" not in v:
+                print(f"  {name:14} {_why(v)}")
+                continue
+            ratio = f"   gmprt is {best / v['items_per_s']:5.1f}x" if best else ""
             print(f"  {name:14} {v['items_per_s']:12.0f}{ratio}")
-    if "parked" in res:
+    if "parked_memory" in res:
         print("parked memory: RSS growth per blocked task, bytes (lower is better)")
-        for name, v in res["parked"].items():
-            print(f"  {name:20} {v['bytes_per_task']:8.0f}")
+        for name, v in res["parked_memory"]["results"].items():
+            for count, f in v.get("by_n", {"": v}).items():
+                label = f"{name}-{count}" if count else name
+                shown = f"{f['bytes_per_task']:8.0f}" if "bytes_per_task" in f else _why(f)
+                print(f"  {label:20} {shown}")
     print(json.dumps(res))
 
 

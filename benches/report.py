@@ -144,12 +144,23 @@ class Goal:
 # {"gmprt": str, "others": str}.
 
 
+def n_of(sc: dict[str, Any], name: str, fig: dict[str, Any]) -> str:
+    """How many tasks or operations a contender's figure came from."""
+    if "n" in fig:
+        return f"{fig['n']:,}"
+    p = sc.get("params", {})
+    for k in ("n", "round_trips", "items"):
+        v = p.get(f"threading_{k}" if name == "threading" else k)
+        if isinstance(v, int):
+            return f"{v:,}"
+    return ""
+
+
 def simple(
     sc: dict[str, Any],
     key: str,
     label: str,
     lower_better: bool,
-    n_key: str,
     goal_fn: Callable[[dict[str, dict], Goal], None],
 ) -> tuple[str, Goal, dict[str, str]]:
     res = sc["results"]
@@ -164,7 +175,7 @@ def simple(
             [
                 name,
                 num(fig[key]),
-                f"{fig.get(n_key, fig.get('n', '')):,}",
+                n_of(sc, name, fig),
                 "—" if name == GMPRT else xfmt(adv(g, fig[key], lower_better)),
                 "—" if name == GMPRT_1 else xfmt(adv(g1, fig[key], lower_better)),
                 "",
@@ -217,21 +228,21 @@ def r_spawn(sc):
         ratio_check(res, g, "us_per_task", "asyncio", 6, True)
         ratio_check(res, g, "us_per_task", "threading", 50, True)
 
-    return simple(sc, "us_per_task", "µs/task", True, "n", goal)
+    return simple(sc, "us_per_task", "µs/task", True, goal)
 
 
 def r_ping_pong(sc):
     def goal(res, g):
-        ratio_check(res, g, "us_per_round_trip", "asyncio", 10, True)
+        ratio_check(res, g, "us_per_rtt", "asyncio", 10, True)
 
-    return simple(sc, "us_per_round_trip", "µs/round trip", True, "n", goal)
+    return simple(sc, "us_per_rtt", "µs/round trip", True, goal)
 
 
 def r_fan_out(sc):
     def goal(res, g):
         ratio_check(res, g, "items_per_s", "asyncio", 3, False)
 
-    return simple(sc, "items_per_s", "items/s", False, "n", goal)
+    return simple(sc, "items_per_s", "items/s", False, goal)
 
 
 def r_parked_memory(sc):
@@ -254,8 +265,8 @@ def r_parked_memory(sc):
                     name,
                     f"{int(n):,}",
                     num(f["bytes_per_task"], 0),
-                    num(f["rss_base_mib"], 1),
-                    num(f["rss_parked_mib"], 1),
+                    num(f.get("rss_base_mib"), 1),
+                    num(f.get("rss_parked_mib"), 1),
                     "—" if name == GMPRT else xfmt(adv(gb, f["bytes_per_task"], True)),
                     note,
                 ]
@@ -819,7 +830,7 @@ def vs_asyncio(name: str, sc: dict[str, Any]) -> float | None:
     if name == "spawn":
         return pair("us_per_task")
     if name == "ping_pong":
-        return pair("us_per_round_trip")
+        return pair("us_per_rtt")
     if name == "fan_out":
         return pair("items_per_s", lower=False)
     if name == "idle":

@@ -51,9 +51,9 @@ import report  # noqa: E402
 # scenario -> the module whose run(quick, scenarios) measures it
 MODULES = {
     "spawn": "spawn",
-    "ping_pong": "channels",
-    "fan_out": "channels",
-    "parked_memory": "channels",
+    "ping_pong": "chan",
+    "fan_out": "chan",
+    "parked_memory": "chan",
     "echo": "echo",
     "idle": "echo",
     "blocking": "blocking",
@@ -148,7 +148,7 @@ def crashes(sc: dict[str, Any]) -> list[str]:
             return
         if "failed" in r:
             out.append(f"{name}: {r['failed']}")
-        elif r.get("errors") and "msgs_per_s" in r:
+        elif isinstance(r.get("errors"), int) and r["errors"] > 0 and "msgs_per_s" in r:
             out.append(f"{name}: {r['errors']} errors, the first: {r.get('first_error')}")
         for k, v in r.items():
             walk(f"{name}/{k}", v)
