@@ -136,8 +136,8 @@ async def gmprt_ping_pong(k: int) -> int:
 
 
 async def asyncio_ping_pong(k: int) -> int:
-    ping: asyncio.Queue = asyncio.Queue()
-    pong: asyncio.Queue = asyncio.Queue()
+    ping: asyncio.Queue = asyncio.Queue(1)  # as unbuffered as asyncio gets
+    pong: asyncio.Queue = asyncio.Queue(1)
 
     async def ponger() -> None:
         while (v := await ping.get()) is not None:
