@@ -250,7 +250,9 @@ impl Body for PyBody {
             Some(tok) => tok.get().describe(),
             None => "runnable".into(),
         };
-        format!("({}) [{reason}]", self.handle.get().name())
+        // Called attached (at shutdown, on the thread in `run()`).
+        let name = Python::attach(|py| self.handle.get().name(py));
+        format!("({name}) [{reason}]")
     }
 
     fn cancel(self: Box<Self>) {

@@ -41,7 +41,8 @@ enum Outcome {
 #[pyclass(frozen, module = "gmprt", name = "G")]
 pub struct GHandle {
     pub(crate) id: u64,
-    name: String,
+    /// What the G runs; its name is computed only when printed.
+    func: Py<PyAny>,
     state: Mutex<State>,
     finished: Condvar,
 }
@@ -51,10 +52,10 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl GHandle {
-    pub(crate) fn new(id: u64, name: String) -> GHandle {
+    pub(crate) fn new(id: u64, func: Py<PyAny>) -> GHandle {
         GHandle {
             id,
-            name,
+            func,
             state: Mutex::new(State {
                 outcome: None,
                 waiters: Vec::new(),
@@ -64,8 +65,9 @@ impl GHandle {
         }
     }
 
-    pub(crate) fn name(&self) -> &str {
-        &self.name
+    /// The G's function name, for reports.
+    pub(crate) fn name(&self, py: Python<'_>) -> String {
+        runtime::describe(self.func.bind(py))
     }
 
     pub(crate) fn is_done(&self, _py: Python<'_>) -> bool {
@@ -118,7 +120,7 @@ impl GHandle {
         };
         me.finish_with(outcome, surfaced || report.is_some());
         if let Some(e) = report {
-            runtime::report_unobserved(py, me.id, &me.name, e);
+            runtime::report_unobserved(py, me.id, &me.name(py), e);
         }
     }
 
@@ -220,7 +222,7 @@ impl GHandle {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let state = if self.is_done(py) { "done" } else { "running" };
-        format!("<gmprt.G {} {} {}>", self.id, self.name, state)
+        format!("<gmprt.G {} {} {}>", self.id, self.name(py), state)
     }
 }
 
@@ -253,13 +255,14 @@ impl Drop for GHandle {
             return;
         }
         if let Some(Outcome::Err(e)) = st.outcome.take() {
-            let (id, name) = (self.id, std::mem::take(&mut self.name));
+            let id = self.id;
             // Dealloc runs attached; try_attach only refuses during
             // interpreter finalization, when there is nobody to tell. The
             // dealloc may run in the middle of an unwind (a frame clearing
             // while GeneratorExit propagates): keep that exception intact.
             Python::try_attach(|py| {
                 let unwinding = PyErr::take(py);
+                let name = self.name(py);
                 runtime::report_unobserved(py, id, &name, *e);
                 if let Some(u) = unwinding {
                     u.restore(py);

@@ -83,6 +83,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<net::Conn>()?;
     m.add_class::<handle::GHandle>()?;
     m.add_class::<Token>()?;
+    token::install_am_send(py);
     m.add("Deadlock", py.get_type::<Deadlock>())?;
     m.add("Timeout", py.get_type::<Timeout>())?;
     m.add("ChanClosed", py.get_type::<ChanClosed>())?;

@@ -242,7 +242,8 @@ fn check_spawnable(f: &Bound<'_, PyAny>, who: &str) -> PyResult<()> {
     )))
 }
 
-fn describe(f: &Bound<'_, PyAny>) -> String {
+/// A function's name for reports (`__qualname__`).
+pub(crate) fn describe(f: &Bound<'_, PyAny>) -> String {
     f.getattr("__qualname__")
         .or_else(|_| f.getattr("__name__"))
         .and_then(|n| n.extract::<String>())
@@ -257,10 +258,10 @@ fn new_g(
     kwargs: Option<Bound<'_, PyDict>>,
     is_main: bool,
 ) -> PyResult<Py<GHandle>> {
-    let name = describe(&f);
+    let func = f.clone().unbind();
     let mut out: PyResult<Py<GHandle>> = Err(PyRuntimeError::new_err("unreachable"));
     let spawned = sched.spawn_with(|id| {
-        let made = Py::new(py, GHandle::new(id, name)).and_then(|h| {
+        let made = Py::new(py, GHandle::new(id, func)).and_then(|h| {
             let body = PyBody::new(py, f, args, kwargs, h.clone_ref(py), is_main)?;
             Ok((h, body))
         });

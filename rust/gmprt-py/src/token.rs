@@ -26,6 +26,7 @@ use std::sync::Mutex;
 
 use gmprt_core::Waker;
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::ffi;
 use pyo3::prelude::*;
 
 /// tokio's coop budget per task poll.
@@ -175,17 +176,18 @@ fn finish(py: Python<'_>, r: PyResult<Py<PyAny>>) -> PyResult<Option<Py<PyAny>>>
     }
 }
 
-#[pymethods]
+/// What one resumption of a token gives the awaiting coroutine.
+enum Advance {
+    /// Suspend: the token travels up to the driver.
+    Yield(Py<PyAny>),
+    /// The await is over with this value.
+    Return(Py<PyAny>),
+}
+
 impl Token {
-    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+    /// One resumption (`__next__` or `am_send`): poll, and either finish the
+    /// await or yield the token to the driver.
+    fn advance(slf: &Bound<'_, Self>) -> PyResult<Advance> {
         let py = slf.py();
         let tok = slf.get();
         // A token is awaited by the one G that made it; the atomic only
@@ -210,7 +212,8 @@ impl Token {
                  or another event loop",
             ));
         }
-        let yield_self = || Ok(Some(slf.clone().into_any().unbind()));
+        let yield_self = || Ok(Advance::Yield(slf.clone().into_any().unbind()));
+        let done = |r: PyResult<Py<PyAny>>| r.map(Advance::Return);
         match (&tok.op, state) {
             (Op::Yield, FRESH) => {
                 tok.state.store(WAITING, Release);
@@ -218,17 +221,17 @@ impl Token {
             }
             (Op::Yield, _) => {
                 tok.state.store(DONE, Release);
-                Ok(None)
+                Ok(Advance::Return(py.None()))
             }
             (Op::Wait(_), BUDGET_YIELD) => {
                 tok.state.store(DONE, Release);
                 let r = tok.stash.lock().unwrap_or_else(|p| p.into_inner()).take();
-                finish(py, *r.expect("budget yield without a result"))
+                done(*r.expect("budget yield without a result"))
             }
             (Op::Wait(w), _) => match w.poll(py) {
                 Poll::Ready(r) if state == WAITING || take_budget() => {
                     tok.state.store(DONE, Release);
-                    finish(py, r)
+                    done(r)
                 }
                 Poll::Ready(r) => {
                     *tok.stash.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(r));
@@ -241,5 +244,77 @@ impl Token {
                 }
             },
         }
+    }
+}
+
+#[pymethods]
+impl Token {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// The iterator protocol, for Pythons (3.12+) whose `await` does not use
+    /// `am_send`: a value comes back through StopIteration.
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        match Token::advance(slf)? {
+            Advance::Yield(v) => Ok(Some(v)),
+            Advance::Return(v) => finish(py, Ok(v)),
+        }
+    }
+}
+
+/// `am_send` for tokens: what `await` calls on 3.10–3.11 (`PyIter_Send`),
+/// and what the driver calls. It hands the await's value back directly,
+/// with no StopIteration object and no PyO3 method trampoline.
+///
+/// # Safety
+/// Installed as `Token`'s `am_send` slot: CPython calls it attached, with a
+/// live `Token` as `slf` and a valid `out` pointer.
+unsafe extern "C" fn token_am_send(
+    slf: *mut ffi::PyObject,
+    _arg: *mut ffi::PyObject,
+    out: *mut *mut ffi::PyObject,
+) -> ffi::PySendResult {
+    // SAFETY: CPython calls slots attached (the slot's contract above).
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: `slf` is a live Token (this slot is only on Token's type).
+    let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<Token>() };
+    let advanced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Token::advance(&slf)))
+        .unwrap_or_else(|_| {
+            Err(PyRuntimeError::new_err(
+                "gmprt internal error: a token panicked (please file a bug)",
+            ))
+        });
+    let (status, value) = match advanced {
+        Ok(Advance::Yield(v)) => (ffi::PySendResult::PYGEN_NEXT, v.into_ptr()),
+        Ok(Advance::Return(v)) => (ffi::PySendResult::PYGEN_RETURN, v.into_ptr()),
+        Err(e) => {
+            e.restore(py);
+            (ffi::PySendResult::PYGEN_ERROR, std::ptr::null_mut())
+        }
+    };
+    // SAFETY: `out` is valid per the slot's contract.
+    unsafe { *out = value };
+    status
+}
+
+/// Adds `am_send` to the `Token` type (PyO3 has no attribute for it).
+pub(crate) fn install_am_send(py: Python<'_>) {
+    let tp = py.get_type::<Token>();
+    let raw = tp.as_type_ptr();
+    // SAFETY: `Token` is a heap type PyO3 created with an `__await__`, so
+    // `tp_as_async` points at the type's own, writable `PyAsyncMethods`;
+    // nobody has used the type yet (module init), and PyType_Modified
+    // invalidates any cached lookups all the same.
+    unsafe {
+        let am = (*raw).tp_as_async;
+        assert!(!am.is_null(), "Token has no async slots");
+        (*am).am_send = Some(token_am_send);
+        ffi::PyType_Modified(raw);
     }
 }
