@@ -534,6 +534,12 @@ def r_parallel_c(sc):
         a = res.get("asyncio", {}).get("elapsed_s")
         if a is not None:
             goal.check(a / gtop >= 1.6, f"{xfmt(a / gtop)} asyncio (want ≥ 1.6×)")
+            if a / base >= 1.6:
+                md += (
+                    f"\n\ngmprt-procs1 alone is {xfmt(a / base)} faster than asyncio: with one "
+                    "P the hashes already run in parallel (sysmon hands the P of an M that sits "
+                    "in a C call to another M), so more Ps have little left to add."
+                )
     others = ", ".join(
         f"{n} {num(r['elapsed_s'], 3)} s ({xfmt(adv(gtop, r['elapsed_s'], True))})"
         for n, r in res.items()
