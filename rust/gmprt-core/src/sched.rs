@@ -55,7 +55,7 @@ use crate::loom::sync::atomic::{
 };
 use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::loom::{lock, thread};
-use crate::netpoll::{Netpoll, Ready};
+use crate::netpoll::{Netpoll, Polled, Ready};
 use crate::park::{Handoff, Note};
 use crate::runq::{self, Overflow as _};
 
@@ -251,35 +251,13 @@ impl std::fmt::Debug for Waker {
 }
 
 impl Ready for Waker {
-    /// Go's `injectglist`: every G this batch readies goes to the global
-    /// queue under one lock, then one M per such G is started on an idle P
-    /// (as many as there are idle Ps).
+    /// Go's `injectglist` without a P (a deregistration wakes its waiters
+    /// from any thread): see [`Sched::inject`].
     fn ready_all(batch: Vec<Waker>) {
         let Some(sched) = batch.first().map(|w| w.sched.clone()) else {
             return;
         };
-        let mut n = 0;
-        let mut l = lock(&sched.lock);
-        for w in &batch {
-            debug_assert!(Arc::ptr_eq(&w.sched, &sched), "a batch spans runtimes");
-            if w.g.wake(w.gen) == Wake::Enqueue {
-                l.runq.push_back(w.g);
-                n += 1;
-            }
-        }
-        // Release: pairs with the Acquire emptiness checks.
-        sched.runq_size.store(l.runq.len(), Release);
-        drop(l);
-        for _ in 0..n {
-            if sched.npidle.load(SeqCst) == 0 {
-                break;
-            }
-            let mut l = lock(&sched.lock);
-            let Some(p) = l.pidle.pop() else { break };
-            sched.npidle.fetch_sub(1, SeqCst);
-            sched.startm(l, p, false);
-        }
-        drop(batch);
+        sched.inject(batch, None, false);
     }
 }
 
@@ -320,6 +298,9 @@ pub struct P {
     schedtick: u32,
     /// Consecutive runnext runs (capped by `MAX_RUNNEXT_STREAK`).
     runnext_streak: u32,
+    /// The schedtick of this P's last busy-tick netpoll, so a tick that
+    /// lasts several `findRunnable`s (runnext inherits it) polls once.
+    polled_at: u32,
     gfree: Vec<GPtr>,
     /// Reused buffer for global-queue batches.
     batch: Vec<GPtr>,
@@ -481,6 +462,7 @@ impl Sched {
                 runq: local,
                 schedtick: 0,
                 runnext_streak: 0,
+                polled_at: u32::MAX,
                 gfree: Vec::new(),
                 batch: Vec::with_capacity(runq::CAPACITY as usize / 2),
             }));
@@ -674,6 +656,89 @@ impl Sched {
         self.wakep();
     }
 
+    /// Go's `injectglist`: readies what one netpoll batch (or a
+    /// deregistration) woke. Gs whose wake is stale are skipped.
+    ///
+    /// - Without a P (`p` None: sysmon, a poller that found no idle P, any
+    ///   thread): every G goes to the global queue under one lock, then one M
+    ///   is started per G on idle Ps, while there are idle Ps.
+    /// - With the caller's P: as many Gs as there are idle Ps go to the
+    ///   global queue, with an M started for each; the rest go to `p`'s
+    ///   local queue, up to half its ring like a global batch (the rest to
+    ///   the global queue, keeping their order; all of them if the global
+    ///   queue already holds older work); then `wakep`.
+    /// - `run_one` (with a P): the first G is returned, not queued, for the
+    ///   caller to run at once (Go's steps 8 and 13).
+    pub(crate) fn inject(
+        self: &Arc<Self>,
+        batch: Vec<Waker>,
+        p: Option<&mut P>,
+        run_one: bool,
+    ) -> Option<GPtr> {
+        debug_assert!(!run_one || p.is_some(), "run_one without a P");
+        let mut gs = Vec::with_capacity(batch.len());
+        for w in &batch {
+            debug_assert!(Arc::ptr_eq(&w.sched, self), "a batch spans runtimes");
+            if w.g.wake(w.gen) == Wake::Enqueue {
+                gs.push(w.g);
+            }
+        }
+        drop(batch);
+        let mut gs = gs.into_iter();
+        let first = if run_one { gs.next() } else { None };
+        let n = gs.len();
+        if n == 0 {
+            return first;
+        }
+        let overflow = GlobalOverflow(self);
+        match p {
+            None => {
+                overflow.push_batch(&mut gs);
+                self.start_idle(n);
+            }
+            Some(p) => {
+                // SeqCst: a P idle now gets its share through the global
+                // queue; one released later checks that queue under the lock.
+                let share = self.npidle.load(SeqCst).min(n);
+                if share > 0 {
+                    overflow.push_batch(&mut gs.by_ref().take(share));
+                    self.start_idle(share);
+                }
+                // Behind older work in the global queue, if there is some:
+                // readied Gs then run in the order they were readied. The
+                // local share is capped like a global batch (half the ring),
+                // so the 61st-tick global check jumps at most that far.
+                let free = if self.runq_size.load(Acquire) > 0 {
+                    0
+                } else {
+                    (runq::CAPACITY as usize / 2).saturating_sub(p.runq.len())
+                };
+                for g in gs.by_ref().take(free) {
+                    p.runq.push(g, false, &overflow);
+                }
+                if gs.len() > 0 {
+                    overflow.push_batch(&mut gs);
+                }
+                self.wakep();
+            }
+        }
+        first
+    }
+
+    /// Starts up to `n` Ms on idle Ps, for Gs just put on the global queue
+    /// (the tail of Go's `injectglist`).
+    fn start_idle(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            if self.npidle.load(SeqCst) == 0 {
+                break;
+            }
+            let mut l = lock(&self.lock);
+            let Some(p) = l.pidle.pop() else { break };
+            self.npidle.fetch_sub(1, SeqCst);
+            self.startm(l, p, false);
+        }
+    }
+
     /// Go's `wakep` (1.19 form): start one more spinning M if a P is idle and
     /// nobody is spinning. The submitter half of the spinning handshake.
     fn wakep(self: &Arc<Self>) {
@@ -763,6 +828,11 @@ impl Sched {
         }
         let mut l = lock(&self.lock);
         self.pidleput(&mut l, p);
+        drop(l);
+        // The work that wanted an M may have no other taker: a blocked
+        // poller takes it (it returns, finds the idle P and the work; module
+        // docs, "Who polls").
+        self.netpoll.wake();
     }
 
     /// Go's `pidleput`, except that an M waiting to finish a blocking call
@@ -822,6 +892,14 @@ impl Sched {
                 .is_ok()
         {
             return self.startm(l, p, true);
+        }
+        // Go: the last running P with nobody polling gets an M, which will
+        // poll for the Gs that wait on I/O or a timer.
+        if self.npidle.load(SeqCst) + 1 == self.procs
+            && !self.netpoll.blocked()
+            && self.netpoll.pending()
+        {
+            return self.startm(l, p, false);
         }
         self.pidleput(&mut l, p);
     }
@@ -955,11 +1033,23 @@ impl Sched {
             let mut slot = m.p.borrow_mut();
             let p = slot.as_mut().expect("findRunnable without a P");
 
-            // Fairness: without this, two Gs respawning each other could keep
-            // the global queue waiting forever.
-            if p.schedtick % GLOBAL_CHECK_INTERVAL == 0 && self.runq_size.load(Acquire) > 0 {
-                if let Some(g) = self.globrunqget(p, 1) {
-                    return Some((g, false));
+            if p.schedtick % GLOBAL_CHECK_INTERVAL == 0 {
+                // tokio's `event_interval`: a busy P polls on the same tick,
+                // so a runtime that never runs out of work still sees I/O and
+                // fires timers (module docs, "Who polls"). An idle P polls
+                // below anyway.
+                if p.polled_at != p.schedtick && !p.runq.is_empty() && self.netpoll.pending() {
+                    p.polled_at = p.schedtick;
+                    if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
+                        self.inject(polled.take(), Some(p), false);
+                    }
+                }
+                // Fairness: without this, two Gs respawning each other could
+                // keep the global queue waiting forever.
+                if self.runq_size.load(Acquire) > 0 {
+                    if let Some(g) = self.globrunqget(p, 1) {
+                        return Some((g, false));
+                    }
                 }
             }
             if let Some((g, inherit)) = p.runq.pop(p.runnext_streak < MAX_RUNNEXT_STREAK) {
@@ -971,7 +1061,17 @@ impl Sched {
                     return Some((g, false));
                 }
             }
-            // (netpoll: a non-blocking poll goes here once the netpoller lands)
+            // Go's step 8: a non-blocking poll, if some G waits on the
+            // netpoller and nobody else polls. Run one, queue the rest.
+            if self.netpoll.pending() {
+                if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
+                    let g = self.inject(polled.take(), Some(p), true);
+                    drop(polled);
+                    if let Some(g) = g {
+                        return Some((g, false));
+                    }
+                }
+            }
 
             // Steal, if this M is already spinning or spinning Ms are under
             // half the busy Ps (SeqCst: part of the spinning handshake).
@@ -1022,10 +1122,55 @@ impl Sched {
                     }
                 }
             }
+
+            // Go's step 13: become the one blocking poller, if some G waits
+            // on the netpoller and nobody else blocks in it.
+            if let Some(mut polled) = self.block_in_netpoll() {
+                let mut l = lock(&self.lock);
+                if self.stopping.load(Acquire) {
+                    return None;
+                }
+                let p = l.pidle.pop();
+                if p.is_some() {
+                    self.npidle.fetch_sub(1, SeqCst);
+                }
+                drop(l);
+                match p {
+                    Some(mut p) => {
+                        let g = self.inject(polled.take(), Some(&mut p), true);
+                        drop(polled);
+                        *m.p.borrow_mut() = Some(p);
+                        if let Some(g) = g {
+                            return Some((g, false));
+                        }
+                        // Broken by a new timer, or work waits: look again.
+                        continue;
+                    }
+                    // Every P is busy: their Ms run what we found.
+                    None => {
+                        self.inject(polled.take(), None, false);
+                        drop(polled);
+                    }
+                }
+            }
             if !self.stopm(m) {
                 return None;
             }
         }
+    }
+
+    /// An M without a P, about to go idle: block in the netpoller until an
+    /// event, the next timer or a break (Go's step 13). None, at once, when
+    /// nobody waits on the netpoller or another M already blocks in it. The
+    /// wait goes through `Hooks::blocking` (Python: the GIL is released).
+    fn block_in_netpoll(&self) -> Option<Polled<'_, Waker>> {
+        if !self.netpoll.pending() || self.netpoll.blocked() {
+            return None;
+        }
+        let mut polled = None;
+        self.hooks
+            .blocking(&mut || polled = self.netpoll.poll(None));
+        polled
     }
 
     /// Any queue non-empty (Go's `checkRunqsNoP` plus the global check).
@@ -1285,8 +1430,12 @@ impl Sched {
     /// every P idle with empty queues, Gs alive, and no G waiting on the
     /// netpoller or a timer (those can be woken from outside).
     fn dead(&self) -> bool {
+        // An M blocked in the netpoller counts as idle only because the
+        // counters must read zero too: with no waiter and no timer only a
+        // break can end its wait (module docs, "Who polls").
+        let polling = usize::from(self.netpoll.blocked());
         self.ngs.load(SeqCst) > 0
-            && self.nmidle.load(SeqCst) == self.mcount.load(SeqCst)
+            && self.nmidle.load(SeqCst) + polling == self.mcount.load(SeqCst)
             && self.nblocking.load(SeqCst) == 0
             && self.npwait.load(SeqCst) == 0
             && self.npidle.load(SeqCst) == self.procs
