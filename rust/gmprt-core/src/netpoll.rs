@@ -33,7 +33,7 @@
 //!   ([`Netpoll::blocked`], used by `Sched::dead`).
 //! - **Breaking the blocker.** An adder whose timer is earlier than the
 //!   blocker's planned wake time breaks the poll with the `mio::Waker`
-//!   (below), and so do [`Netpoll::stop`] and [`Netpoll::wake`] (the
+//!   (below), and so do `Netpoll::stop` and [`Netpoll::wake`] (the
 //!   scheduler uses it when work is stranded with no other M to run it).
 //!
 //! # Who owns what

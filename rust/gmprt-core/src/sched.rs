@@ -42,6 +42,67 @@
 //! Go): a G left in another P's queue is run by that P's own M. The global
 //! queue is checked under the lock before the P is released, and injecting
 //! into it takes the lock, so global work is never stranded.
+//!
+//! # Who polls the netpoller (Go's `findRunnable` steps 8 and 13)
+//!
+//! There is no netpoller thread: the Ms poll, and inject what they find
+//! (`Sched::inject`, Go's `injectglist`). The netpoller's side (one poll at
+//! a time, at most one blocker) is in the `netpoll` module docs.
+//!
+//! - **Step 8.** An M with a P whose local and global queues are empty
+//!   polls without blocking, if some G waits on the netpoller (I/O or a
+//!   timer) and nobody else polls. It runs the first G readied and queues
+//!   the rest on its P.
+//! - **Busy tick.** On every 61st schedtick (the global-queue fairness
+//!   tick; tokio's `event_interval`) a P with local work polls without
+//!   blocking and queues what it finds behind that work: a runtime that
+//!   never runs dry still sees I/O and fires timers.
+//! - **Step 13.** An M that gave up its P (after the spinning re-check)
+//!   and is about to park blocks in the poll instead, if some G waits and
+//!   no M blocks there yet, until an event, the next timer or a break. The
+//!   wait goes through [`Hooks::blocking`] (Python: the GIL is released).
+//!   Back, it takes an idle P if there is one, runs the first G and queues
+//!   the rest (nothing readied: it looks for work again); with no idle P it
+//!   puts them on the global queue (starting Ms on Ps that turn idle
+//!   meanwhile) and parks.
+//! - **sysmon** polls without blocking if nobody has for 10 ms (module
+//!   docs of `sysmon`).
+//! - **handoffp** of the last running P, with Gs waiting on the netpoller
+//!   and nobody blocked in it, starts an M for the P (Go's rule): that M
+//!   becomes the blocker.
+//!
+//! **Who wakes whom.** Work readied while an M blocks in the poll goes the
+//! usual way: `wakep` starts a spinning M on an idle P, an idle M or a new
+//! one. The blocker is not on the idle-M list and is not woken for it (it
+//! takes no part in the spinning handshake: it has no P and is not
+//! spinning). It is broken (the `mio::Waker`) only when a timer earlier
+//! than its planned wake is added, when the runtime stops, and when
+//! `newm` fails: the work it wanted an M for has no other taker, and the
+//! blocker, back from the poll, takes the idle P and finds the work.
+//!
+//! **Why no wakeup is lost.**
+//!
+//! 1. *Gs wait on the netpoller, every M parks, nobody polls.* Every M
+//!    passes step 13 before it parks. It parks without polling only if
+//!    nothing waited when it looked (a G that parks on the netpoller later
+//!    does so in a step on a running M, which passes step 13 itself before
+//!    parking) or another M holds the blocker role (which keeps it until an
+//!    event, a timer or a break, and then hands out what it found).
+//! 2. *The blocker returns and every P is busy.* It puts the Gs on the
+//!    global queue and parks; the busy Ms take them (the global queue is
+//!    checked before any P is released, under the lock injectors take), and
+//!    the first of those Ms to run dry becomes the next blocker.
+//! 3. *Every M is inside a long step* (a blocking C call, a CPU hog): none
+//!    reaches step 8 or 13. sysmon's 10 ms poll puts the readied Gs on the
+//!    global queue, and its `retake` then hands a P to an M for them.
+//! 4. *A P is handed off (a blocking call, a retake) while Gs wait and
+//!    nobody polls:* the last-P rule above starts an M for it.
+//! 5. *An M wants to block while a non-blocking poll is in progress:* it
+//!    claims the blocker role first and then waits for the poll lock
+//!    (microseconds), so it never gives up for that reason (`netpoll`).
+//! 6. *Deadlock detection:* a blocker counts as idle in `dead` only
+//!    together with zero waiters and timers, when nothing but a break can
+//!    end its wait; a G waiting on I/O or a timer is never a deadlock.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -68,6 +129,10 @@ const GLOBAL_CHECK_INTERVAL: u32 = 61;
 /// takes from its ring, so two Gs ping-ponging through runnext cannot starve
 /// the rest of its queue (tokio#2349, #5712; Go#65178).
 const MAX_RUNNEXT_STREAK: u32 = 3;
+
+/// How far a netpoll batch fills a P's local queue (half the ring, like a
+/// global batch); see `Sched::inject`.
+const LOCAL_SHARE: usize = runq::CAPACITY as usize / 2;
 
 /// Go's `stealWork` makes 4 passes over the other Ps; runnext is stolen only
 /// on the last.
@@ -666,7 +731,7 @@ impl Sched {
     ///   global queue, with an M started for each; the rest go to `p`'s
     ///   local queue, up to half its ring like a global batch (the rest to
     ///   the global queue, keeping their order; all of them if the global
-    ///   queue already holds older work); then `wakep`.
+    ///   queue holds older work); then `wakep`.
     /// - `run_one` (with a P): the first G is returned, not queued, for the
     ///   caller to run at once (Go's steps 8 and 13).
     pub(crate) fn inject(
@@ -704,14 +769,15 @@ impl Sched {
                     overflow.push_batch(&mut gs.by_ref().take(share));
                     self.start_idle(share);
                 }
-                // Behind older work in the global queue, if there is some:
-                // readied Gs then run in the order they were readied. The
-                // local share is capped like a global batch (half the ring),
-                // so the 61st-tick global check jumps at most that far.
+                // Readied Gs run in the order they were readied: behind
+                // older work in the global queue if there is some, else on
+                // the local queue, filled to half the ring like a global
+                // batch (so the 61st-tick global check runs a G at most half
+                // a ring ahead of its turn).
                 let free = if self.runq_size.load(Acquire) > 0 {
                     0
                 } else {
-                    (runq::CAPACITY as usize / 2).saturating_sub(p.runq.len())
+                    LOCAL_SHARE.saturating_sub(p.runq.len())
                 };
                 for g in gs.by_ref().take(free) {
                     p.runq.push(g, false, &overflow);
@@ -1041,7 +1107,18 @@ impl Sched {
                 if p.polled_at != p.schedtick && !p.runq.is_empty() && self.netpoll.pending() {
                     p.polled_at = p.schedtick;
                     if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
+                        let readied = !polled.is_empty();
                         self.inject(polled.take(), Some(p), false);
+                        drop(polled);
+                        // They went behind older work in the global queue,
+                        // which a P that never runs dry drains one G per 61
+                        // ticks: take a batch, so readied Gs keep moving.
+                        let room = LOCAL_SHARE.saturating_sub(p.runq.len());
+                        if readied && room > 0 && self.runq_size.load(Acquire) > 0 {
+                            if let Some(g) = self.globrunqget(p, room) {
+                                return Some((g, false));
+                            }
+                        }
                     }
                 }
                 // Fairness: without this, two Gs respawning each other could
