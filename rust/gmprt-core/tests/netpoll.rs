@@ -435,14 +435,14 @@ fn timers_and_io_under_full_load() {
         busy_steps.load(Relaxed),
         s.stats()
     );
-    // Bounds that only a runtime which polls while every P is busy meets
-    // (the dedicated-poller design measured p99 175 ms here), generous
-    // enough for a shared CI machine: the expected figure is a few ms.
-    assert!(t99 < Duration::from_millis(100), "timer p99 {t99:?}");
-    assert!(tmax < Duration::from_millis(1000), "timer max {tmax:?}");
+    // Medians that only a runtime which polls while every P is busy meets
+    // (the dedicated-poller design measured timer p99 175 ms and echo p50
+    // 164 ms here; this one a few ms), with room for a shared CI machine.
+    assert!(t50 < Duration::from_millis(50), "timer p50 {t50:?}");
     // The round trip includes the client threads' own wake-ups, which share
     // the CPUs with Ms spinning at 100%.
-    assert!(r99 < Duration::from_millis(200), "echo p99 {r99:?}");
+    assert!(r50 < Duration::from_millis(50), "echo p50 {r50:?}");
+    assert!(tmax < Duration::from_secs(2), "timer max {tmax:?}");
     if busy_share < 90 {
         // Another process took the CPUs: the premise (every P busy) did not
         // hold, though the bounds above did.
