@@ -3,7 +3,7 @@
 //! - [`g`]: the G header and its state word (park/wake without lost wakes).
 //! - [`runq`]: a P's lock-free local run queue with Go's `runnext`.
 //! - [`timer`]: a 4-ary timer heap with lazy, bounded cancellation.
-//! - [`netpoll`]: the netpoller thread (mio) and the timers it fires.
+//! - [`netpoll`]: the netpoller (mio) and the timers, polled by the Ms.
 //! - [`sched`]: Ps, Ms, the global queue, `findRunnable`, spinning Ms.
 //! - [`chan`]: Go's channels and `select`; [`sync`]: `WaitGroup`,
 //!   `Semaphore`, `Mutex`; both on [`sudog`]'s parkers and wait queues.

@@ -1,32 +1,58 @@
 //! netpoll: the netpoller and the timers (Go's netpoll_epoll.go + time.go).
 //!
-//! One dedicated thread, started on first use, owns the `mio::Poll` and
-//! sleeps in `poll()` until the next timer deadline. Whatever it finds ready
-//! (sockets, expired timers, expired I/O deadlines) it hands back to the
-//! scheduler in **one batch per poll** through [`Ready::ready_all`] (for
-//! `sched::Waker` that is Go's `injectglist`). The thread never touches
-//! Python: what it stores and wakes are Rust waiters of type `W`.
+//! There is no netpoller thread. Whoever calls [`Netpoll::poll`] polls: it
+//! waits in `epoll_wait` (mio), fires the expired timers and I/O deadlines,
+//! and gets back everything that became ready as one [`Polled`] batch, which
+//! it injects into the scheduler itself (Go's `netpoll` + `injectglist`).
+//! The scheduler's Ms poll without blocking when they run out of local work
+//! and every 61st schedtick, one M about to go idle blocks in the poll until
+//! the next timer, and sysmon polls if nobody has for 10 ms (module docs of
+//! `sched`, "Who polls"). A batch is plain Rust waiters of type `W`: polling
+//! never touches Python.
 //!
 //! The netpoller sits below the scheduler: it never imports `sched`. It
 //! stores waiters of any type `W: Ready`; `sched` implements [`Ready`] for
-//! its `Waker`.
+//! its `Waker` and injects [`Polled`] batches itself.
+//!
+//! # Who polls (Go's `lastpoll` and `pollingNet`)
+//!
+//! - **One poll at a time.** The `mio::Poll` sits in the `poller` mutex. A
+//!   non-blocking poll (`timeout = Some(0)`) only `try_lock`s it and gives
+//!   up if anyone else polls: the other poll will deliver the same events.
+//! - **At most one blocking poller.** A blocking poll first claims the
+//!   `blocked` flag (Go's `lastpoll.Swap(0)`); a second would-be blocker
+//!   gets `None` and parks its M instead. While `blocked` is set,
+//!   non-blocking polls give up at once. The claimed blocker then `lock`s
+//!   the mutex, so a non-blocking poll that is already inside (microseconds)
+//!   delays it but never makes it give up: a thread that wanted to block and
+//!   found the poll busy is never left without a blocker.
+//! - **A blocker needs a reason.** After claiming `blocked` it re-reads the
+//!   counters and returns `None` if no G waits on I/O or a timer (nothing
+//!   could end the wait but a break). The claim comes first, SeqCst, so a
+//!   deadlock check that saw the counters reach zero also sees the blocker
+//!   ([`Netpoll::blocked`], used by `Sched::dead`).
+//! - **Breaking the blocker.** An adder whose timer is earlier than the
+//!   blocker's planned wake time breaks the poll with the `mio::Waker`
+//!   (below), and so do `Netpoll::stop` and [`Netpoll::wake`] (the
+//!   scheduler uses it when work is stranded with no other M to run it).
 //!
 //! # Who owns what
 //!
-//! - [`Netpoll`] lives in `Sched` and starts the thread lazily
+//! - [`Netpoll`] lives in `Sched` and creates the epoll instance lazily
 //!   ([`Netpoll::handle`]); `Sched::stop` stops it ([`Netpoll::stop`]).
-//! - `Inner` is shared (`Arc`) by the thread, every [`Handle`] and every
-//!   [`Registration`]. Its locks: `timers` (the [`Timers`] heap and the
-//!   poller's planned wake time), `ios` (the slab mapping mio tokens to
+//! - `Inner` is shared (`Arc`) by the [`Netpoll`], every [`Handle`] and
+//!   every [`Registration`]. Its locks: `poller` (the `mio::Poll` and its
+//!   buffers, held for one poll), `timers` (the [`Timers`] heap and the
+//!   blocker's planned wake time), `ios` (the slab mapping mio tokens to
 //!   registrations), and one `waiters` lock per registration.
-//! - **Lock order**: `ios` → a registration's `waiters` → `timers`. Nothing
-//!   here calls [`Ready::ready_all`] or drops the last reference to anything
-//!   while holding a netpoll lock that a `ready_all` could need, and no
-//!   netpoll lock is taken under the scheduler's lock except by
-//!   [`Netpoll::stop`] (which `Sched::stop` calls holding `sched.lock`; that
-//!   is sound because nothing here takes `sched.lock` while holding a
-//!   netpoll lock: `ready_all` always runs after every netpoll lock is
-//!   released).
+//! - **Lock order**: `poller` → `ios` → a registration's `waiters` →
+//!   `timers`. Nothing here calls [`Ready::ready_all`] or drops the last
+//!   reference to anything while holding a netpoll lock that a `ready_all`
+//!   could need; a [`Polled`] batch is handed out after every netpoll lock
+//!   is released, so the caller injects it holding none. No netpoll lock is
+//!   taken under the scheduler's lock except by [`Netpoll::stop`] (which
+//!   `Sched::stop` calls holding `sched.lock`, and which never takes
+//!   `poller`: a blocker holds that for as long as it sleeps).
 //!
 //! # Registrations (Go's `pollDesc`, tokio's `ScheduledIo`)
 //!
@@ -59,24 +85,29 @@
 //! deadline that did not fire leaves nothing behind (the heap's lazy
 //! cancellation and compaction bound the garbage, see `timer`).
 //!
-//! An adder whose deadline is earlier than the poller's planned wake time
-//! breaks the poll with the `mio::Waker` (de-duplicated: the planned time is
+//! Timers fire inside [`Netpoll::poll`], whichever kind: a blocker sleeps
+//! until the earliest deadline, and every poll pops what is due. An adder
+//! whose deadline is earlier than the blocker's planned wake time breaks
+//! the poll with the `mio::Waker` (de-duplicated: the planned time is
 //! lowered at once, so later adders with later deadlines do not wake it
-//! again; Go's `netpollWakeSig`). Resolution is the epoll timeout's, 1 ms,
-//! rounded up: a timer never fires early.
+//! again; Go's `netpollWakeSig`). With no blocker there is nothing to break:
+//! the planned time reads 0 and whoever polls next (an M going idle, a busy
+//! P's 61st tick, sysmon) sees the new timer. Resolution is the epoll
+//! timeout's, 1 ms, rounded up: a timer never fires early.
 //!
 //! # Counters
 //!
 //! [`Netpoll::waiters`] and [`Netpoll::timers`] count Gs parked on I/O and
 //! armed timers. They are exact for deadlock detection: a wait counts from
 //! the moment it is stored until it is cancelled, or, when it fires, until
-//! *after* `ready_all` has made its G runnable, so there is no instant where
-//! a woken G is neither counted here nor runnable.
+//! its [`Polled`] batch is dropped, which the caller does *after* injecting
+//! the batch (its Gs are then runnable), so there is no instant where a
+//! woken G is neither counted here nor runnable.
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -190,9 +221,89 @@ impl<W: Ready> Netpoll<W> {
         self.inner.get().map_or(0, |i| i.ntimers.load(SeqCst))
     }
 
-    /// A handle to the running netpoller, starting its thread on first use.
-    /// Fails once the netpoller stopped, or if the OS refuses an epoll fd or
-    /// a thread.
+    /// Whether some G waits on the netpoller (I/O or a timer): only then is
+    /// a poll worth making (Go's `netpollAnyWaiters`, plus our timers).
+    pub fn pending(&self) -> bool {
+        self.inner.get().is_some_and(|i| i.pending())
+    }
+
+    /// Whether a thread has claimed the blocking poll (Go's `lastpoll ==
+    /// 0`). SeqCst: read with the counters in one deadlock snapshot (module
+    /// docs, "Who polls").
+    pub fn blocked(&self) -> bool {
+        self.inner.get().is_some_and(|i| i.blocked.load(SeqCst))
+    }
+
+    /// How long since the last poll ended; None while a blocker polls (or
+    /// before the netpoller exists). sysmon polls when this passes 10 ms.
+    pub fn since_last_poll(&self) -> Option<Duration> {
+        let i = self.inner.get()?;
+        if i.blocked.load(SeqCst) {
+            return None;
+        }
+        // Relaxed: a staleness hint; a wrong guess costs one extra poll.
+        let last = i.last_poll.load(Relaxed);
+        Some(Duration::from_nanos(i.now().saturating_sub(last)))
+    }
+
+    /// Polls: waits for I/O for up to `timeout` (`None`: until an event or
+    /// the next timer; `Some(ZERO)`: not at all), fires the expired timers
+    /// and I/O deadlines, and returns every waiter that became ready. The
+    /// caller readies them and then drops the batch (module docs,
+    /// "Counters").
+    ///
+    /// None, without waiting, when another thread polls (a non-blocking poll
+    /// gives way to any poll, a blocking one to another blocker), when a
+    /// blocking poll would have nothing to wait for (no waiter, no timer),
+    /// or when the netpoller does not run. A non-blocking poll is made
+    /// whatever [`pending`](Self::pending) says (it still records readiness
+    /// for registrations nobody waits on); callers on hot paths check it
+    /// first. See "Who polls" in the module docs.
+    pub fn poll(&self, timeout: Option<Duration>) -> Option<Polled<'_, W>> {
+        let inner = self.inner.get()?;
+        if timeout == Some(Duration::ZERO) {
+            // Relaxed: only a hint to skip a poll a blocker would make
+            // anyway; the `try_lock` below is what keeps polls one at a time.
+            if inner.blocked.load(Relaxed) {
+                return None;
+            }
+            let st = match inner.poller.try_lock() {
+                Ok(st) => st,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return None,
+            };
+            return inner.poll(st, timeout);
+        }
+        if !inner.pending() {
+            return None;
+        }
+        // SeqCst swap: the claim is ordered before the `pending` re-read
+        // below, against the counters' SeqCst decrements (module docs, "Who
+        // polls": a deadlock check that saw zero also sees the claim).
+        if inner.blocked.swap(true, SeqCst) {
+            return None;
+        }
+        let polled = if inner.pending() {
+            inner.poll(lock(&inner.poller), timeout)
+        } else {
+            None
+        };
+        // SeqCst: pairs with the claim; the batch still holds its counts.
+        inner.blocked.store(false, SeqCst);
+        polled
+    }
+
+    /// Breaks a blocking poll, if one is in progress (Go's `netpollBreak`).
+    pub fn wake(&self) {
+        if let Some(i) = self.inner.get() {
+            if i.blocked.load(SeqCst) {
+                i.wake_poller();
+            }
+        }
+    }
+
+    /// A handle to the netpoller, creating its epoll instance on first use.
+    /// Fails once the netpoller stopped, or if the OS refuses an epoll fd.
     pub fn handle(&self) -> io::Result<Handle<W>> {
         if let Some(i) = self.inner.get() {
             // Acquire: pairs with the Release store in `Inner::stop`.
@@ -221,8 +332,8 @@ impl<W: Ready> Netpoll<W> {
             .is_some_and(|i| Arc::ptr_eq(i, &reg.inner) && !i.stopped.load(Acquire))
     }
 
-    /// Stops the netpoller thread, if it runs, and drops every waiter and
-    /// timer (their Gs are never woken; the runtime is stopping). Later
+    /// Stops the netpoller, breaking a blocking poll, and drops every waiter
+    /// and timer (their Gs are never woken; the runtime is stopping). Later
     /// registrations and timers are refused, and every existing registration
     /// reads as closed.
     pub(crate) fn stop(&self) {
@@ -311,6 +422,40 @@ impl<W: Ready> Handle<W> {
     }
 }
 
+/// What one [`Netpoll::poll`] readied. Take the waiters out
+/// ([`take`](Self::take)), ready them, then drop the batch: only the drop
+/// uncounts them (module docs, "Counters").
+#[must_use = "ready the waiters, then drop the batch"]
+pub struct Polled<'a, W: Ready> {
+    ready: Vec<W>,
+    /// Waiters and timers this batch took off the counters' books.
+    io: usize,
+    timers: usize,
+    inner: &'a Inner<W>,
+}
+
+impl<W: Ready> Polled<'_, W> {
+    /// The waiters to ready, in the order they became ready (timers in
+    /// deadline order, after the I/O events).
+    pub fn take(&mut self) -> Vec<W> {
+        std::mem::take(&mut self.ready)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+}
+
+impl<W: Ready> Drop for Polled<'_, W> {
+    fn drop(&mut self) {
+        // Any waiters not taken are dropped unreadied first (the runtime is
+        // stopping); then, and only then, the counts go.
+        drop(std::mem::take(&mut self.ready));
+        sub(&self.inner.nwaiters, self.io);
+        sub(&self.inner.ntimers, self.timers);
+    }
+}
+
 /// What a timer does when it fires.
 enum Fire<W> {
     /// A sleep: ready the waiter.
@@ -322,10 +467,18 @@ enum Fire<W> {
 
 struct TimerState<W> {
     heap: Timers<Fire<W>>,
-    /// When the poller will next look at the timers, in clock nanoseconds:
-    /// `u64::MAX` while it sleeps with no timeout, 0 while it is awake (it
-    /// recomputes before sleeping again, so adders need not wake it).
+    /// When the blocker will next look at the timers, in clock nanoseconds:
+    /// `u64::MAX` while it sleeps with no timeout, 0 while nobody blocks
+    /// (whoever polls next recomputes, so adders need not wake anyone).
     poll_until: u64,
+}
+
+/// The `mio::Poll` and the buffers of one poll; held for the whole poll.
+struct PollState<W> {
+    poll: Poll,
+    events: Events,
+    cancel: Vec<TimerKey>,
+    deadlines: Vec<(Arc<IoShared<W>>, WaitId)>,
 }
 
 struct Inner<W> {
@@ -333,6 +486,14 @@ struct Inner<W> {
     waker: mio::Waker,
     /// Clock origin for timer nanoseconds.
     base: Instant,
+    /// See "Who polls" in the module docs.
+    poller: Mutex<PollState<W>>,
+    /// A thread claimed the blocking poll (Go's `lastpoll == 0`). SeqCst
+    /// throughout: it is part of the deadlock snapshot.
+    blocked: AtomicBool,
+    /// When the last poll ended, in clock nanoseconds (sysmon's 10 ms rule).
+    /// Relaxed: a hint.
+    last_poll: AtomicU64,
     timers: Mutex<TimerState<W>>,
     ios: Mutex<Slab<W>>,
     /// See "Counters" in the module docs. SeqCst throughout (see `sub`):
@@ -350,10 +511,18 @@ impl<W: Ready> Inner<W> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN)?;
-        let inner = Arc::new(Inner {
+        Ok(Arc::new(Inner {
             registry,
             waker,
             base: Instant::now(),
+            poller: Mutex::new(PollState {
+                poll,
+                events: Events::with_capacity(EVENTS),
+                cancel: Vec::new(),
+                deadlines: Vec::new(),
+            }),
+            blocked: AtomicBool::new(false),
+            last_poll: AtomicU64::new(0),
             timers: Mutex::new(TimerState {
                 heap: Timers::new(),
                 poll_until: 0,
@@ -362,12 +531,12 @@ impl<W: Ready> Inner<W> {
             nwaiters: AtomicUsize::new(0),
             ntimers: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
-        });
-        let for_thread = inner.clone();
-        std::thread::Builder::new()
-            .name("gmprt-netpoll".into())
-            .spawn(move || for_thread.run(poll))?;
-        Ok(inner)
+        }))
+    }
+
+    /// Some G waits on I/O or a timer. SeqCst: see "Who polls".
+    fn pending(&self) -> bool {
+        self.nwaiters.load(SeqCst) > 0 || self.ntimers.load(SeqCst) > 0
     }
 
     /// Nanoseconds on the timer clock.
@@ -415,88 +584,106 @@ impl<W: Ready> Inner<W> {
         }
     }
 
-    /// The netpoller thread.
-    fn run(self: Arc<Self>, mut poll: Poll) {
-        let mut events = Events::with_capacity(EVENTS);
-        let mut batch: Vec<W> = Vec::new();
-        let mut cancel: Vec<TimerKey> = Vec::new();
-        let mut deadlines: Vec<(Arc<IoShared<W>>, WaitId)> = Vec::new();
-        loop {
-            let timeout = {
-                let mut t = lock(&self.timers);
-                match t.heap.next_when() {
-                    None => {
-                        t.poll_until = u64::MAX;
-                        None
-                    }
-                    Some(when) => {
-                        t.poll_until = when;
-                        // mio rounds up to whole milliseconds: never early.
-                        Some(Duration::from_nanos(when.saturating_sub(self.now())))
-                    }
-                }
+    /// One poll, holding the `poller` lock `st` (see [`Netpoll::poll`]).
+    /// A blocking poll (`timeout != Some(0)`) plans its wake time for the
+    /// adders; a non-blocking one leaves it at 0.
+    fn poll(
+        &self,
+        mut st: MutexGuard<'_, PollState<W>>,
+        timeout: Option<Duration>,
+    ) -> Option<Polled<'_, W>> {
+        let st = &mut *st;
+        let blocking = timeout != Some(Duration::ZERO);
+        let timeout = if blocking {
+            let mut t = lock(&self.timers);
+            // Under `timers`, which `stop` takes to set the flag: either we
+            // see it here, or its wake reaches the poll below.
+            if self.stopped.load(Acquire) {
+                return None;
+            }
+            let now = self.now();
+            let limit =
+                timeout.map(|d| now.saturating_add(d.as_nanos().try_into().unwrap_or(u64::MAX)));
+            let until = match (t.heap.next_when(), limit) {
+                (None, None) => u64::MAX,
+                (w, l) => w.unwrap_or(u64::MAX).min(l.unwrap_or(u64::MAX)),
             };
-            if let Err(e) = poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("gmprt: netpoll: epoll_wait failed: {e}");
+            t.poll_until = until;
+            // mio rounds up to whole milliseconds: never early.
+            (until != u64::MAX).then(|| Duration::from_nanos(until.saturating_sub(now)))
+        } else {
+            timeout
+        };
+        if let Err(e) = st.poll.poll(&mut st.events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                eprintln!("gmprt: netpoll: epoll_wait failed: {e}");
+                if blocking {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            if self.stopped.load(Acquire) {
-                break;
+        }
+        if self.stopped.load(Acquire) {
+            if blocking {
+                lock(&self.timers).poll_until = 0;
             }
-            let mut woken_io = 0;
-            if !events.is_empty() {
-                let ios = lock(&self.ios);
-                for ev in events.iter() {
-                    if ev.token() == WAKE_TOKEN {
-                        continue;
-                    }
-                    // A stale token (generation moved on) finds nothing.
-                    let Some(io) = ios.get(ev.token().0) else {
-                        continue;
-                    };
-                    let mut bits = 0;
-                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                        bits |= READABLE;
-                    }
-                    if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                        bits |= WRITABLE;
-                    }
-                    woken_io += io.fire(bits, &mut batch, &mut cancel);
+            return None;
+        }
+        let mut batch = Vec::new();
+        let mut woken_io = 0;
+        if !st.events.is_empty() {
+            let ios = lock(&self.ios);
+            for ev in st.events.iter() {
+                if ev.token() == WAKE_TOKEN {
+                    continue;
+                }
+                // A stale token (generation moved on) finds nothing.
+                let Some(io) = ios.get(ev.token().0) else {
+                    continue;
+                };
+                let mut bits = 0;
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    bits |= READABLE;
+                }
+                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                    bits |= WRITABLE;
+                }
+                woken_io += io.fire(bits, &mut batch, &mut st.cancel);
+            }
+        }
+        let mut woken_timers = 0;
+        {
+            let mut t = lock(&self.timers);
+            for k in st.cancel.drain(..) {
+                if t.heap.cancel(k).is_some() {
+                    sub(&self.ntimers, 1);
                 }
             }
-            let mut woken_timers = 0;
-            {
-                let mut t = lock(&self.timers);
-                for k in cancel.drain(..) {
-                    if t.heap.cancel(k).is_some() {
-                        sub(&self.ntimers, 1);
-                    }
+            let now = self.now();
+            while let Some(f) = t.heap.pop_due(now) {
+                woken_timers += 1;
+                match f {
+                    Fire::Wake(w) => batch.push(w),
+                    Fire::Io(io, id) => st.deadlines.push((io, id)),
                 }
-                let now = self.now();
-                while let Some(f) = t.heap.pop_due(now) {
-                    woken_timers += 1;
-                    match f {
-                        Fire::Wake(w) => batch.push(w),
-                        Fire::Io(io, id) => deadlines.push((io, id)),
-                    }
-                }
+            }
+            if blocking {
                 t.poll_until = 0;
             }
-            for (io, id) in deadlines.drain(..) {
-                if let Some(waiter) = io.take(id) {
-                    batch.push(waiter.w);
-                    woken_io += 1;
-                }
-            }
-            if !batch.is_empty() {
-                W::ready_all(std::mem::take(&mut batch));
-            }
-            // Only now: the woken Gs are runnable (module docs, "Counters").
-            sub(&self.nwaiters, woken_io);
-            sub(&self.ntimers, woken_timers);
+            // Relaxed: a hint for sysmon (`since_last_poll`).
+            self.last_poll.store(now, Relaxed);
         }
+        for (io, id) in st.deadlines.drain(..) {
+            if let Some(waiter) = io.take(id) {
+                batch.push(waiter.w);
+                woken_io += 1;
+            }
+        }
+        Some(Polled {
+            ready: batch,
+            io: woken_io,
+            timers: woken_timers,
+            inner: self,
+        })
     }
 
     fn stop(&self) {
@@ -876,6 +1063,37 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(10);
 
+    /// Runs `test` on a fresh netpoller that another thread polls the way
+    /// the scheduler's Ms do: one blocking poll after another, readying each
+    /// batch before dropping it. Stops the netpoller afterwards.
+    fn driven(test: impl FnOnce(&Netpoll<W>)) {
+        /// Ends the driver even when `test` panics: `thread::scope` joins
+        /// it before the panic propagates, and it may block for an hour.
+        struct Finish<'a>(&'a Netpoll<W>, &'a AtomicBool);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                // Release: pairs with the driver's Acquire load.
+                self.1.store(true, Release);
+                self.0.stop();
+            }
+        }
+        let np = Netpoll::<W>::new();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Acquire) {
+                    match np.poll(None) {
+                        Some(mut b) => W::ready_all(b.take()),
+                        // Nothing to wait for (or not started, or stopped).
+                        None => std::thread::sleep(Duration::from_millis(1)),
+                    }
+                }
+            });
+            let _finish = Finish(&np, &done);
+            test(&np);
+        });
+    }
+
     fn wait_for(cond: impl Fn() -> bool) -> bool {
         let end = Instant::now() + LONG;
         while Instant::now() < end {
@@ -889,192 +1107,260 @@ mod tests {
 
     #[test]
     fn timers_fire_in_order_and_never_early() {
-        let np = Netpoll::<W>::new();
-        let h = np.handle().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let start = Instant::now();
-        let mut whens = Vec::new();
-        for i in 0..200u32 {
-            let when = start
-                + Duration::from_millis(50)
-                + Duration::from_micros(u64::from(i * 7919 % 200) * 250);
-            whens.push(when);
-            h.add_timer(when, W(i, tx.clone())).unwrap();
-        }
-        assert_eq!(np.timers(), 200);
-        let mut last = Instant::now() - LONG;
-        let mut last_when = start;
-        for _ in 0..200 {
-            let i = rx.recv_timeout(LONG).expect("a timer did not fire");
-            let now = Instant::now();
-            let when = whens[i as usize];
-            assert!(now >= when, "timer {i} fired early");
-            assert!(when >= last_when, "timer {i} out of order");
-            assert!(now >= last);
-            last = now;
-            last_when = when;
-        }
-        assert!(wait_for(|| np.timers() == 0));
-        np.stop();
+        driven(|np| {
+            let h = np.handle().unwrap();
+            let (tx, rx) = mpsc::channel();
+            let start = Instant::now();
+            let mut whens = Vec::new();
+            for i in 0..200u32 {
+                let when = start
+                    + Duration::from_millis(50)
+                    + Duration::from_micros(u64::from(i * 7919 % 200) * 250);
+                whens.push(when);
+                h.add_timer(when, W(i, tx.clone())).unwrap();
+            }
+            assert_eq!(np.timers(), 200);
+            let mut last = Instant::now() - LONG;
+            let mut last_when = start;
+            for _ in 0..200 {
+                let i = rx.recv_timeout(LONG).expect("a timer did not fire");
+                let now = Instant::now();
+                let when = whens[i as usize];
+                assert!(now >= when, "timer {i} fired early");
+                assert!(when >= last_when, "timer {i} out of order");
+                assert!(now >= last);
+                last = now;
+                last_when = when;
+            }
+            assert!(wait_for(|| np.timers() == 0));
+            np.stop();
+        });
     }
 
     #[test]
     fn an_earlier_timer_breaks_a_long_poll() {
-        let np = Netpoll::<W>::new();
-        let h = np.handle().unwrap();
-        let (tx, rx) = mpsc::channel();
-        h.add_timer(Instant::now() + Duration::from_secs(3600), W(0, tx.clone()))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        h.add_timer(Instant::now() + Duration::from_millis(5), W(1, tx))
-            .unwrap();
-        assert_eq!(rx.recv_timeout(LONG), Ok(1));
-        assert_eq!(np.timers(), 1);
-        np.stop();
-        assert_eq!(np.timers(), 0);
-        assert!(
-            np.handle().is_err(),
-            "a stopped netpoller hands out no handle"
-        );
+        driven(|np| {
+            let h = np.handle().unwrap();
+            let (tx, rx) = mpsc::channel();
+            h.add_timer(Instant::now() + Duration::from_secs(3600), W(0, tx.clone()))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            h.add_timer(Instant::now() + Duration::from_millis(5), W(1, tx))
+                .unwrap();
+            assert_eq!(rx.recv_timeout(LONG), Ok(1));
+            // The fired timer is uncounted once its batch drops, just after
+            // it was readied.
+            assert!(wait_for(|| np.timers() == 1));
+            np.stop();
+            assert_eq!(np.timers(), 0);
+            assert!(
+                np.handle().is_err(),
+                "a stopped netpoller hands out no handle"
+            );
+        });
     }
 
     #[test]
     fn cancelled_timers_never_fire() {
-        let np = Netpoll::<W>::new();
-        let h = np.handle().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let soon = Instant::now() + Duration::from_millis(10);
-        let k = h.add_timer(soon, W(0, tx.clone())).unwrap();
-        h.add_timer(soon + Duration::from_millis(5), W(1, tx))
-            .unwrap();
-        assert!(h.cancel_timer(k));
-        assert!(!h.cancel_timer(k));
-        assert_eq!(rx.recv_timeout(LONG), Ok(1));
-        assert!(rx.recv_timeout(Duration::from_millis(30)).is_err());
-        assert!(wait_for(|| np.timers() == 0));
+        driven(|np| {
+            let h = np.handle().unwrap();
+            let (tx, rx) = mpsc::channel();
+            let soon = Instant::now() + Duration::from_millis(10);
+            let k = h.add_timer(soon, W(0, tx.clone())).unwrap();
+            h.add_timer(soon + Duration::from_millis(5), W(1, tx))
+                .unwrap();
+            assert!(h.cancel_timer(k));
+            assert!(!h.cancel_timer(k));
+            assert_eq!(rx.recv_timeout(LONG), Ok(1));
+            assert!(rx.recv_timeout(Duration::from_millis(30)).is_err());
+            assert!(wait_for(|| np.timers() == 0));
+        });
     }
 
     #[test]
     fn io_wakes_a_parked_waiter_and_ticks_protect_events() {
-        let np = Netpoll::<W>::new();
-        let h = np.handle().unwrap();
-        let (mut a, b) = UnixStream::pair().unwrap();
-        b.set_nonblocking(true).unwrap();
-        let reg = h.register(b.as_raw_fd(), true).unwrap();
-        let (tx, rx) = mpsc::channel();
+        driven(|np| {
+            let h = np.handle().unwrap();
+            let (mut a, b) = UnixStream::pair().unwrap();
+            b.set_nonblocking(true).unwrap();
+            let reg = h.register(b.as_raw_fd(), true).unwrap();
+            let (tx, rx) = mpsc::channel();
 
-        // A read that would block clears readiness; parking then waits.
-        let ev = reg.readiness(Dir::Read);
-        assert!(ev.ready);
-        assert_eq!(
-            (&b).read(&mut [0; 8]).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
-        reg.clear_readiness(ev);
-        assert!(!reg.readiness(Dir::Read).ready);
-        let id = reg.park(Dir::Read, W(7, tx.clone()), None).unwrap();
-        assert_eq!(np.waiters(), 1);
-        a.write_all(b"x").unwrap();
-        assert_eq!(rx.recv_timeout(LONG), Ok(7));
-        assert!(wait_for(|| np.waiters() == 0));
-        assert!(!reg.cancel(id), "already woken");
+            // A read that would block clears readiness; parking then waits.
+            let ev = reg.readiness(Dir::Read);
+            assert!(ev.ready);
+            assert_eq!(
+                (&b).read(&mut [0; 8]).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            reg.clear_readiness(ev);
+            assert!(!reg.readiness(Dir::Read).ready);
+            let id = reg.park(Dir::Read, W(7, tx.clone()), None).unwrap();
+            assert_eq!(np.waiters(), 1);
+            a.write_all(b"x").unwrap();
+            assert_eq!(rx.recv_timeout(LONG), Ok(7));
+            assert!(wait_for(|| np.waiters() == 0));
+            assert!(!reg.cancel(id), "already woken");
 
-        // A stale clear (read before the event) must not erase it.
-        let stale = reg.readiness(Dir::Read);
-        a.write_all(b"y").unwrap();
-        assert!(wait_for(|| reg.readiness(Dir::Read).tick != stale.tick));
-        reg.clear_readiness(stale);
-        assert!(
-            reg.readiness(Dir::Read).ready,
-            "a stale clear erased an event"
-        );
-        // ... so parking now returns at once.
-        assert!(reg.park(Dir::Read, W(8, tx), None).is_err());
-        assert_eq!(np.waiters(), 0);
-        drop(reg);
-        np.stop();
+            // A stale clear (read before the event) must not erase it.
+            let stale = reg.readiness(Dir::Read);
+            a.write_all(b"y").unwrap();
+            // Nobody waits, so the driver does not block in a poll: poll
+            // without blocking to record the event.
+            assert!(wait_for(|| {
+                drop(np.poll(Some(Duration::ZERO)));
+                reg.readiness(Dir::Read).tick != stale.tick
+            }));
+            reg.clear_readiness(stale);
+            assert!(
+                reg.readiness(Dir::Read).ready,
+                "a stale clear erased an event"
+            );
+            // ... so parking now returns at once.
+            assert!(reg.park(Dir::Read, W(8, tx), None).is_err());
+            assert_eq!(np.waiters(), 0);
+            drop(reg);
+            np.stop();
+        });
     }
 
     #[test]
     fn deadline_fires_and_io_cancels_the_deadline() {
-        let np = Netpoll::<W>::new();
-        let h = np.handle().unwrap();
-        let (mut a, b) = UnixStream::pair().unwrap();
-        let reg = h.register(b.as_raw_fd(), false).unwrap();
-        let (tx, rx) = mpsc::channel();
+        driven(|np| {
+            let h = np.handle().unwrap();
+            let (mut a, b) = UnixStream::pair().unwrap();
+            let reg = h.register(b.as_raw_fd(), false).unwrap();
+            let (tx, rx) = mpsc::channel();
 
-        let t0 = Instant::now();
-        let d = t0 + Duration::from_millis(20);
-        reg.park(Dir::Read, W(1, tx.clone()), Some(d)).unwrap();
-        assert_eq!((np.waiters(), np.timers()), (1, 1));
-        assert_eq!(rx.recv_timeout(LONG), Ok(1));
-        assert!(Instant::now() >= d, "deadline fired early");
-        assert!(wait_for(|| (np.waiters(), np.timers()) == (0, 0)));
+            let t0 = Instant::now();
+            let d = t0 + Duration::from_millis(20);
+            reg.park(Dir::Read, W(1, tx.clone()), Some(d)).unwrap();
+            assert_eq!((np.waiters(), np.timers()), (1, 1));
+            assert_eq!(rx.recv_timeout(LONG), Ok(1));
+            assert!(Instant::now() >= d, "deadline fired early");
+            assert!(wait_for(|| (np.waiters(), np.timers()) == (0, 0)));
 
-        // The event wins: the deadline's timer goes with the waiter.
-        reg.park(Dir::Read, W(2, tx.clone()), Some(Instant::now() + LONG))
-            .unwrap();
-        assert_eq!((np.waiters(), np.timers()), (1, 1));
-        a.write_all(b"x").unwrap();
-        assert_eq!(rx.recv_timeout(LONG), Ok(2));
-        assert!(wait_for(|| (np.waiters(), np.timers()) == (0, 0)));
+            // The event wins: the deadline's timer goes with the waiter.
+            reg.park(Dir::Read, W(2, tx.clone()), Some(Instant::now() + LONG))
+                .unwrap();
+            assert_eq!((np.waiters(), np.timers()), (1, 1));
+            a.write_all(b"x").unwrap();
+            assert_eq!(rx.recv_timeout(LONG), Ok(2));
+            assert!(wait_for(|| (np.waiters(), np.timers()) == (0, 0)));
 
-        // A cancelled park drops both.
-        let ev = reg.readiness(Dir::Write);
-        reg.clear_readiness(ev);
-        let id = reg
-            .park(Dir::Write, W(3, tx), Some(Instant::now() + LONG))
-            .unwrap();
-        assert!(reg.cancel(id));
-        assert_eq!((np.waiters(), np.timers()), (0, 0));
-        np.stop();
+            // A cancelled park drops both.
+            let ev = reg.readiness(Dir::Write);
+            reg.clear_readiness(ev);
+            let id = reg
+                .park(Dir::Write, W(3, tx), Some(Instant::now() + LONG))
+                .unwrap();
+            assert!(reg.cancel(id));
+            assert_eq!((np.waiters(), np.timers()), (0, 0));
+            np.stop();
+        });
     }
 
     #[test]
     fn deregister_wakes_waiters_and_recycles_tokens_with_a_new_generation() {
-        let np = Netpoll::<W>::new();
-        let h = np.handle().unwrap();
-        let (_a, b) = UnixStream::pair().unwrap();
-        let reg = h.register(b.as_raw_fd(), false).unwrap();
-        let (tx, rx) = mpsc::channel();
-        reg.park(Dir::Read, W(1, tx.clone()), Some(Instant::now() + LONG))
-            .unwrap();
-        let old = reg.io.token;
-        reg.deregister();
-        assert_eq!(rx.recv_timeout(LONG), Ok(1));
-        assert!(reg.is_closed());
-        assert!(reg.park(Dir::Read, W(2, tx), None).is_err());
-        assert_eq!((np.waiters(), np.timers()), (0, 0));
-        let reg2 = h.register(b.as_raw_fd(), false).unwrap();
-        assert_eq!(reg2.io.token as u32, old as u32, "slot reused");
-        assert_ne!(reg2.io.token, old, "with a new generation");
-        let ios = lock(&h.0.ios);
-        assert!(ios.get(old).is_none(), "a stale token finds nothing");
-        assert!(ios.get(reg2.io.token).is_some());
+        driven(|np| {
+            let h = np.handle().unwrap();
+            let (_a, b) = UnixStream::pair().unwrap();
+            let reg = h.register(b.as_raw_fd(), false).unwrap();
+            let (tx, rx) = mpsc::channel();
+            reg.park(Dir::Read, W(1, tx.clone()), Some(Instant::now() + LONG))
+                .unwrap();
+            let old = reg.io.token;
+            reg.deregister();
+            assert_eq!(rx.recv_timeout(LONG), Ok(1));
+            assert!(reg.is_closed());
+            assert!(reg.park(Dir::Read, W(2, tx), None).is_err());
+            assert_eq!((np.waiters(), np.timers()), (0, 0));
+            let reg2 = h.register(b.as_raw_fd(), false).unwrap();
+            assert_eq!(reg2.io.token as u32, old as u32, "slot reused");
+            assert_ne!(reg2.io.token, old, "with a new generation");
+            let ios = lock(&h.0.ios);
+            assert!(ios.get(old).is_none(), "a stale token finds nothing");
+            assert!(ios.get(reg2.io.token).is_some());
+        });
     }
 
     #[test]
     fn stop_drops_everything() {
+        driven(|np| {
+            let h = np.handle().unwrap();
+            let (_a, b) = UnixStream::pair().unwrap();
+            let reg = h.register(b.as_raw_fd(), false).unwrap();
+            let (tx, rx) = mpsc::channel();
+            reg.park(Dir::Read, W(1, tx.clone()), None).unwrap();
+            h.add_timer(Instant::now() + LONG, W(2, tx.clone()))
+                .unwrap();
+            np.stop();
+            assert_eq!((np.waiters(), np.timers()), (0, 0));
+            assert!(reg.is_closed());
+            assert!(h.is_stopped());
+            assert!(h.add_timer(Instant::now(), W(3, tx.clone())).is_err());
+            assert!(h.register(b.as_raw_fd(), true).is_err());
+            drop(tx);
+            // Every sender is gone: nothing was woken, everything was dropped.
+            assert_eq!(
+                rx.recv_timeout(LONG),
+                Err(mpsc::RecvTimeoutError::Disconnected)
+            );
+        });
+    }
+
+    #[test]
+    fn one_blocker_at_a_time_and_counts_held_until_the_batch_drops() {
         let np = Netpoll::<W>::new();
+        assert!(np.poll(None).is_none(), "no netpoller yet");
         let h = np.handle().unwrap();
-        let (_a, b) = UnixStream::pair().unwrap();
-        let reg = h.register(b.as_raw_fd(), false).unwrap();
         let (tx, rx) = mpsc::channel();
-        reg.park(Dir::Read, W(1, tx.clone()), None).unwrap();
-        h.add_timer(Instant::now() + LONG, W(2, tx.clone()))
+        assert!(np.poll(None).is_none(), "nothing to wait for: no block");
+        assert!(!np.blocked());
+        h.add_timer(Instant::now() + Duration::from_secs(3600), W(0, tx.clone()))
             .unwrap();
+        std::thread::scope(|s| {
+            let blocker = s.spawn(|| {
+                let t0 = Instant::now();
+                // The break itself returns an empty batch (the new timer is
+                // not due yet); the next poll sleeps until it is.
+                let mut b = loop {
+                    let b = np.poll(None).expect("the blocker polls");
+                    if !b.is_empty() {
+                        break b;
+                    }
+                };
+                let ids: Vec<u32> = b.take().into_iter().map(|w| w.0).collect();
+                // Fired, yet still counted until the batch drops.
+                let counted = np.timers();
+                drop(b);
+                (ids, counted, np.timers(), t0.elapsed())
+            });
+            assert!(wait_for(|| np.blocked()));
+            assert!(np.poll(None).is_none(), "a second blocker");
+            assert!(
+                np.poll(Some(Duration::ZERO)).is_none(),
+                "a non-blocking poll beside a blocker"
+            );
+            assert_eq!(np.since_last_poll(), None);
+            h.add_timer(Instant::now() + Duration::from_millis(5), W(1, tx))
+                .unwrap();
+            let (ids, counted, after, took) = blocker.join().unwrap();
+            assert_eq!(ids, vec![1]);
+            assert_eq!((counted, after), (2, 1));
+            assert!(took < LONG, "the earlier timer did not break the poll");
+
+            // `wake` breaks a blocker with nothing due: an empty batch.
+            let blocker = s.spawn(|| np.poll(None).map(|b| b.is_empty()));
+            assert!(wait_for(|| np.blocked()));
+            np.wake();
+            assert_eq!(blocker.join().unwrap(), Some(true));
+        });
+        assert!(!np.blocked());
+        assert!(np.since_last_poll().is_some_and(|d| d < LONG));
+        assert!(rx.try_recv().is_err(), "nothing was readied by the test");
         np.stop();
-        assert_eq!((np.waiters(), np.timers()), (0, 0));
-        assert!(reg.is_closed());
-        assert!(h.is_stopped());
-        assert!(h.add_timer(Instant::now(), W(3, tx.clone())).is_err());
-        assert!(h.register(b.as_raw_fd(), true).is_err());
-        drop(tx);
-        // Every sender is gone: nothing was woken, everything was dropped.
-        assert_eq!(
-            rx.recv_timeout(LONG),
-            Err(mpsc::RecvTimeoutError::Disconnected)
-        );
+        assert!(np.poll(Some(Duration::ZERO)).is_none(), "stopped");
     }
 
     #[test]

@@ -42,6 +42,67 @@
 //! Go): a G left in another P's queue is run by that P's own M. The global
 //! queue is checked under the lock before the P is released, and injecting
 //! into it takes the lock, so global work is never stranded.
+//!
+//! # Who polls the netpoller (Go's `findRunnable` steps 8 and 13)
+//!
+//! There is no netpoller thread: the Ms poll, and inject what they find
+//! (`Sched::inject`, Go's `injectglist`). The netpoller's side (one poll at
+//! a time, at most one blocker) is in the `netpoll` module docs.
+//!
+//! - **Step 8.** An M with a P whose local and global queues are empty
+//!   polls without blocking, if some G waits on the netpoller (I/O or a
+//!   timer) and nobody else polls. It runs the first G readied and queues
+//!   the rest on its P.
+//! - **Busy tick.** On every 61st schedtick (the global-queue fairness
+//!   tick; tokio's `event_interval`) a P with local work polls without
+//!   blocking and queues what it finds behind that work: a runtime that
+//!   never runs dry still sees I/O and fires timers.
+//! - **Step 13.** An M that gave up its P (after the spinning re-check)
+//!   and is about to park blocks in the poll instead, if some G waits and
+//!   no M blocks there yet, until an event, the next timer or a break. The
+//!   wait goes through [`Hooks::blocking`] (Python: the GIL is released).
+//!   Back, it takes an idle P if there is one, runs the first G and queues
+//!   the rest (nothing readied: it looks for work again); with no idle P it
+//!   puts them on the global queue (starting Ms on Ps that turn idle
+//!   meanwhile) and parks.
+//! - **sysmon** polls without blocking if nobody has for 10 ms (module
+//!   docs of `sysmon`).
+//! - **handoffp** of the last running P, with Gs waiting on the netpoller
+//!   and nobody blocked in it, starts an M for the P (Go's rule): that M
+//!   becomes the blocker.
+//!
+//! **Who wakes whom.** Work readied while an M blocks in the poll goes the
+//! usual way: `wakep` starts a spinning M on an idle P, an idle M or a new
+//! one. The blocker is not on the idle-M list and is not woken for it (it
+//! takes no part in the spinning handshake: it has no P and is not
+//! spinning). It is broken (the `mio::Waker`) only when a timer earlier
+//! than its planned wake is added, when the runtime stops, and when
+//! `newm` fails: the work it wanted an M for has no other taker, and the
+//! blocker, back from the poll, takes the idle P and finds the work.
+//!
+//! **Why no wakeup is lost.**
+//!
+//! 1. *Gs wait on the netpoller, every M parks, nobody polls.* Every M
+//!    passes step 13 before it parks. It parks without polling only if
+//!    nothing waited when it looked (a G that parks on the netpoller later
+//!    does so in a step on a running M, which passes step 13 itself before
+//!    parking) or another M holds the blocker role (which keeps it until an
+//!    event, a timer or a break, and then hands out what it found).
+//! 2. *The blocker returns and every P is busy.* It puts the Gs on the
+//!    global queue and parks; the busy Ms take them (the global queue is
+//!    checked before any P is released, under the lock injectors take), and
+//!    the first of those Ms to run dry becomes the next blocker.
+//! 3. *Every M is inside a long step* (a blocking C call, a CPU hog): none
+//!    reaches step 8 or 13. sysmon's 10 ms poll puts the readied Gs on the
+//!    global queue, and its `retake` then hands a P to an M for them.
+//! 4. *A P is handed off (a blocking call, a retake) while Gs wait and
+//!    nobody polls:* the last-P rule above starts an M for it.
+//! 5. *An M wants to block while a non-blocking poll is in progress:* it
+//!    claims the blocker role first and then waits for the poll lock
+//!    (microseconds), so it never gives up for that reason (`netpoll`).
+//! 6. *Deadlock detection:* a blocker counts as idle in `dead` only
+//!    together with zero waiters and timers, when nothing but a break can
+//!    end its wait; a G waiting on I/O or a timer is never a deadlock.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -55,7 +116,7 @@ use crate::loom::sync::atomic::{
 };
 use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::loom::{lock, thread};
-use crate::netpoll::{Netpoll, Ready};
+use crate::netpoll::{Netpoll, Polled, Ready};
 use crate::park::{Handoff, Note};
 use crate::runq::{self, Overflow as _};
 
@@ -68,6 +129,10 @@ const GLOBAL_CHECK_INTERVAL: u32 = 61;
 /// takes from its ring, so two Gs ping-ponging through runnext cannot starve
 /// the rest of its queue (tokio#2349, #5712; Go#65178).
 const MAX_RUNNEXT_STREAK: u32 = 3;
+
+/// How far a netpoll batch fills a P's local queue (half the ring, like a
+/// global batch); see `Sched::inject`.
+const LOCAL_SHARE: usize = runq::CAPACITY as usize / 2;
 
 /// Go's `stealWork` makes 4 passes over the other Ps; runnext is stolen only
 /// on the last.
@@ -254,35 +319,13 @@ impl std::fmt::Debug for Waker {
 }
 
 impl Ready for Waker {
-    /// Go's `injectglist`: every G this batch readies goes to the global
-    /// queue under one lock, then one M per such G is started on an idle P
-    /// (as many as there are idle Ps).
+    /// Go's `injectglist` without a P (a deregistration wakes its waiters
+    /// from any thread): see [`Sched::inject`].
     fn ready_all(batch: Vec<Waker>) {
         let Some(sched) = batch.first().map(|w| w.sched.clone()) else {
             return;
         };
-        let mut n = 0;
-        let mut l = lock(&sched.lock);
-        for w in &batch {
-            debug_assert!(Arc::ptr_eq(&w.sched, &sched), "a batch spans runtimes");
-            if w.g.wake(w.gen) == Wake::Enqueue {
-                l.runq.push_back(w.g);
-                n += 1;
-            }
-        }
-        // Release: pairs with the Acquire emptiness checks.
-        sched.runq_size.store(l.runq.len(), Release);
-        drop(l);
-        for _ in 0..n {
-            if sched.npidle.load(SeqCst) == 0 {
-                break;
-            }
-            let mut l = lock(&sched.lock);
-            let Some(p) = l.pidle.pop() else { break };
-            sched.npidle.fetch_sub(1, SeqCst);
-            sched.startm(l, p, false);
-        }
-        drop(batch);
+        sched.inject(batch, None, false);
     }
 }
 
@@ -323,6 +366,9 @@ pub struct P {
     schedtick: u32,
     /// Consecutive runnext runs (capped by `MAX_RUNNEXT_STREAK`).
     runnext_streak: u32,
+    /// The schedtick of this P's last busy-tick netpoll, so a tick that
+    /// lasts several `findRunnable`s (runnext inherits it) polls once.
+    polled_at: u32,
     gfree: Vec<GPtr>,
     /// Reused buffer for global-queue batches.
     batch: Vec<GPtr>,
@@ -484,6 +530,7 @@ impl Sched {
                 runq: local,
                 schedtick: 0,
                 runnext_streak: 0,
+                polled_at: u32::MAX,
                 gfree: Vec::new(),
                 batch: Vec::with_capacity(runq::CAPACITY as usize / 2),
             }));
@@ -677,6 +724,90 @@ impl Sched {
         self.wakep();
     }
 
+    /// Go's `injectglist`: readies what one netpoll batch (or a
+    /// deregistration) woke. Gs whose wake is stale are skipped.
+    ///
+    /// - Without a P (`p` None: sysmon, a poller that found no idle P, any
+    ///   thread): every G goes to the global queue under one lock, then one M
+    ///   is started per G on idle Ps, while there are idle Ps.
+    /// - With the caller's P: as many Gs as there are idle Ps go to the
+    ///   global queue, with an M started for each; the rest go to `p`'s
+    ///   local queue, up to half its ring like a global batch (the rest to
+    ///   the global queue, keeping their order; all of them if the global
+    ///   queue holds older work); then `wakep`.
+    /// - `run_one` (with a P): the first G is returned, not queued, for the
+    ///   caller to run at once (Go's steps 8 and 13).
+    pub(crate) fn inject(
+        self: &Arc<Self>,
+        batch: Vec<Waker>,
+        p: Option<&mut P>,
+        run_one: bool,
+    ) -> Option<GPtr> {
+        debug_assert!(!run_one || p.is_some(), "run_one without a P");
+        let mut gs = Vec::with_capacity(batch.len());
+        for w in &batch {
+            debug_assert!(Arc::ptr_eq(&w.sched, self), "a batch spans runtimes");
+            if w.g.wake(w.gen) == Wake::Enqueue {
+                gs.push(w.g);
+            }
+        }
+        drop(batch);
+        let mut gs = gs.into_iter();
+        let first = if run_one { gs.next() } else { None };
+        let n = gs.len();
+        if n == 0 {
+            return first;
+        }
+        let overflow = GlobalOverflow(self);
+        match p {
+            None => {
+                overflow.push_batch(&mut gs);
+                self.start_idle(n);
+            }
+            Some(p) => {
+                // SeqCst: a P idle now gets its share through the global
+                // queue; one released later checks that queue under the lock.
+                let share = self.npidle.load(SeqCst).min(n);
+                if share > 0 {
+                    overflow.push_batch(&mut gs.by_ref().take(share));
+                    self.start_idle(share);
+                }
+                // Readied Gs run in the order they were readied: behind
+                // older work in the global queue if there is some, else on
+                // the local queue, filled to half the ring like a global
+                // batch (so the 61st-tick global check runs a G at most half
+                // a ring ahead of its turn).
+                let free = if self.runq_size.load(Acquire) > 0 {
+                    0
+                } else {
+                    LOCAL_SHARE.saturating_sub(p.runq.len())
+                };
+                for g in gs.by_ref().take(free) {
+                    p.runq.push(g, false, &overflow);
+                }
+                if gs.len() > 0 {
+                    overflow.push_batch(&mut gs);
+                }
+                self.wakep();
+            }
+        }
+        first
+    }
+
+    /// Starts up to `n` Ms on idle Ps, for Gs just put on the global queue
+    /// (the tail of Go's `injectglist`).
+    fn start_idle(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            if self.npidle.load(SeqCst) == 0 {
+                break;
+            }
+            let mut l = lock(&self.lock);
+            let Some(p) = l.pidle.pop() else { break };
+            self.npidle.fetch_sub(1, SeqCst);
+            self.startm(l, p, false);
+        }
+    }
+
     /// Go's `wakep` (1.19 form): start one more spinning M if a P is idle and
     /// nobody is spinning. The submitter half of the spinning handshake.
     fn wakep(self: &Arc<Self>) {
@@ -766,6 +897,11 @@ impl Sched {
         }
         let mut l = lock(&self.lock);
         self.pidleput(&mut l, p);
+        drop(l);
+        // The work that wanted an M may have no other taker: a blocked
+        // poller takes it (it returns, finds the idle P and the work; module
+        // docs, "Who polls").
+        self.netpoll.wake();
     }
 
     /// Go's `pidleput`, except that an M waiting to finish a blocking call
@@ -825,6 +961,14 @@ impl Sched {
                 .is_ok()
         {
             return self.startm(l, p, true);
+        }
+        // Go: the last running P with nobody polling gets an M, which will
+        // poll for the Gs that wait on I/O or a timer.
+        if self.npidle.load(SeqCst) + 1 == self.procs
+            && !self.netpoll.blocked()
+            && self.netpoll.pending()
+        {
+            return self.startm(l, p, false);
         }
         self.pidleput(&mut l, p);
     }
@@ -958,11 +1102,34 @@ impl Sched {
             let mut slot = m.p.borrow_mut();
             let p = slot.as_mut().expect("findRunnable without a P");
 
-            // Fairness: without this, two Gs respawning each other could keep
-            // the global queue waiting forever.
-            if p.schedtick % GLOBAL_CHECK_INTERVAL == 0 && self.runq_size.load(Acquire) > 0 {
-                if let Some(g) = self.globrunqget(p, 1) {
-                    return Some((g, false));
+            if p.schedtick % GLOBAL_CHECK_INTERVAL == 0 {
+                // tokio's `event_interval`: a busy P polls on the same tick,
+                // so a runtime that never runs out of work still sees I/O and
+                // fires timers (module docs, "Who polls"). An idle P polls
+                // below anyway.
+                if p.polled_at != p.schedtick && !p.runq.is_empty() && self.netpoll.pending() {
+                    p.polled_at = p.schedtick;
+                    if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
+                        let readied = !polled.is_empty();
+                        self.inject(polled.take(), Some(p), false);
+                        drop(polled);
+                        // They went behind older work in the global queue,
+                        // which a P that never runs dry drains one G per 61
+                        // ticks: take a batch, so readied Gs keep moving.
+                        let room = LOCAL_SHARE.saturating_sub(p.runq.len());
+                        if readied && room > 0 && self.runq_size.load(Acquire) > 0 {
+                            if let Some(g) = self.globrunqget(p, room) {
+                                return Some((g, false));
+                            }
+                        }
+                    }
+                }
+                // Fairness: without this, two Gs respawning each other could
+                // keep the global queue waiting forever.
+                if self.runq_size.load(Acquire) > 0 {
+                    if let Some(g) = self.globrunqget(p, 1) {
+                        return Some((g, false));
+                    }
                 }
             }
             if let Some((g, inherit)) = p.runq.pop(p.runnext_streak < MAX_RUNNEXT_STREAK) {
@@ -974,7 +1141,17 @@ impl Sched {
                     return Some((g, false));
                 }
             }
-            // (netpoll: a non-blocking poll goes here once the netpoller lands)
+            // Go's step 8: a non-blocking poll, if some G waits on the
+            // netpoller and nobody else polls. Run one, queue the rest.
+            if self.netpoll.pending() {
+                if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
+                    let g = self.inject(polled.take(), Some(p), true);
+                    drop(polled);
+                    if let Some(g) = g {
+                        return Some((g, false));
+                    }
+                }
+            }
 
             // Steal, if this M is already spinning or spinning Ms are under
             // half the busy Ps (SeqCst: part of the spinning handshake).
@@ -1025,10 +1202,55 @@ impl Sched {
                     }
                 }
             }
+
+            // Go's step 13: become the one blocking poller, if some G waits
+            // on the netpoller and nobody else blocks in it.
+            if let Some(mut polled) = self.block_in_netpoll() {
+                let mut l = lock(&self.lock);
+                if self.stopping.load(Acquire) {
+                    return None;
+                }
+                let p = l.pidle.pop();
+                if p.is_some() {
+                    self.npidle.fetch_sub(1, SeqCst);
+                }
+                drop(l);
+                match p {
+                    Some(mut p) => {
+                        let g = self.inject(polled.take(), Some(&mut p), true);
+                        drop(polled);
+                        *m.p.borrow_mut() = Some(p);
+                        if let Some(g) = g {
+                            return Some((g, false));
+                        }
+                        // Broken by a new timer, or work waits: look again.
+                        continue;
+                    }
+                    // Every P is busy: their Ms run what we found.
+                    None => {
+                        self.inject(polled.take(), None, false);
+                        drop(polled);
+                    }
+                }
+            }
             if !self.stopm(m) {
                 return None;
             }
         }
+    }
+
+    /// An M without a P, about to go idle: block in the netpoller until an
+    /// event, the next timer or a break (Go's step 13). None, at once, when
+    /// nobody waits on the netpoller or another M already blocks in it. The
+    /// wait goes through `Hooks::blocking` (Python: the GIL is released).
+    fn block_in_netpoll(&self) -> Option<Polled<'_, Waker>> {
+        if !self.netpoll.pending() || self.netpoll.blocked() {
+            return None;
+        }
+        let mut polled = None;
+        self.hooks
+            .blocking(&mut || polled = self.netpoll.poll(None));
+        polled
     }
 
     /// Any queue non-empty (Go's `checkRunqsNoP` plus the global check).
@@ -1288,8 +1510,12 @@ impl Sched {
     /// every P idle with empty queues, Gs alive, and no G waiting on the
     /// netpoller or a timer (those can be woken from outside).
     fn dead(&self) -> bool {
+        // An M blocked in the netpoller counts as idle only because the
+        // counters must read zero too: with no waiter and no timer only a
+        // break can end its wait (module docs, "Who polls").
+        let polling = usize::from(self.netpoll.blocked());
         self.ngs.load(SeqCst) > 0
-            && self.nmidle.load(SeqCst) == self.mcount.load(SeqCst)
+            && self.nmidle.load(SeqCst) + polling == self.mcount.load(SeqCst)
             && self.nblocking.load(SeqCst) == 0
             && self.npwait.load(SeqCst) == 0
             && self.npidle.load(SeqCst) == self.procs

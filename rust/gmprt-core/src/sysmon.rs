@@ -21,6 +21,16 @@
 //! first saw it. A count unchanged for 10 ms with the P still lent means one
 //! step has run at least that long. Steps themselves pay for no clock read.
 //!
+//! # Netpoll
+//!
+//! Go's first sysmon rule: if nobody has polled the netpoller for
+//! [`NETPOLL_STALE`] while some G waits on it, poll without blocking and
+//! inject what is ready into the global queue (starting Ms on idle Ps).
+//! This keeps timers firing and I/O arriving when every M is inside a long
+//! step (a blocking C call, a CPU hog): the injected Gs then make `retake`
+//! hand the P to an M that runs them. The poll and the injection are plain
+//! Rust (wakers and queues), so sysmon still never touches Python.
+//!
 //! # Pace
 //!
 //! 20 µs between looks, doubling after 50 idle looks up to 10 ms (Go's
@@ -51,6 +61,9 @@ pub const LONG_STEP: Duration = Duration::from_millis(100);
 /// How long runnable work may wait for an M after a failed `newm` before
 /// the runtime is declared stuck.
 pub const STRANDED: Duration = Duration::from_millis(100);
+
+/// Go's sysmon: poll the netpoller if nobody has for this long.
+pub const NETPOLL_STALE: Duration = Duration::from_millis(10);
 
 const MIN_DELAY: Duration = Duration::from_micros(20);
 const MAX_DELAY: Duration = Duration::from_millis(10);
@@ -97,6 +110,7 @@ impl Sched {
         let mut delay = MIN_DELAY;
         let mut idle_looks = 0u32;
         while self.sysmon_sleep(delay) {
+            self.poll_if_stale();
             let now = Instant::now();
             let (retook, next_look) = self.retake(now, &mut pticks);
             self.report_long_steps(now, &mut mticks);
@@ -111,6 +125,18 @@ impl Sched {
                 }
             }
             delay = delay.min(next_look);
+        }
+    }
+
+    /// The netpoll rule (module docs, "Netpoll"). Before `retake`, so the
+    /// Gs it readies count as work waiting behind a stuck P this very look.
+    fn poll_if_stale(self: &Arc<Self>) {
+        let np = self.netpoll();
+        if !np.pending() || np.since_last_poll().is_none_or(|d| d < NETPOLL_STALE) {
+            return;
+        }
+        if let Some(mut polled) = np.poll(Some(Duration::ZERO)) {
+            self.inject(polled.take(), None, false);
         }
     }
 

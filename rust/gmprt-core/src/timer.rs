@@ -4,8 +4,9 @@
 //! # Ownership
 //!
 //! A [`Timers`] is plain data with no locking of its own: the netpoller keeps
-//! it under one mutex (`netpoll::Inner::timers`) and is the only one that
-//! fires it. Anyone holding that mutex may add or cancel.
+//! it under one mutex (`netpoll::Inner::timers`), and only a netpoll poll
+//! fires it (whichever thread polls). Anyone holding that mutex may add or
+//! cancel.
 //!
 //! # Layout and invariants
 //!

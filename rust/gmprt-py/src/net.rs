@@ -9,8 +9,9 @@
 //! caller's buffer. On `WouldBlock` it clears the registration's readiness
 //! (with the tick it read before the syscall, so a newer event survives) and
 //! the driver parks the G on the netpoller, with the operation's deadline
-//! if it has one. The netpoller thread wakes the G's Rust `Waker`; no Python
-//! runs between the kernel and the G that wakes.
+//! if it has one. Whichever M polls the netpoller (gmprt-core `netpoll`)
+//! wakes the G's Rust `Waker`; no Python runs between the kernel and the G
+//! that wakes.
 //!
 //! # Ownership
 //!
