@@ -1,7 +1,7 @@
 """The whole benchmark suite, one command: every scenario of BENCHMARKS.md for
 every contender, in one run; results in benches/results/.
 
-    python benches/suite.py                 # the full run (~15 min on 2 cores)
+    python benches/suite.py                 # the full run (~7 min on 2 cores)
     python benches/suite.py --quick         # every scenario, small (< 1 min); CI runs it
     python benches/suite.py --only echo idle
     python benches/suite.py --readme        # also paste the summary into README.md
