@@ -1106,3 +1106,25 @@ def test_sync_g_blocking_call_resumes_while_every_p_is_busy(procs):
         return r, sorted({s.join(timeout=JOIN_TIMEOUT)[0] for s in spins})
 
     assert gmprt.run(main, procs=procs) == ("quick", ["stopped"])
+
+
+def test_yield_loop_lets_global_queue_run():
+    # A G polling with sleep(0) must not starve Gs waiting in the global
+    # queue: it goes there itself when it would be alone in its local queue
+    # (Go's Gosched), so 10k spawned Gs all run within a few yields.
+    async def child(done):
+        done.append(1)
+
+    async def main():
+        done = []
+        for _ in range(10_000):
+            gmprt.go(child, done)
+        yields = 0
+        while len(done) < 10_000 and yields < 1_000_000:
+            yields += 1
+            await gmprt.sleep(0)
+        return len(done), yields
+
+    ran, yields = gmprt.run(main, procs=1)
+    assert ran == 10_000
+    assert yields < 1_000

@@ -1382,9 +1382,17 @@ impl Sched {
         match step {
             Step::Yield => {
                 g.yield_now(gen);
-                self.runqput_current(m, g, false);
-                if retaken {
+                // Go's goyield (local tail), unless the yielder would be
+                // alone in its local queue while Gs wait in the global one:
+                // then Gosched (global tail), or a G yielding in a loop would
+                // run again at once and the global queue would get one G
+                // per 61 ticks.
+                let alone = m.p.borrow().as_ref().is_none_or(|p| p.runq.is_empty());
+                if retaken || (alone && self.runq_size.load(Acquire) > 0) {
+                    GlobalOverflow(self).push_batch(&mut std::iter::once(g));
                     self.wakep();
+                } else {
+                    self.runqput_current(m, g, false);
                 }
             }
             Step::Park => {
