@@ -401,6 +401,7 @@ def test_bad_timeouts_and_data():
 def test_close_wakes_parked_gs_and_closed_errors():
     async def main():
         ln = gmprt.net.listen("127.0.0.1", 0)
+
         async def accept():
             return await ln.accept(timeout=LONG)
 
@@ -577,9 +578,7 @@ def test_rlimit_nofile_raised_to_hard_at_run():
         print(resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard)
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=LONG
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=LONG)
     assert out.stdout.strip() == "True", out.stderr
 
 
