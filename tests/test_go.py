@@ -1111,7 +1111,8 @@ def test_sync_g_blocking_call_resumes_while_every_p_is_busy(procs):
 def test_yield_loop_lets_global_queue_run():
     # A G polling with sleep(0) must not starve Gs waiting in the global
     # queue: it goes there itself when it would be alone in its local queue
-    # (Go's Gosched), so 10k spawned Gs all run within a few yields.
+    # (Go's Gosched), so 10k spawned Gs all run within a bounded number of
+    # yields.
     async def child(done):
         done.append(1)
 
@@ -1127,4 +1128,6 @@ def test_yield_loop_lets_global_queue_run():
 
     ran, yields = gmprt.run(main, procs=1)
     assert ran == 10_000
-    assert yields < 1_000
+    # Typically 2 (a few thousand when sysmon hands the P off mid-spawn);
+    # the old local-tail yield needed ~588k.
+    assert yields < 50_000
