@@ -8,20 +8,13 @@ import gc
 
 import gmprt
 import pytest
-
-SPIN_CAP = 5_000_000
+from helpers import spin_until
 
 
 class Boom(Exception):
     pass
 
 
-async def spin_until(pred, cap=SPIN_CAP):
-    for _ in range(cap):
-        if pred():
-            return
-        await gmprt.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 # --- foreign awaitables -----------------------------------------------------------

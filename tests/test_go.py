@@ -10,25 +10,16 @@ import time
 
 import gmprt
 import pytest
+from helpers import SPIN_CAP, spin_until
 
 
 class Boom(Exception):
     pass
 
 
-# Cap for polling loops that spin on `await gmprt.sleep(0)`: large enough
-# never to be reached by a working runtime, small enough to end a broken one.
-SPIN_CAP = 5_000_000
 JOIN_TIMEOUT = 20.0
 
 
-async def spin_until(pred, cap=SPIN_CAP):
-    """Yield until pred() is true; fail (not hang) after `cap` yields."""
-    for _ in range(cap):
-        if pred():
-            return
-        await gmprt.sleep(0)
-    raise AssertionError("condition not reached: a G that should run never did")
 
 
 # --- go() with async and plain functions --------------------------------------

@@ -16,17 +16,11 @@ import time
 import gmprt
 import psutil
 import pytest
+from helpers import SPIN_CAP, spin_until
 
-SPIN_CAP = 5_000_000
 SIGINT_TIMEOUT = 20
 
 
-async def spin_until(pred, cap=SPIN_CAP):
-    for _ in range(cap):
-        if pred():
-            return
-        await gmprt.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 def assert_clean_exit(proc):
