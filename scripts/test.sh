@@ -12,10 +12,17 @@ PY=${PYTHON:-python3}
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff pytest-benchmark matplotlib
+python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff pytest-benchmark matplotlib mypy
 
 echo "== cargo test (gmprt-core, release)"
 cargo test -q -p gmprt-core --release
+
+echo "== cargo test (gmprt-core, release with debug assertions)"
+# Every other cargo run is --release, where debug_assert! compiles to
+# nothing: this one keeps the optimiser (the stress tests need it) and turns
+# the core's stated preconditions back into checks.
+RUSTFLAGS="-C debug-assertions" CARGO_TARGET_DIR=target/debug-assertions \
+    cargo test -q -p gmprt-core --release
 
 echo "== cargo test (gmprt-loadgen)"
 cargo test -q -p gmprt-loadgen --release
@@ -34,6 +41,9 @@ echo "== wheel"
 rm -rf dist
 maturin build -q --release -o dist
 python -m pip install -q --force-reinstall --no-deps dist/gmprt-*.whl
+
+echo "== stubs match the binary"
+python -m mypy.stubtest gmprt._gmprt --allowlist .mypy-stubtest-allowlist
 
 echo "== pytest"
 set +e

@@ -3,7 +3,7 @@
 from collections.abc import Awaitable as _Awaitable
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar, final
+from typing import Any, Generic, Protocol, Self, TypeVar, final
 
 __all__ = [
     "CLOSED",
@@ -76,6 +76,7 @@ def run(
     /,
     *args: Any,
     procs: int | None = None,
+    max_threads: int | None = None,
 ) -> _T: ...
 def go(
     fn_: Callable[..., _Awaitable[_T]] | Callable[..., _T], /, *args: Any, **kwargs: Any
@@ -145,7 +146,7 @@ CLOSED: ClosedType
 class Chan(Generic[_T]):
     """A Go channel of Python objects (capacity 0: unbuffered, a rendezvous)."""
 
-    def __init__(self, capacity: int = 0) -> None: ...
+    def __new__(cls, capacity: int = 0) -> Self: ...
     @property
     def capacity(self) -> int: ...
     @property
@@ -217,7 +218,7 @@ class Mutex:
 class Semaphore:
     """A counting semaphore for Gs: at most `permits` holders; async with / with."""
 
-    def __init__(self, permits: int) -> None: ...
+    def __new__(cls, permits: int) -> Self: ...
     def acquire(self) -> Awaitable[None]: ...
     def release(self) -> None: ...
     def try_acquire(self) -> bool: ...

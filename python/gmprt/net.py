@@ -1,6 +1,7 @@
 """gmprt.net: TCP on the netpoller.
 
-A G that waits on a socket parks on gmprt's netpoller (one thread on epoll)
+A G that waits on a socket parks on gmprt's netpoller (epoll, polled by the
+scheduler's own threads as they look for work: there is no poller thread)
 and costs no OS thread; the I/O itself is done in Rust::
 
     import gmprt
