@@ -8,7 +8,7 @@
 #[cfg(not(loom))]
 mod imp {
     pub(crate) mod sync {
-        pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+        pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
         pub(crate) mod atomic {
             pub(crate) use std::sync::atomic::{
                 fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
@@ -44,6 +44,12 @@ mod imp {
         // modelled protocol depends on reference counts.
         pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
         pub(crate) use std::sync::Arc;
+        // loom's `try_lock` returns std's `TryLockResult`.
+        pub(crate) use std::sync::TryLockError;
+        // loom has no `OnceLock`. The one user, the netpoller's lazy start
+        // (`Netpoll::handle`), is serialised by a loom mutex anyway, and
+        // the models start the netpoller before they spawn a thread.
+        pub(crate) use std::sync::OnceLock;
         pub(crate) mod atomic {
             pub(crate) use loom::sync::atomic::{
                 fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
