@@ -110,13 +110,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::time::{Duration, Instant};
 
-use crate::g::{BoxBody, GPtr, Wake};
+use crate::api::{BoxBody, Config, Cx, Hooks, Stats, Step, Stopped, Waker};
+use crate::g::{GPtr, Wake};
 use crate::loom::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*,
 };
 use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::loom::{lock, thread};
-use crate::netpoll::{Netpoll, Polled, Ready};
+use crate::netpoll::{Netpoll, Polled};
 use crate::park::{Handoff, Note};
 use crate::runq::{self, Overflow as _};
 
@@ -141,222 +142,6 @@ const STEAL_ROUNDS: usize = 4;
 /// Go's per-P free-list cache: at 64 idle Gs, move 32 to the global list.
 const GFREE_LOCAL_MAX: usize = 64;
 const GFREE_BATCH: usize = 32;
-
-/// Go's `sched.maxmcount` default.
-pub const DEFAULT_MAX_THREADS: usize = 10_000;
-
-/// What one step of a G ended in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Still runnable: requeue at the tail of the local queue (Go's `goyield`).
-    Yield,
-    /// Waiting: the body registered a [`Waker`] during the step (the driver
-    /// registers, Go's `gopark` discipline); the M now commits the park.
-    Park,
-    /// Finished: the G is recycled.
-    Done,
-}
-
-/// What a G runs. The bindings step a Python coroutine; tests use closures.
-pub trait Body: Send + 'static {
-    /// Runs the G until it yields, parks or finishes.
-    fn step(&mut self, cx: &mut Cx<'_>) -> Step;
-
-    /// The runtime stopped while this G was unfinished: release it (a Python
-    /// coroutine is closed here, running its `finally` blocks). Called on the
-    /// thread that stops the runtime, after every M has stopped.
-    fn cancel(self: Box<Self>) {}
-
-    /// What the G waits on while parked ("chan receive"), for deadlock
-    /// reports. Called only while the G is not running.
-    fn describe(&self) -> String {
-        String::new()
-    }
-
-    /// Whether the next step may block in a system call (a plain function
-    /// run as a G). sysmon then retakes the P as soon as work waits, as Go
-    /// does for a syscall, instead of after `sysmon::FORCE_PREEMPT`.
-    fn may_block(&self) -> bool {
-        false
-    }
-}
-
-/// Per-M hooks supplied by the embedder (the Python binding attaches each M to
-/// the interpreter for its whole life and detaches around every wait).
-pub trait Hooks: Send + Sync + 'static {
-    /// Runs an M's whole life; must call `run` exactly once.
-    fn m_main(&self, run: &mut dyn FnMut()) {
-        run()
-    }
-
-    /// Wraps every wait of an M (an idle M's sleep).
-    fn blocking(&self, wait: &mut dyn FnMut()) {
-        wait()
-    }
-
-    /// sysmon saw one step of G `g` hold its P for `held` (once per step,
-    /// past `sysmon::LONG_STEP`), on the OS thread `thread`. Called on the
-    /// sysmon thread: signal only, do not block or call into Python.
-    fn long_step(&self, g: u64, thread: u64, held: Duration) {
-        let _ = (g, thread, held);
-    }
-
-    /// The runtime cannot go on (the thread limit was hit). Any thread;
-    /// signal only.
-    fn fatal(&self, msg: String) {
-        eprintln!("gmprt: fatal: {msg}");
-    }
-
-    /// Every M went idle with Gs still parked and nothing that could wake
-    /// them: call [`Sched::confirm_deadlock`] (off this thread) to be sure.
-    /// Called on an M, under the scheduler lock: signal only.
-    fn deadlock(&self) {}
-}
-
-/// Hooks that do nothing: Rust-native Gs.
-pub struct NoHooks;
-impl Hooks for NoHooks {}
-
-/// Scheduler settings.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// GOMAXPROCS: how many Ps.
-    pub procs: usize,
-    /// Cap on OS threads (Ms), Go's `debug.SetMaxThreads`.
-    pub max_threads: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            procs: 1,
-            max_threads: DEFAULT_MAX_THREADS,
-        }
-    }
-}
-
-/// The step's view of the runtime.
-pub struct Cx<'a> {
-    sched: &'a Arc<Sched>,
-    g: GPtr,
-    gen: u64,
-}
-
-impl Cx<'_> {
-    /// The wake for the park this step is about to commit. Register it with
-    /// whatever the G waits on, then return [`Step::Park`].
-    pub fn waker(&self) -> Waker {
-        Waker {
-            sched: self.sched.clone(),
-            g: self.g,
-            gen: self.gen,
-        }
-    }
-
-    /// The running G's id.
-    pub fn id(&self) -> u64 {
-        self.g.id()
-    }
-
-    pub fn sched(&self) -> &Arc<Sched> {
-        self.sched
-    }
-
-    /// Corrects [`Body::may_block`] for the rest of this step, once the
-    /// body knows (a call turned out to return a coroutine).
-    pub fn set_may_block(&self, may_block: bool) {
-        self.sched.with_current(|m| {
-            m.slot.may_block.store(may_block, Relaxed);
-            if let Some(id) = m.lent.get() {
-                self.sched.allp[id].may_block.store(may_block, Relaxed);
-            }
-        });
-    }
-}
-
-/// Readies one park of one G. Holding it keeps the scheduler's memory alive,
-/// so a wake after the G moved on (or after the runtime stopped) is a no-op.
-/// Clones wake the same park: the first wake readies the G and the others
-/// are stale (a channel operation and its timeout timer).
-#[derive(Clone)]
-pub struct Waker {
-    sched: Arc<Sched>,
-    g: GPtr,
-    gen: u64,
-}
-
-impl Waker {
-    /// Any thread. Returns true when this call readied the G (the first wake
-    /// of its current park); false when the wake is stale.
-    pub fn wake(&self) -> bool {
-        match self.g.wake(self.gen) {
-            Wake::Enqueue => {
-                self.sched.ready(self.g, true);
-                true
-            }
-            Wake::Notified => true,
-            Wake::Stale => false,
-        }
-    }
-
-    /// Whether a wake would still apply (the G has not moved past this park).
-    pub fn is_current(&self) -> bool {
-        self.g.generation() == self.gen
-    }
-
-    pub fn g_id(&self) -> u64 {
-        self.g.id()
-    }
-}
-
-impl std::fmt::Debug for Waker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waker")
-            .field("g", &self.g)
-            .field("gen", &self.gen)
-            .finish()
-    }
-}
-
-impl Ready for Waker {
-    /// Go's `injectglist` without a P (a deregistration wakes its waiters
-    /// from any thread): see [`Sched::inject`].
-    fn ready_all(batch: Vec<Waker>) {
-        let Some(sched) = batch.first().map(|w| w.sched.clone()) else {
-            return;
-        };
-        sched.inject(batch, None, false);
-    }
-}
-
-/// Spawning into a runtime that is stopping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stopped;
-
-impl std::fmt::Display for Stopped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the gmprt runtime is not running (it has stopped or is stopping)")
-    }
-}
-impl std::error::Error for Stopped {}
-
-/// A counters snapshot for `gmprt.stats()`.
-#[derive(Clone, Debug, Default)]
-pub struct Stats {
-    pub goroutines: usize,
-    pub procs: usize,
-    pub threads: usize,
-    pub idle_threads: usize,
-    pub idle_procs: usize,
-    pub spinning: usize,
-    pub global_runq: usize,
-    pub local_runq: Vec<usize>,
-    pub steals: u64,
-    pub handoffs: u64,
-    pub spawned: u64,
-    pub netpoll_waiters: usize,
-    pub timers: usize,
-}
 
 /// A scheduling context (Go's `p`). Owner M only: see the module docs.
 pub struct P {
@@ -711,9 +496,20 @@ impl Sched {
         (!raw.is_null()).then(|| unsafe { Box::from_raw(raw) })
     }
 
+    /// [`Cx::set_may_block`]: the running step's `may_block` changed; tell
+    /// sysmon through the M's slot and, while it is lent, the P's.
+    pub(crate) fn set_may_block(&self, may_block: bool) {
+        self.with_current(|m| {
+            m.slot.may_block.store(may_block, Relaxed);
+            if let Some(id) = m.lent.get() {
+                self.allp[id].may_block.store(may_block, Relaxed);
+            }
+        });
+    }
+
     /// Go's `ready`: make `g` (already `RUNNABLE`) run. Local runnext when
     /// called on an M of ours with a P, else the global queue; then `wakep`.
-    fn ready(self: &Arc<Self>, g: GPtr, next: bool) {
+    pub(crate) fn ready(self: &Arc<Self>, g: GPtr, next: bool) {
         let overflow = GlobalOverflow(self);
         let local = self
             .with_current_p(|p| p.runq.push(g, next, &overflow))

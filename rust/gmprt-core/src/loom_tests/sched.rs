@@ -13,7 +13,7 @@ use ::loom::sync::Condvar;
 use super::check;
 use crate::loom::lock;
 use crate::loom::sync::{Arc, Mutex};
-use crate::sched::{Body, Config, Cx, NoHooks, Sched, Step, Waker};
+use crate::{Body, Config, Cx, NoHooks, Sched, Step, Waker};
 
 /// How many times each G of a model ran a step, with a condvar to wait on.
 struct Tally {
