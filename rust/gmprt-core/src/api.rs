@@ -6,7 +6,7 @@
 //!
 //! These types sit beside `sched` rather than inside it so that the modules
 //! below the scheduler can name them without importing it: `g` stores a G's
-//! body as a [`BoxBody`] and calls none of it. `Cx` and `Waker` are the two
+//! body as a `BoxBody` and calls none of it. `Cx` and `Waker` are the two
 //! that reach into `Sched` (a wake readies its G through `Sched::ready`, a
 //! netpoll batch goes through `Sched::inject`, `Cx::set_may_block` through
 //! `Sched::set_may_block`); that coupling stays here, at the face, and
