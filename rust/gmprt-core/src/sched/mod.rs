@@ -10,7 +10,7 @@
 //! - `idle.rs`: idle Ps and Ms: `wakep`, `startm`, `newm`, `stopm`,
 //!   `pidleput`; the "Spinning handshake".
 //! - `syscall.rs`: the P lent to sysmon for each step, `blocking`,
-//!   `handoffp`, `exitsyscall`.
+//!   `handoffp`, `exitsyscall`; "Lending the P".
 //! - `globalq.rs`: the global run queue and `injectglist`.
 //! - `gfree.rs`: the G free lists.
 //! - `deadlock.rs`: `checkdead`, and the check for work stranded by a
@@ -23,7 +23,8 @@
 //!   by exactly one M at a time or sits on the idle list, so the type system
 //!   enforces "owner P only" for everything in it. Thieves reach its queue
 //!   through `Sched::allp` (`runq::Stealer`). During a step the M lends its
-//!   P to the P's slot, where sysmon can take it (`syscall.rs`).
+//!   P to the P's slot, where sysmon can take it ("Lending the P",
+//!   `syscall.rs`).
 //! - **M** (`worker::M`): an OS thread. Lives on its thread's stack,
 //!   reachable through the `CURRENT` thread-local so that code running
 //!   inside a G step (a spawn, a wake) can use the M's P without locks.
@@ -43,6 +44,12 @@
 //! (Go's "Worker thread parking/unparking"): written up in `idle.rs`, with
 //! `wakep`; the spinner's half is at the end of `find_runnable`
 //! (`worker.rs`).
+//!
+//! # Lending the P
+//!
+//! How sysmon takes the P of a step that runs long, and how the M gets it
+//! back or finds it gone (Go's `retake`, `exitsyscallfast` and
+//! `exitsyscall0`): written up in `syscall.rs`.
 //!
 //! # Entry points, and who touches what here
 //!

@@ -21,6 +21,121 @@
 //!   own thread.
 //! - `Locked::pwait` and `npwait`: under `Sched::lock` (`idle.rs`).
 //! - `nblocking`, `handoffs`: counters, any thread.
+//!
+//! # Lending the P
+//!
+//! **The problem.** A step cannot be preempted: a Python coroutine runs
+//! until it yields, a C call until it returns. Go's M, entering a
+//! syscall, leaves its P where sysmon's `retake` can take it and hand it
+//! to another M; here any step may turn out to be that call. So sysmon
+//! must be able to take the P of a running step without the M's help,
+//! while the M, whose step is nearly always short, must get its P back at
+//! the end without a lock. And mid-step the M still uses its P: a spawn or
+//! a wake from inside the step goes to the P's runnext.
+//!
+//! **The protocol.** The P itself moves through one `AtomicPtr` per P,
+//! `PSlot::lent`. Whoever swaps a non-null pointer out of it owns the
+//! `Box<P>`; that single rule is what every case below relies on. (Go
+//! CASes a status word, `_Psyscall` to `_Pidle`; moving the box itself
+//! keeps "one owner" a fact of the type across the handover.) Between
+//! steps the P sits in `M::p` and the slot is null.
+//!
+//! 1. **Lend** (`execute` → `lend_p`, at the start of a step). The M bumps
+//!    `MSlot::steps` to odd, stores `may_block` (for the P and the M) and
+//!    the G's id, increments `PSlot::steps` (Release), notes the slot in
+//!    `M::lent`, and stores `Box::into_raw(p)` into `lent` (Release). From
+//!    here the M does not hold its P.
+//! 2. **Borrow** (`with_current_p`, inside the step: `spawn`, a wake). The
+//!    M swaps the P out (Acquire), uses it, and stores it back (Release).
+//!    Meanwhile sysmon reads null and leaves the slot alone this look.
+//! 3. **Retake** (sysmon's `retake` → `take_lent` → `handoffp`). sysmon
+//!    samples `PSlot::steps` (Acquire) on every look. Once the count has
+//!    stood still for `sysmon::FORCE_PREEMPT` (10 ms), or for
+//!    `sysmon::SYSCALL_RETAKE` (20 µs) when the step may block
+//!    (`Body::may_block`: a plain function run as a G), while the slot is
+//!    non-null and work waits (the P's local queue or the global queue is
+//!    non-empty), it swaps the P out (Acquire) and gives it to `handoffp`,
+//!    which starts an M for the work (if it is still there).
+//! 4. **Reclaim** (`execute` → `reclaim_p`, at the end of the step; Go's
+//!    `exitsyscallfast`). The M swaps the slot to null (Acquire). A
+//!    non-null pointer is its P, back at the cost of one swap and no lock;
+//!    the M bumps `MSlot::steps` to even and requeues, parks or recycles
+//!    the G on its P as usual.
+//! 5. **Gone** (the swap read null; Go's `exitsyscall0`). sysmon has the
+//!    P (or, while stopping, `blocking` found no P to come back to). The M
+//!    finishes the step's bookkeeping without one: a yielding G goes on
+//!    the global queue (and `wakep`), so does a G woken during its own
+//!    step, a parked G stays parked, a finished G goes to the global free
+//!    list. Then `schedule` finds the M without a P and sends it to
+//!    `stopm`, where it parks until handed one.
+//!
+//! `blocking` (Go's `entersyscallblock`) is the eager form, for a call
+//! known to block: it does sysmon's part itself, at once. It reclaims its
+//! P (as in step 4) and hands it off (`handoffp`, as in step 3; if sysmon
+//! took the P first, there is nothing to hand off), runs the call, and then
+//! needs a P to finish the step (`exitsyscall`): an idle one, or else it
+//! queues on `pwait` and parks until a P released by `pidleput`, or given
+//! up between steps by another M (`give_p_to_waiter`), is handed to it. It
+//! lends that P again for the rest of the step, so step 4 then finds a P
+//! as usual. `pwait` is served before the idle list because the waiter's
+//! G is mid-step: no other M can run it.
+//!
+//! **Race cases.**
+//!
+//! - *sysmon takes the P just as the step returns.* `take_lent` and
+//!   `reclaim_p` both `swap(null)` the same `lent`. Swaps on one atomic are
+//!   totally ordered and each reads the value the previous one wrote, so
+//!   exactly one side gets the pointer: the P never has two owners, and
+//!   the loser takes the null branch (the M: step 5; sysmon: nothing to
+//!   hand off). The winner's Acquire pairs with the Release store that
+//!   lent the P (`lend_p`, or `with_current_p` putting it back), so it
+//!   sees the P as the M last left it.
+//! - *The M reclaims just as sysmon swaps.* The same race won by the M:
+//!   `take_lent` returns None and `retake` hands nothing off. What sysmon
+//!   read before the swap (the Relaxed `lent` null check, the step count,
+//!   the queues) is a hint, and tolerated as racy, like Go's `retake`: the
+//!   M may even have reclaimed and lent the P again for a new step in
+//!   between, and then sysmon retakes the P of a step that has only just
+//!   begun. That is harmless: work was waiting for a P, and the new step
+//!   ends at step 5.
+//! - *A borrow meets a retake.* If sysmon swaps first, the M's borrow reads
+//!   null and `with_current_p` returns None: the spawn or wake goes to the
+//!   global queue instead (`spawn_with`, `ready`). If the M swaps first,
+//!   sysmon reads null and looks again next time; the M's Release
+//!   store-back pairs with sysmon's later Acquire swap, so that swap sees
+//!   what the M pushed to the P's queue.
+//! - *Handoff while stopping.* `stop` sets `stopping` and drains `midle`
+//!   and `pwait` (each woken with `Handoff::Exit`) under `Sched::lock`;
+//!   `exitsyscall` reads `stopping` under the same lock before it queues
+//!   on `pwait`. So an M back from a blocking call that finds no idle P
+//!   either sees the flag and returns without one (its step ends at step
+//!   5, and `stopm`, which refuses when stopping, lets it exit) or is on
+//!   `pwait` when `stop` drains it. One that finds an idle P takes it,
+//!   stopping or not, and exits from `find_runnable` after the step. The
+//!   lock, not an atomic, resolves this case; `stopping` is stored with
+//!   Release and read with Acquire for the lock-free checks elsewhere. A P
+//!   that `handoffp` gives out meanwhile goes to the idle list or to an M
+//!   (a new one, since `midle` is drained) whose `find_runnable` sees
+//!   `stopping` and exits.
+//! - *The M's step count.* `MSlot::steps` goes odd before the lend and
+//!   even after the reclaim, each time a Relaxed load and a Release store
+//!   (`MSlot::bump`: the M is the only writer, so no read-modify-write is
+//!   needed); sysmon's Acquire load in `report_long_steps` pairs with it.
+//!   It sits on the M, not the P, because a step outlives the retake of
+//!   its P: after a retake `PSlot::steps` counts the new M's steps while
+//!   the long step still runs here, and the report follows the step. The
+//!   parity says "inside a step" whether or not a P is held, and the
+//!   count, unlike a flag, differs for each step, so two long steps in a
+//!   row are not taken for one and each is reported once (sysmon's `Tick`
+//!   resets when the count moves). `PSlot::steps` is a count for the same
+//!   reason (Go's `sysmontick.schedtick`). Not ordered: `lend_p` stores
+//!   `MSlot::g` and `MSlot::may_block` (Relaxed) after the odd bump, so
+//!   that Release does not publish them to a sample of that very count.
+//!   sysmon reports only after the count has stood still for
+//!   `sysmon::LONG_STEP` (100 ms), by when it reads the current values in
+//!   practice, and the report is diagnostics only.
+//! - *Drop.* A P still lent when the `Sched` drops is freed there (no M
+//!   runs by then: each holds an `Arc<Sched>`).
 
 use std::ptr;
 
@@ -55,7 +170,8 @@ pub(crate) struct MSlot {
     /// only by the M (Release), sampled by sysmon (Acquire).
     pub(crate) steps: AtomicU64,
     /// The G of the current step, and whether it may block. Relaxed:
-    /// published by the Release store of `steps`.
+    /// published by the Release store of `steps` (loosely: `lend_p` stores
+    /// them after the odd bump; see "Lending the P", the M's step count).
     pub(crate) g: AtomicU64,
     pub(crate) may_block: AtomicBool,
     /// `pthread_self`, which Python reports as `threading.get_ident()`.
