@@ -35,6 +35,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::ptr::NonNull;
 
+use crate::api::BoxBody;
 use crate::loom::sync::atomic::{AtomicU64, Ordering::*};
 
 pub(crate) const STATUS_BITS: u32 = 3;
@@ -78,10 +79,6 @@ pub enum Wake {
     /// The wake belongs to an older park (or the G is already readied): no-op.
     Stale,
 }
-
-/// What a G body runs. The core is generic over it: the bindings supply a
-/// Python coroutine stepper; tests supply Rust closures.
-pub(crate) type BoxBody = Box<dyn crate::sched::Body>;
 
 /// The header of a goroutine. Fields are atomics or owner-only.
 pub struct G {

@@ -4,14 +4,39 @@
 //! - [`runq`]: a P's lock-free local run queue with Go's `runnext`.
 //! - [`timer`]: a 4-ary timer heap with lazy, bounded cancellation.
 //! - [`netpoll`]: the netpoller (mio) and the timers, polled by the Ms.
-//! - [`sched`]: Ps, Ms, the global queue, `findRunnable`, spinning Ms.
+//! - [`api`]: the embedder's face: [`Body`], [`Step`], [`Cx`], [`Waker`],
+//!   [`Hooks`], [`Config`], [`Stats`], [`Stopped`].
+//! - [`sched`]: Ps, Ms, the global queue, `findRunnable`, spinning Ms,
+//!   lending the P to sysmon; one file per mechanism under `sched/`.
+//! - [`sysmon`]: the thread that retakes the P of a step that runs long.
 //! - [`chan`]: Go's channels and `select`; [`sync`]: `WaitGroup`,
 //!   `Semaphore`, `Mutex`; both on [`sudog`]'s parkers and wait queues.
 //!
 //! The embedder supplies what a G runs ([`Body`]) and what an M does around
 //! its life and its waits ([`Hooks`]); the Python bindings use those to step
 //! coroutines on Ms attached to the interpreter.
+//!
+//! # Dependency order
+//!
+//! Each layer uses only the layers listed before it:
+//!
+//! 1. `g` and `loom` (the std/loom facade) at the bottom;
+//! 2. `runq`, `timer`, `park`;
+//! 3. `netpoll` (on `timer`; it hands readied wakers back through its
+//!    `Ready` trait and never calls the scheduler);
+//! 4. `api` and `sched`, side by side: `api` is the face, `sched` the
+//!    machinery, and `Cx`/`Waker` reach into `Sched` from `api`;
+//! 5. `sysmon` (on `sched`), `sudog` (on `api`'s `Waker`), `chan` and
+//!    `sync` (on `sudog`);
+//! 6. `lib`, re-exporting the face.
+//!
+//! Two edges go the other way. `g` names `api::BoxBody`, the type of the
+//! body it stores, and calls none of it (the trait's `step` takes a `Cx`,
+//! so the type cannot live lower without making the G generic). `sched`
+//! starts the sysmon thread in `Sched::new`, whose loop is `Sched::sysmon`
+//! in `sysmon`.
 
+pub mod api;
 pub mod chan;
 pub mod g;
 mod loom;
@@ -26,7 +51,8 @@ pub mod sync;
 pub mod sysmon;
 pub mod timer;
 
+pub use api::{Body, Config, Cx, Hooks, NoHooks, Stats, Step, Stopped, Waker};
 pub use chan::{Case, Chan, RecvPark, SelectPark, Selected, SendPark};
 pub use g::{GPtr, Status, Wake};
-pub use sched::{Body, Config, Cx, Hooks, NoHooks, Sched, Stats, Step, Stopped, Waker};
+pub use sched::Sched;
 pub use sudog::{Done, Notify, Op};

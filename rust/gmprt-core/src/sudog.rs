@@ -45,11 +45,11 @@ use std::fmt;
 #[cfg(not(loom))]
 use std::time::Instant;
 
+use crate::api::Waker;
 use crate::loom::cell::UnsafeCell;
 use crate::loom::sync::atomic::{AtomicU32, Ordering::*};
 use crate::loom::sync::Arc;
 use crate::loom::thread;
-use crate::sched::Waker;
 
 const PENDING: u32 = 0;
 /// Low bits: what happened; the rest: which case.

@@ -7,9 +7,9 @@
 //! way Go treats a syscall: after [`FORCE_PREEMPT`] with other work waiting
 //! (after [`SYSCALL_RETAKE`] for a step that may block, a plain function),
 //! it takes the P (it was lent to its slot at the start of the step, see
-//! "Lending the P" in `sched`) and hands it to another M. The step's M finds
-//! the P gone when the step returns and goes idle (Go's exitsyscall slow
-//! path).
+//! "Lending the P" in `sched/syscall.rs`) and hands it to another M. The
+//! step's M finds the P gone when the step returns and goes idle (Go's
+//! exitsyscall slow path).
 //!
 //! sysmon has no P, holds no lock while it sleeps, and never touches the
 //! embedder's world (Python): what it reports goes through [`Hooks`], whose

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering::*};
 
-use gmprt_core::sched::DEFAULT_MAX_THREADS;
+use gmprt_core::api::DEFAULT_MAX_THREADS;
 use gmprt_core::{Config, Hooks, Sched};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;

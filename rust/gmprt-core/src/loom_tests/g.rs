@@ -12,7 +12,7 @@ use ::loom::thread;
 use super::check;
 
 use crate::g::{GPtr, Status, Wake};
-use crate::sched::{Body, Cx, Step};
+use crate::{Body, Cx, Step};
 
 struct Nop;
 impl Body for Nop {

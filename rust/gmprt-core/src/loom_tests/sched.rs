@@ -1,6 +1,6 @@
 //! Models of the whole scheduler (`Sched` with 2 Ps, its Ms as loom threads):
 //! a G readied while the last spinning M gives up its P and goes to sleep
-//! must still run (the spinning handshake, sched.rs module docs).
+//! must still run ("Spinning handshake", `sched/idle.rs`).
 //!
 //! The model's main thread waits on a loom `Condvar` for the Gs to run. If the
 //! wakeup were lost, every thread would end up blocked (the Ms asleep on
@@ -13,7 +13,7 @@ use ::loom::sync::Condvar;
 use super::check;
 use crate::loom::lock;
 use crate::loom::sync::{Arc, Mutex};
-use crate::sched::{Body, Config, Cx, NoHooks, Sched, Step, Waker};
+use crate::{Body, Config, Cx, NoHooks, Sched, Step, Waker};
 
 /// How many times each G of a model ran a step, with a condvar to wait on.
 struct Tally {

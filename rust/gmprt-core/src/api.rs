@@ -1,0 +1,262 @@
+//! api: the embedder's face of the scheduler. What a G runs ([`Body`], and
+//! what its step ended in, [`Step`]), what the embedder runs around each M
+//! ([`Hooks`]), the settings ([`Config`]), what one step sees of the runtime
+//! ([`Cx`], [`Waker`]), and what the runtime reports ([`Stats`],
+//! [`Stopped`]).
+//!
+//! These types sit beside `sched` rather than inside it so that the modules
+//! below the scheduler can name them without importing it: `g` stores a G's
+//! body as a `BoxBody` and calls none of it. `Cx` and `Waker` are the two
+//! that reach into `Sched` (a wake readies its G through `Sched::ready`, a
+//! netpoll batch goes through `Sched::inject`, `Cx::set_may_block` through
+//! `Sched::set_may_block`); that coupling stays here, at the face, and
+//! their fields are crate-visible only so that the scheduler can build a
+//! `Cx` for each step and read a batch of `Waker`s.
+//!
+//! # Who calls what, on which thread
+//!
+//! - [`Body`]: owned by its G (`g` module docs). `step` runs on the one M
+//!   that owns the G, never on two at once; `describe` only while the G is
+//!   not running; `cancel` on the thread that stops the runtime, after
+//!   every M has stopped.
+//! - [`Cx`]: lives for one step, on that step's M.
+//! - [`Waker`]: any thread, any number of clones.
+//! - [`Hooks`]: each method names its caller. `m_main` and `blocking` run
+//!   on the M; `long_step` on sysmon and `deadlock` on an M under the
+//!   scheduler lock, so they (and `fatal`, from any thread) must only
+//!   signal.
+//!
+//! # Invariants
+//!
+//! - A `Waker` readies one park of one G: `gen` is the G's running
+//!   generation in the step that made it, and `g::G::wake` compares the
+//!   two, so a wake after the G moved on is `Stale` and, among clones, only
+//!   the first wake of a park readies the G.
+//! - A `Waker` holds an `Arc<Sched>`, and a G's memory is freed only when
+//!   its `Sched` drops (`g` module docs): the G a waker points at outlives
+//!   it.
+
+use std::time::Duration;
+
+use crate::g::{GPtr, Wake};
+use crate::loom::sync::Arc;
+use crate::netpoll::Ready;
+use crate::sched::Sched;
+
+/// Go's `sched.maxmcount` default.
+pub const DEFAULT_MAX_THREADS: usize = 10_000;
+
+/// What a G runs, boxed: the G header stores it (`g`), `Sched::spawn` takes
+/// it and `Sched::reap` hands it back. The core is generic over it: the
+/// bindings supply a Python coroutine stepper; tests supply Rust closures.
+pub(crate) type BoxBody = Box<dyn Body>;
+
+/// What one step of a G ended in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Still runnable: requeue at the tail of the local queue (Go's `goyield`).
+    Yield,
+    /// Waiting: the body registered a [`Waker`] during the step (the driver
+    /// registers, Go's `gopark` discipline); the M now commits the park.
+    Park,
+    /// Finished: the G is recycled.
+    Done,
+}
+
+/// What a G runs. The bindings step a Python coroutine; tests use closures.
+pub trait Body: Send + 'static {
+    /// Runs the G until it yields, parks or finishes.
+    fn step(&mut self, cx: &mut Cx<'_>) -> Step;
+
+    /// The runtime stopped while this G was unfinished: release it (a Python
+    /// coroutine is closed here, running its `finally` blocks). Called on the
+    /// thread that stops the runtime, after every M has stopped.
+    fn cancel(self: Box<Self>) {}
+
+    /// What the G waits on while parked ("chan receive"), for deadlock
+    /// reports. Called only while the G is not running.
+    fn describe(&self) -> String {
+        String::new()
+    }
+
+    /// Whether the next step may block in a system call (a plain function
+    /// run as a G). sysmon then retakes the P as soon as work waits, as Go
+    /// does for a syscall, instead of after `sysmon::FORCE_PREEMPT`.
+    fn may_block(&self) -> bool {
+        false
+    }
+}
+
+/// Per-M hooks supplied by the embedder (the Python binding attaches each M to
+/// the interpreter for its whole life and detaches around every wait).
+pub trait Hooks: Send + Sync + 'static {
+    /// Runs an M's whole life; must call `run` exactly once.
+    fn m_main(&self, run: &mut dyn FnMut()) {
+        run()
+    }
+
+    /// Wraps every wait of an M (an idle M's sleep).
+    fn blocking(&self, wait: &mut dyn FnMut()) {
+        wait()
+    }
+
+    /// sysmon saw one step of G `g` hold its P for `held` (once per step,
+    /// past `sysmon::LONG_STEP`), on the OS thread `thread`. Called on the
+    /// sysmon thread: signal only, do not block or call into Python.
+    fn long_step(&self, g: u64, thread: u64, held: Duration) {
+        let _ = (g, thread, held);
+    }
+
+    /// The runtime cannot go on (the thread limit was hit). Any thread;
+    /// signal only.
+    fn fatal(&self, msg: String) {
+        eprintln!("gmprt: fatal: {msg}");
+    }
+
+    /// Every M went idle with Gs still parked and nothing that could wake
+    /// them: call [`Sched::confirm_deadlock`] (off this thread) to be sure.
+    /// Called on an M, under the scheduler lock: signal only.
+    fn deadlock(&self) {}
+}
+
+/// Hooks that do nothing: Rust-native Gs.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// Scheduler settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// GOMAXPROCS: how many Ps.
+    pub procs: usize,
+    /// Cap on OS threads (Ms), Go's `debug.SetMaxThreads`.
+    pub max_threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            procs: 1,
+            max_threads: DEFAULT_MAX_THREADS,
+        }
+    }
+}
+
+/// The step's view of the runtime.
+pub struct Cx<'a> {
+    pub(crate) sched: &'a Arc<Sched>,
+    pub(crate) g: GPtr,
+    /// The G's running generation for this step (`G::start_running`).
+    pub(crate) gen: u64,
+}
+
+impl Cx<'_> {
+    /// The wake for the park this step is about to commit. Register it with
+    /// whatever the G waits on, then return [`Step::Park`].
+    pub fn waker(&self) -> Waker {
+        Waker {
+            sched: self.sched.clone(),
+            g: self.g,
+            gen: self.gen,
+        }
+    }
+
+    /// The running G's id.
+    pub fn id(&self) -> u64 {
+        self.g.id()
+    }
+
+    pub fn sched(&self) -> &Arc<Sched> {
+        self.sched
+    }
+
+    /// Corrects [`Body::may_block`] for the rest of this step, once the
+    /// body knows (a call turned out to return a coroutine).
+    pub fn set_may_block(&self, may_block: bool) {
+        self.sched.set_may_block(may_block);
+    }
+}
+
+/// Readies one park of one G. Holding it keeps the scheduler's memory alive,
+/// so a wake after the G moved on (or after the runtime stopped) is a no-op.
+/// Clones wake the same park: the first wake readies the G and the others
+/// are stale (a channel operation and its timeout timer).
+#[derive(Clone)]
+pub struct Waker {
+    pub(crate) sched: Arc<Sched>,
+    pub(crate) g: GPtr,
+    /// The generation of the park this wakes (module docs, "Invariants").
+    pub(crate) gen: u64,
+}
+
+impl Waker {
+    /// Any thread. Returns true when this call readied the G (the first wake
+    /// of its current park); false when the wake is stale.
+    pub fn wake(&self) -> bool {
+        match self.g.wake(self.gen) {
+            Wake::Enqueue => {
+                self.sched.ready(self.g, true);
+                true
+            }
+            Wake::Notified => true,
+            Wake::Stale => false,
+        }
+    }
+
+    /// Whether a wake would still apply (the G has not moved past this park).
+    pub fn is_current(&self) -> bool {
+        self.g.generation() == self.gen
+    }
+
+    pub fn g_id(&self) -> u64 {
+        self.g.id()
+    }
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waker")
+            .field("g", &self.g)
+            .field("gen", &self.gen)
+            .finish()
+    }
+}
+
+impl Ready for Waker {
+    /// Go's `injectglist` without a P (a deregistration wakes its waiters
+    /// from any thread): see [`Sched::inject`].
+    fn ready_all(batch: Vec<Waker>) {
+        let Some(sched) = batch.first().map(|w| w.sched.clone()) else {
+            return;
+        };
+        sched.inject(batch, None, false);
+    }
+}
+
+/// Spawning into a runtime that is stopping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the gmprt runtime is not running (it has stopped or is stopping)")
+    }
+}
+impl std::error::Error for Stopped {}
+
+/// A counters snapshot for `gmprt.stats()`.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub goroutines: usize,
+    pub procs: usize,
+    pub threads: usize,
+    pub idle_threads: usize,
+    pub idle_procs: usize,
+    pub spinning: usize,
+    pub global_runq: usize,
+    pub local_runq: Vec<usize>,
+    pub steals: u64,
+    pub handoffs: u64,
+    pub spawned: u64,
+    pub netpoll_waiters: usize,
+    pub timers: usize,
+}

@@ -1,0 +1,549 @@
+//! worker: the M loop (Go's `mstart`, `schedule`, `findRunnable`,
+//! `execute`, `stealWork`, `runqput`, `ready`).
+//!
+//! An M is an OS thread running `mstart`. It sleeps on its note until
+//! handed a P, then loops in `schedule`: find a G (`find_runnable`), run
+//! one step of it (`execute`), and requeue, park or recycle it by what the
+//! step returned. It leaves the loop only when the runtime stops.
+//!
+//! # Who touches what
+//!
+//! - [`M`]: lives on its thread's stack frame (`mstart`), and only that
+//!   thread touches it, except `M::note`, which other threads wake
+//!   (`park::Note`), and `M::slot`, which sysmon samples. `CURRENT` points
+//!   at it for the M's whole life, so code inside a step (a spawn, a wake)
+//!   finds the M and its P without a lock (`with_current`,
+//!   `with_current_p`).
+//! - `M::p`: the P between steps (the M's thread only). During a step the P
+//!   is lent to its slot and `M::p` is empty ("Lending the P",
+//!   `syscall.rs`).
+//! - `P`: owner M only. Other Ms reach a P's queue only through its slot
+//!   (`PSlot::q`, a `runq::Stealer`), to steal.
+//! - A G popped from a run queue and made RUNNING belongs to this M until
+//!   its step ends (the SAFETY comments in `execute`).
+//!
+//! # `find_runnable`'s order (Go's `findRunnable`)
+//!
+//! 1. Every 61st schedtick: a busy P polls the netpoller without blocking,
+//!    then takes one G from the global queue (fairness).
+//! 2. The local queue: runnext (at most 3 in a row), then the ring.
+//! 3. A batch from the global queue.
+//! 4. Go's step 8: a non-blocking netpoll, if some G waits on it.
+//! 5. Stealing: 4 rounds over the other Ps in random order, runnext on the
+//!    last; only if this M already spins or spinners are under half the
+//!    busy Ps.
+//! 6. Give up the P (the global queue is checked once more under the lock);
+//!    a spinner then re-checks every queue ("Spinning handshake",
+//!    `idle.rs`).
+//! 7. Go's step 13: block in the netpoller if some G waits and nobody else
+//!    blocks there ("Who polls the netpoller", `sched` module docs), else
+//!    `stopm`.
+
+use std::cell::{Cell, RefCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::time::Duration;
+
+use super::globalq::{GlobalOverflow, LOCAL_SHARE};
+use super::{MSlot, Sched, P};
+use crate::api::{Cx, Hooks, Step, Waker};
+use crate::g::GPtr;
+use crate::loom::lock;
+use crate::loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering::*};
+use crate::loom::sync::Arc;
+use crate::netpoll::Polled;
+use crate::park::{Handoff, Note};
+use crate::runq::Overflow as _;
+
+/// Go's fairness tick: every 61st schedtick a P takes one G from the global
+/// queue before its own (proc.go `schedtick%61`; 61 is prime so it does not
+/// line up with other periods).
+const GLOBAL_CHECK_INTERVAL: u32 = 61;
+
+/// tokio's `MAX_LIFO_POLLS_PER_TICK`: after 3 runnext runs in a row the P
+/// takes from its ring, so two Gs ping-ponging through runnext cannot starve
+/// the rest of its queue (tokio#2349, #5712; Go#65178).
+const MAX_RUNNEXT_STREAK: u32 = 3;
+
+/// Go's `stealWork` makes 4 passes over the other Ps; runnext is stolen only
+/// on the last.
+const STEAL_ROUNDS: usize = 4;
+
+/// An M (Go's `m`): one OS thread's scheduler state, on that thread's stack
+/// (module docs, "Who touches what").
+pub(super) struct M {
+    pub(super) sched: Arc<Sched>,
+    pub(super) note: Arc<Note<Box<P>>>,
+    /// The P, held between steps.
+    pub(super) p: RefCell<Option<Box<P>>>,
+    /// During a step: the id of the P lent to its slot.
+    pub(super) lent: Cell<Option<usize>>,
+    pub(super) spinning: Cell<bool>,
+    /// xorshift32 state for the victim order (`next_rand`).
+    rng: Cell<u32>,
+    /// What sysmon sees of this M (registered in `Sched::allm`).
+    pub(super) slot: Arc<MSlot>,
+}
+
+// The M running on this thread, or null. Set by `mstart` for the M's whole
+// life; the M lives on that function's stack frame.
+#[cfg(not(loom))]
+std::thread_local! {
+    pub(super) static CURRENT: Cell<*const M> = const { Cell::new(ptr::null()) };
+}
+#[cfg(loom)]
+loom::thread_local! {
+    pub(super) static CURRENT: Cell<*const M> = Cell::new(ptr::null());
+}
+
+impl Sched {
+    /// The body of an M thread (Go's `mstart`).
+    pub(super) fn mstart(self: Arc<Self>, note: Arc<Note<Box<P>>>) {
+        let hooks: &dyn Hooks = &*self.hooks;
+        let sched = self.clone();
+        hooks.m_main(&mut || {
+            let m = M {
+                sched: sched.clone(),
+                note: note.clone(),
+                p: RefCell::new(None),
+                lent: Cell::new(None),
+                spinning: Cell::new(false),
+                rng: Cell::new(0x9E37_79B9 ^ sched.mcount.load(Relaxed) as u32),
+                slot: Arc::new(MSlot {
+                    steps: AtomicU64::new(0),
+                    g: AtomicU64::new(0),
+                    may_block: AtomicBool::new(false),
+                    thread: thread_id(),
+                }),
+            };
+            CURRENT.with(|c| c.set(&m));
+            lock(&sched.allm).push(m.slot.clone());
+            if sched.park_m(&m) {
+                sched.schedule(&m);
+            }
+            lock(&sched.allm).retain(|s| !Arc::ptr_eq(s, &m.slot));
+            CURRENT.with(|c| c.set(ptr::null()));
+        });
+        self.mcount.fetch_sub(1, SeqCst);
+        let mut live = lock(&self.live_ms);
+        *live -= 1;
+        drop(live);
+        self.ms_exited.notify_all();
+    }
+
+    /// Sleeps on the M's note until handed a P (true) or told to exit.
+    pub(super) fn park_m(&self, m: &M) -> bool {
+        let mut handoff = None;
+        self.hooks.blocking(&mut || handoff = Some(m.note.sleep()));
+        match handoff.expect("note sleep returned nothing") {
+            Handoff::Run { p, spinning } => {
+                *m.p.borrow_mut() = Some(p);
+                m.spinning.set(spinning);
+                true
+            }
+            Handoff::Exit => false,
+        }
+    }
+
+    /// Go's `schedule`: find a G, run it, forever (until stop).
+    fn schedule(self: &Arc<Self>, m: &M) {
+        loop {
+            // A P-less M (sysmon took its P during the last step) goes idle.
+            if m.p.borrow().is_none() && !self.stopm(m) {
+                return;
+            }
+            // An M back from a blocking call is mid-step and cannot hand its
+            // G to anyone: it needs a P. Between two steps we can give ours.
+            // Acquire: pairs with the Release increment in `exitsyscall`.
+            if self.npwait.load(Acquire) > 0 && self.give_p_to_waiter(m) && !self.stopm(m) {
+                return;
+            }
+            let Some((g, inherit)) = self.find_runnable(m) else {
+                return;
+            };
+            if m.spinning.get() {
+                self.reset_spinning(m);
+            }
+            self.execute(m, g, inherit);
+        }
+    }
+
+    /// Go's `findRunnable`. Returns None only when the runtime stops.
+    fn find_runnable(self: &Arc<Self>, m: &M) -> Option<(GPtr, bool)> {
+        loop {
+            if self.stopping.load(Acquire) {
+                return None;
+            }
+            let mut slot = m.p.borrow_mut();
+            let p = slot.as_mut().expect("findRunnable without a P");
+
+            if p.schedtick % GLOBAL_CHECK_INTERVAL == 0 {
+                // tokio's `event_interval`: a busy P polls on the same tick,
+                // so a runtime that never runs out of work still sees I/O and
+                // fires timers (`sched` module docs, "Who polls"). An idle P
+                // polls below anyway.
+                if p.polled_at != p.schedtick && !p.runq.is_empty() && self.netpoll.pending() {
+                    p.polled_at = p.schedtick;
+                    if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
+                        let readied = !polled.is_empty();
+                        self.inject(polled.take(), Some(p), false);
+                        drop(polled);
+                        // They went behind older work in the global queue,
+                        // which a P that never runs dry drains one G per 61
+                        // ticks: take a batch, so readied Gs keep moving.
+                        let room = LOCAL_SHARE.saturating_sub(p.runq.len());
+                        if readied && room > 0 && self.runq_size.load(Acquire) > 0 {
+                            if let Some(g) = self.globrunqget(p, room) {
+                                return Some((g, false));
+                            }
+                        }
+                    }
+                }
+                // Fairness: without this, two Gs respawning each other could
+                // keep the global queue waiting forever.
+                if self.runq_size.load(Acquire) > 0 {
+                    if let Some(g) = self.globrunqget(p, 1) {
+                        return Some((g, false));
+                    }
+                }
+            }
+            if let Some((g, inherit)) = p.runq.pop(p.runnext_streak < MAX_RUNNEXT_STREAK) {
+                p.runnext_streak = if inherit { p.runnext_streak + 1 } else { 0 };
+                return Some((g, inherit));
+            }
+            if self.runq_size.load(Acquire) > 0 {
+                if let Some(g) = self.globrunqget(p, 0) {
+                    return Some((g, false));
+                }
+            }
+            // Go's step 8: a non-blocking poll, if some G waits on the
+            // netpoller and nobody else polls. Run one, queue the rest.
+            if self.netpoll.pending() {
+                if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
+                    let g = self.inject(polled.take(), Some(p), true);
+                    drop(polled);
+                    if let Some(g) = g {
+                        return Some((g, false));
+                    }
+                }
+            }
+
+            // Steal, if this M is already spinning or spinning Ms are under
+            // half the busy Ps (SeqCst: part of the spinning handshake).
+            let busy = self.procs - self.npidle.load(SeqCst);
+            if m.spinning.get() || 2 * self.nmspinning.load(SeqCst) < busy {
+                if !m.spinning.get() {
+                    m.spinning.set(true);
+                    self.nmspinning.fetch_add(1, SeqCst);
+                }
+                if let Some(g) = self.steal_work(m, p) {
+                    return Some((g, false));
+                }
+            }
+
+            // Nothing anywhere: give up the P. The global queue is checked
+            // under the lock that injectors take ("Spinning handshake",
+            // idle.rs).
+            let mut l = lock(&self.lock);
+            if self.stopping.load(Acquire) {
+                return None;
+            }
+            if !l.runq.is_empty() {
+                let g = self.globrunqget_locked(&mut l, p, 0);
+                drop(l);
+                self.runqput_batch(p);
+                return g.map(|g| (g, false));
+            }
+            self.pidleput(&mut l, slot.take().expect("P vanished"));
+            drop(l);
+            drop(slot);
+
+            if m.spinning.get() {
+                // The spinner half of the spinning handshake (idle.rs).
+                m.spinning.set(false);
+                let prev = self.nmspinning.fetch_sub(1, SeqCst);
+                debug_assert!(prev > 0, "nmspinning underflow");
+                // SeqCst fence: our decrement before the re-check below;
+                // pairs with the fence in `wakep` (idle.rs, "Spinning
+                // handshake").
+                fence(SeqCst);
+                if self.work_anywhere() {
+                    let mut l = lock(&self.lock);
+                    if let Some(p) = l.pidle.pop() {
+                        self.npidle.fetch_sub(1, SeqCst);
+                        drop(l);
+                        *m.p.borrow_mut() = Some(p);
+                        m.spinning.set(true);
+                        self.nmspinning.fetch_add(1, SeqCst);
+                        continue;
+                    }
+                }
+            }
+
+            // Go's step 13: become the one blocking poller, if some G waits
+            // on the netpoller and nobody else blocks in it.
+            if let Some(mut polled) = self.block_in_netpoll() {
+                let mut l = lock(&self.lock);
+                if self.stopping.load(Acquire) {
+                    return None;
+                }
+                let p = l.pidle.pop();
+                if p.is_some() {
+                    self.npidle.fetch_sub(1, SeqCst);
+                }
+                drop(l);
+                match p {
+                    Some(mut p) => {
+                        let g = self.inject(polled.take(), Some(&mut p), true);
+                        drop(polled);
+                        *m.p.borrow_mut() = Some(p);
+                        if let Some(g) = g {
+                            return Some((g, false));
+                        }
+                        // Broken by a new timer, or work waits: look again.
+                        continue;
+                    }
+                    // Every P is busy: their Ms run what we found.
+                    None => {
+                        self.inject(polled.take(), None, false);
+                        drop(polled);
+                    }
+                }
+            }
+            if !self.stopm(m) {
+                return None;
+            }
+        }
+    }
+
+    /// An M without a P, about to go idle: block in the netpoller until an
+    /// event, the next timer or a break (Go's step 13). None, at once, when
+    /// nobody waits on the netpoller or another M already blocks in it. The
+    /// wait goes through `Hooks::blocking` (Python: the GIL is released).
+    fn block_in_netpoll(&self) -> Option<Polled<'_, Waker>> {
+        if !self.netpoll.pending() || self.netpoll.blocked() {
+            return None;
+        }
+        let mut polled = None;
+        self.hooks
+            .blocking(&mut || polled = self.netpoll.poll(None));
+        polled
+    }
+
+    /// Any queue non-empty (Go's `checkRunqsNoP` plus the global check).
+    fn work_anywhere(&self) -> bool {
+        self.runq_size.load(Acquire) > 0 || self.allp.iter().any(|s| !s.q.is_empty())
+    }
+
+    /// Go's `stealWork`: 4 passes over the other Ps in random order; runnext
+    /// only on the last pass.
+    fn steal_work(&self, m: &M, p: &mut P) -> Option<GPtr> {
+        let n = self.procs;
+        if n == 1 {
+            return None;
+        }
+        for round in 0..STEAL_ROUNDS {
+            let last = round == STEAL_ROUNDS - 1;
+            // A random start and a stride coprime with n visit every P once
+            // (Go's `randomOrder`).
+            let start = m.next_rand() as usize % n;
+            let stride = coprime_stride(n, m.next_rand() as usize);
+            for k in 0..n {
+                let victim = (start + k * stride) % n;
+                if victim == p.id {
+                    continue;
+                }
+                if let Some((g, stolen)) = p.runq.steal_from(&self.allp[victim].q, last) {
+                    self.steals.fetch_add(u64::from(stolen), Relaxed);
+                    return Some(g);
+                }
+            }
+        }
+        None
+    }
+
+    /// Go's `execute` + the tail of `park_m`/`goyield`/`goexit`.
+    fn execute(self: &Arc<Self>, m: &M, g: GPtr, inherit: bool) {
+        let mut p = m.p.borrow_mut().take().expect("execute without a P");
+        if !inherit {
+            p.schedtick = p.schedtick.wrapping_add(1);
+        }
+        let gen = g.start_running();
+        // SAFETY: we popped `g` from a run queue and made it RUNNING: this M
+        // owns it until it yields, parks or finishes below.
+        let body = unsafe { g.body_mut() }
+            .as_mut()
+            .expect("runnable G without a body");
+        m.slot.bump(); // odd: in a step
+        self.lend_p(m, p, g.id(), body.may_block());
+        let mut cx = Cx {
+            sched: self,
+            g,
+            gen,
+        };
+        let step = catch_unwind(AssertUnwindSafe(|| body.step(&mut cx))).unwrap_or_else(|_| {
+            eprintln!("gmprt: G {} panicked; it is treated as finished", g.id());
+            Step::Done
+        });
+        // Fast path: the P is still lent to us (Go's exitsyscallfast).
+        // Otherwise sysmon handed it to another M meanwhile; this M finishes
+        // the step's bookkeeping without a P and then goes idle.
+        let p = self.reclaim_p(m);
+        m.slot.bump(); // even: between steps
+        let retaken = p.is_none();
+        *m.p.borrow_mut() = p;
+        match step {
+            Step::Yield => {
+                g.yield_now(gen);
+                // Go's goyield (local tail), unless the yielder would be
+                // alone in its local queue while Gs wait in the global one:
+                // then Gosched (global tail), or a G yielding in a loop would
+                // run again at once and the global queue would get one G
+                // per 61 ticks.
+                let alone = m.p.borrow().as_ref().is_none_or(|p| p.runq.is_empty());
+                if retaken || (alone && self.runq_size.load(Acquire) > 0) {
+                    GlobalOverflow(self).push_batch(&mut std::iter::once(g));
+                    self.wakep();
+                } else {
+                    self.runqput_current(m, g, false);
+                }
+            }
+            Step::Park => {
+                if !g.commit_park(gen) {
+                    // Woken during its own step: ready it like any waker would.
+                    self.runqput_current(m, g, true);
+                    self.wakep();
+                }
+            }
+            Step::Done => {
+                // SAFETY: still the owner (the G is RUNNING or NOTIFIED).
+                let body = unsafe { g.body_mut() }.take();
+                drop(body);
+                g.finish(gen);
+                self.ngs.fetch_sub(1, Relaxed);
+                match m.p.borrow_mut().as_mut() {
+                    Some(p) => self.gfput(p, g),
+                    None => lock(&self.gfree).push(g),
+                }
+            }
+        }
+    }
+
+    /// Requeues a G on the M's P, or the global queue if it has none.
+    fn runqput_current(&self, m: &M, g: GPtr, next: bool) {
+        let overflow = GlobalOverflow(self);
+        match m.p.borrow_mut().as_mut() {
+            Some(p) => p.runq.push(g, next, &overflow),
+            None => overflow.push_batch(&mut std::iter::once(g)),
+        }
+    }
+
+    /// Owner M: pushes the global batch parked in `p.batch` onto the local
+    /// queue, once `Sched::lock` is dropped (`globrunqget_locked`).
+    pub(super) fn runqput_batch(&self, p: &mut P) {
+        let overflow = GlobalOverflow(self);
+        for g in p.batch.drain(..) {
+            p.runq.push(g, false, &overflow);
+        }
+    }
+
+    /// Go's `ready`: make `g` (already `RUNNABLE`) run. Local runnext when
+    /// called on an M of ours with a P, else the global queue; then `wakep`.
+    pub(crate) fn ready(self: &Arc<Self>, g: GPtr, next: bool) {
+        let overflow = GlobalOverflow(self);
+        let local = self
+            .with_current_p(|p| p.runq.push(g, next, &overflow))
+            .is_some();
+        if !local {
+            overflow.push_batch(&mut std::iter::once(g));
+        }
+        self.wakep();
+    }
+
+    /// Runs `f` with the calling thread's M, if it is an M of this runtime.
+    /// Any thread (None off an M).
+    pub(super) fn with_current<R>(&self, f: impl FnOnce(&M) -> R) -> Option<R> {
+        let m = CURRENT.with(|c| c.get());
+        if m.is_null() {
+            return None;
+        }
+        // SAFETY: CURRENT is non-null only while `mstart` runs on this thread,
+        // and it points at the M on that frame, which outlives this call.
+        let m = unsafe { &*m };
+        if !ptr::eq(Arc::as_ptr(&m.sched), self) {
+            return None;
+        }
+        Some(f(m))
+    }
+
+    /// Runs `f` with the calling M's P, if the caller is an M of this runtime
+    /// holding one and the P is not already borrowed by the scheduler loop.
+    ///
+    /// Inside a step the P is lent to its slot; it is borrowed back for `f`
+    /// (sysmon sees null meanwhile and leaves it alone) and lent again. If
+    /// sysmon took it, there is no P: None.
+    pub(super) fn with_current_p<R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
+        self.with_current(|m| {
+            if let Ok(mut held) = m.p.try_borrow_mut() {
+                if let Some(p) = held.as_deref_mut() {
+                    return Some(f(p));
+                }
+            }
+            let slot = &self.allp[m.lent.get()?];
+            // Acquire: pairs with the Release that lent it (ours).
+            let raw = slot.lent.swap(ptr::null_mut(), Acquire);
+            if raw.is_null() {
+                return None;
+            }
+            // SAFETY: swapping a non-null pointer out of `lent` makes us its
+            // owner ("Lending the P"), until we store it back below.
+            let r = f(unsafe { &mut *raw });
+            // Release: publishes our changes to the P to whoever takes it.
+            slot.lent.store(raw, Release);
+            Some(r)
+        })
+        .flatten()
+    }
+}
+
+impl M {
+    /// xorshift32 (Marsaglia), for victim order only.
+    fn next_rand(&self) -> u32 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.set(x);
+        x
+    }
+}
+
+/// A stride in `1..n` coprime with `n`, chosen by `r`.
+fn coprime_stride(n: usize, r: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let mut s = 1 + r % (n - 1).max(1);
+    while gcd(s, n) != 1 {
+        s = s % (n - 1) + 1;
+    }
+    s
+}
+
+/// The calling thread's `pthread_self()`, which CPython reports as
+/// `threading.get_ident()`.
+fn thread_id() -> u64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: pthread_self has no preconditions.
+        (unsafe { libc::pthread_self() }) as u64
+    }
+    #[cfg(not(unix))]
+    {
+        0
+    }
+}
