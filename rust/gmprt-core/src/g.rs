@@ -31,11 +31,11 @@
 //! lands as `NOTIFIED` and the M, whose `RUNNING → PARKED` CAS fails, requeues
 //! the G itself: the wake is never lost and the G never runs on two Ms.
 
-use std::cell::UnsafeCell;
 use std::fmt;
 use std::ptr::NonNull;
 
 use crate::api::BoxBody;
+use crate::loom::cell::UnsafeCell;
 use crate::loom::sync::atomic::{AtomicU64, Ordering::*};
 
 pub(crate) const STATUS_BITS: u32 = 3;
@@ -121,7 +121,7 @@ impl G {
         self.id.store(id, Relaxed);
         // SAFETY: an idle G is owned by the spawner alone (it just took it
         // off the free list or allocated it), so no one else reads `body`.
-        unsafe { *self.body.get() = Some(body) };
+        self.body.with_mut(|b| unsafe { *b = Some(body) });
         let gen = self.generation();
         self.state.store(word(Status::Runnable, gen), Relaxed);
     }
@@ -220,17 +220,19 @@ impl G {
         // SAFETY: the caller has stopped every M that could own this G, and the
         // state is no longer one a waker can move to RUNNABLE, so nobody else
         // can reach the body.
-        unsafe { (*self.body.get()).take() }
+        self.body.with_mut(|b| unsafe { (*b).take() })
     }
 
-    /// Owner only: the body, to step it.
+    /// Owner only: runs `f` on the body (to step it, or to take it when
+    /// the G finishes). A closure rather than a `&mut` so that loom sees
+    /// the whole access and can check that nobody else touches the body
+    /// meanwhile.
     ///
     /// # Safety
     /// The caller must own the G (it is `RUNNING` on the caller's M).
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn body_mut(&self) -> &mut Option<BoxBody> {
+    pub(crate) unsafe fn with_body<R>(&self, f: impl FnOnce(&mut Option<BoxBody>) -> R) -> R {
         // SAFETY: exclusive ownership is the caller's precondition.
-        unsafe { &mut *self.body.get() }
+        self.body.with_mut(|b| f(unsafe { &mut *b }))
     }
 }
 

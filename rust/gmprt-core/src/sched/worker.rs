@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use super::globalq::{GlobalOverflow, LOCAL_SHARE};
 use super::{MSlot, Sched, P};
-use crate::api::{Cx, Hooks, Step, Waker};
+use crate::api::{BoxBody, Cx, Hooks, Step, Waker};
 use crate::g::GPtr;
 use crate::loom::lock;
 use crate::loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering::*};
@@ -369,22 +369,23 @@ impl Sched {
             p.schedtick = p.schedtick.wrapping_add(1);
         }
         let gen = g.start_running();
+        let run = |body: &mut Option<BoxBody>| {
+            let body = body.as_mut().expect("runnable G without a body");
+            m.slot.bump(); // odd: in a step
+            self.lend_p(m, p, g.id(), body.may_block());
+            let mut cx = Cx {
+                sched: self,
+                g,
+                gen,
+            };
+            catch_unwind(AssertUnwindSafe(|| body.step(&mut cx))).unwrap_or_else(|_| {
+                eprintln!("gmprt: G {} panicked; it is treated as finished", g.id());
+                Step::Done
+            })
+        };
         // SAFETY: we popped `g` from a run queue and made it RUNNING: this M
         // owns it until it yields, parks or finishes below.
-        let body = unsafe { g.body_mut() }
-            .as_mut()
-            .expect("runnable G without a body");
-        m.slot.bump(); // odd: in a step
-        self.lend_p(m, p, g.id(), body.may_block());
-        let mut cx = Cx {
-            sched: self,
-            g,
-            gen,
-        };
-        let step = catch_unwind(AssertUnwindSafe(|| body.step(&mut cx))).unwrap_or_else(|_| {
-            eprintln!("gmprt: G {} panicked; it is treated as finished", g.id());
-            Step::Done
-        });
+        let step = unsafe { g.with_body(run) };
         // Fast path: the P is still lent to us (Go's exitsyscallfast).
         // Otherwise sysmon handed it to another M meanwhile; this M finishes
         // the step's bookkeeping without a P and then goes idle.
@@ -417,7 +418,7 @@ impl Sched {
             }
             Step::Done => {
                 // SAFETY: still the owner (the G is RUNNING or NOTIFIED).
-                let body = unsafe { g.body_mut() }.take();
+                let body = unsafe { g.with_body(Option::take) };
                 drop(body);
                 g.finish(gen);
                 self.ngs.fetch_sub(1, Relaxed);
