@@ -7,6 +7,8 @@
 //! - [`sched`]: Ps, Ms, the global queue, `findRunnable`, spinning Ms.
 //! - [`chan`]: Go's channels and `select`; [`sync`]: `WaitGroup`,
 //!   `Semaphore`, `Mutex`; both on [`sudog`]'s parkers and wait queues.
+//! - [`net`]: TCP listeners, connections and dials, and waits on any fd,
+//!   for Gs parked on the netpoller.
 //!
 //! The embedder supplies what a G runs ([`Body`]) and what an M does around
 //! its life and its waits ([`Hooks`]); the Python bindings use those to step
@@ -17,6 +19,7 @@ pub mod g;
 mod loom;
 #[cfg(all(test, loom))]
 mod loom_tests;
+pub mod net;
 pub mod netpoll;
 mod park;
 pub mod runq;
