@@ -11,6 +11,8 @@
 //! - [`sysmon`]: the thread that retakes the P of a step that runs long.
 //! - [`chan`]: Go's channels and `select`; [`sync`]: `WaitGroup`,
 //!   `Semaphore`, `Mutex`; both on [`sudog`]'s parkers and wait queues.
+//! - [`net`]: TCP listeners, connections and dials, and waits on any fd,
+//!   for Gs parked on the netpoller.
 //!
 //! The embedder supplies what a G runs ([`Body`]) and what an M does around
 //! its life and its waits ([`Hooks`]); the Python bindings use those to step
@@ -42,6 +44,7 @@ pub mod g;
 mod loom;
 #[cfg(all(test, loom))]
 mod loom_tests;
+pub mod net;
 pub mod netpoll;
 mod park;
 pub mod runq;

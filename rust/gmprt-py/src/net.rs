@@ -1,76 +1,54 @@
-//! `gmprt.net`: TCP listeners and connections on the netpoller, and
-//! `gmprt.wait_readable` / `wait_writable` for any file descriptor.
+//! `gmprt.net` and `gmprt.wait_readable` / `wait_writable`: the Python face
+//! of gmprt-core's `net`, which owns the sockets, the readiness-retry loop,
+//! accept backoff, dialing and the fd waits (its module docs: the I/O path,
+//! ownership, deadlines).
 //!
-//! # The I/O path
+//! This file only converts. Each blocking method returns a token
+//! (`token.rs`) whose `Wait` calls the core operation's `poll_*` and, after
+//! a `Pending`, parks its `IoWait` with the G's waker. What must touch
+//! Python stays here: the per-thread receive buffer that becomes one
+//! `bytes`, sending straight from the caller's buffer (the buffer
+//! protocol), `fileno()`, releasing the GIL around a blocking name lookup,
+//! and turning core errors into Python exceptions (`error`, below).
 //!
-//! Every blocking operation returns a token (`token.rs`) whose `poll` does
-//! the nonblocking syscall right here in Rust: `recv` copies into a
-//! per-thread buffer and makes one `bytes`, `send` writes straight from the
-//! caller's buffer. On `WouldBlock` it clears the registration's readiness
-//! (with the tick it read before the syscall, so a newer event survives) and
-//! the driver parks the G on the netpoller, with the operation's deadline
-//! if it has one. Whichever M polls the netpoller (gmprt-core `netpoll`)
-//! wakes the G's Rust `Waker`; no Python runs between the kernel and the G
-//! that wakes.
+//! # Locks
 //!
-//! # Ownership
-//!
-//! [`Sock`] owns one socket. Its `RwLock` is taken shared for every syscall
-//! (so one G can receive while another sends) and exclusively by `close`,
-//! so the fd is never closed, and its number reused, under a syscall in
-//! flight. Nothing calls into Python while holding it: a garbage collection
-//! could run a finalizer that closes the same socket on the same thread.
-//!
-//! A socket is registered with the netpoller lazily, on its first
-//! operation, by the runtime that performs it ([`Binding`]); a listener made
-//! before `gmprt.run()`, or a connection carried from one `run()` to the
-//! next, is simply registered again. Registrations are removed before the
-//! fd is closed.
-//!
-//! # Deadlines
-//!
-//! Each blocking operation takes `timeout=` (seconds; None waits forever),
-//! measured from the call. When it passes, the operation raises
-//! `gmprt.Timeout` and the connection stays usable. `sendall` applies one
-//! deadline to the whole call; `dial` to every address it tries.
+//! A token's `Mutex` around its core state is touched only by the G that
+//! awaits it (it makes the state `Sync`). It is held across the core call,
+//! which never calls back into Python, and never while Python runs.
 
 use std::cell::Cell;
-use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering::*};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+use std::task::Poll as IoPoll;
 
-use gmprt_core::netpoll::{Dir, Registration, WaitId};
-use gmprt_core::Waker;
-use mio::net::{TcpListener as MioListener, TcpStream as MioStream};
+use gmprt_core::net::{self, IoWait, NetpollError};
+use gmprt_core::netpoll::Dir;
+use gmprt_core::{Sched, Waker};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::time::{deadline, expired, lock, netpoll, ParkedTimer};
+use crate::time::{deadline, lock};
 use crate::token::{Poll, Token, Wait};
 use crate::{runtime, Timeout};
 
-type Reg = Registration<Waker>;
-
-/// Go's net/http `Serve`: an accept that fails for lack of descriptors (or
-/// buffers) sleeps 5 ms, doubling to 1 s, and retries.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
 /// Receive buffers up to this capacity are kept per thread between calls.
 const RECV_BUF_KEEP: usize = 1 << 20;
+
+const CONN: &str = "gmprt.net.Conn";
+const LISTENER: &str = "gmprt.net.Listener";
 
 // ===== errors =====
 
 /// An `OSError` carrying `errno`, so Python picks the subclass
 /// (`ConnectionRefusedError`, `ConnectionResetError`, `BrokenPipeError`...)
 /// and `e.errno` works; the text names the operation.
-pub(crate) fn os_error(e: &io::Error, what: &str) -> PyErr {
+fn os_error(e: &io::Error, what: &str) -> PyErr {
     match e.raw_os_error() {
         Some(code) => {
             let text = io::Error::from_raw_os_error(code).to_string();
@@ -93,188 +71,70 @@ fn timeout_error(what: &str, timeout: Option<f64>) -> PyErr {
     ))
 }
 
+/// A core `net` error as the exception of operation `what`: `OSError`
+/// (EBADF) on a closed `on`, `gmprt.Timeout` for a deadline, `RuntimeError`
+/// when the runtime's netpoller is gone, else an `OSError` with the errno.
+/// `register` names what failed when the netpoller refused an fd.
+fn error(e: &io::Error, what: &str, on: &str, register: &str, timeout: Option<f64>) -> PyErr {
+    if net::is_closed(e) {
+        return closed_error(what, on);
+    }
+    if net::is_timeout(e) {
+        return timeout_error(what, timeout);
+    }
+    match NetpollError::of(e) {
+        Some(NetpollError::Register(inner)) => os_error(inner, register),
+        Some(_) => PyRuntimeError::new_err(e.to_string()),
+        None => os_error(e, what),
+    }
+}
+
+/// [`error`] for an operation on a `Conn` or `Listener`.
+fn sock_error(e: &io::Error, what: &str, on: &str, timeout: Option<f64>) -> PyErr {
+    error(e, what, on, "register with the netpoller", timeout)
+}
+
+/// The runtime of the calling G.
+fn sched() -> PyResult<Arc<Sched>> {
+    runtime::sched()
+        .ok_or_else(|| PyRuntimeError::new_err("gmprt sockets need a running gmprt runtime"))
+}
+
+/// A core poll's outcome as a token's: `ok` builds the value, `err` the
+/// exception.
+fn finish<T>(
+    r: IoPoll<io::Result<T>>,
+    ok: impl FnOnce(T) -> PyResult<Py<PyAny>>,
+    err: impl FnOnce(&io::Error) -> PyErr,
+) -> Poll {
+    match r {
+        IoPoll::Ready(Ok(v)) => Poll::Ready(ok(v)),
+        IoPoll::Ready(Err(e)) => Poll::Ready(Err(err(&e))),
+        IoPoll::Pending => Poll::Pending,
+    }
+}
+
 fn py_addr(a: SocketAddr) -> (String, u16) {
     (a.ip().to_string(), a.port())
 }
 
-// ===== sockets =====
-
-/// A socket's registration with the netpoller of the runtime using it.
-#[derive(Default)]
-struct Binding(Mutex<Option<Arc<Reg>>>);
-
-impl Binding {
-    fn with(reg: Arc<Reg>) -> Binding {
-        Binding(Mutex::new(Some(reg)))
+/// The addresses of `host`: a literal is parsed, a name resolved with
+/// `getaddrinfo`, which blocks, so the calling M hands its P off and
+/// releases the GIL meanwhile.
+fn resolve(py: Python<'_>, host: &str, port: u16, what: &str) -> PyResult<Vec<SocketAddr>> {
+    if let Some(a) = net::literal(host, port) {
+        return Ok(vec![a]);
     }
-
-    /// The registration with the calling G's runtime, registering `fd` (or
-    /// registering it again, for a new runtime) if needed.
-    fn get(&self, fd: RawFd) -> PyResult<Arc<Reg>> {
-        let sched = runtime::sched()
-            .ok_or_else(|| PyRuntimeError::new_err("gmprt sockets need a running gmprt runtime"))?;
-        let mut slot = lock(&self.0);
-        if let Some(r) = slot.as_ref() {
-            if sched.netpoll().owns(r) {
-                return Ok(r.clone());
-            }
-        }
-        if let Some(old) = slot.take() {
-            old.deregister();
-        }
-        let h = sched
-            .netpoll()
-            .handle()
-            .map_err(|e| PyRuntimeError::new_err(format!("gmprt netpoller: {e}")))?;
-        let reg = h
-            .register(fd, true)
-            .map_err(|e| os_error(&e, "register with the netpoller"))?;
-        let reg = Arc::new(reg);
-        *slot = Some(reg.clone());
-        Ok(reg)
-    }
-
-    fn close(&self) {
-        if let Some(r) = lock(&self.0).take() {
-            r.deregister();
-        }
+    let mut found = None;
+    runtime::block_in_g(py, || found = Some(net::resolve(host, port)));
+    match found {
+        Some(Ok(addrs)) => Ok(addrs),
+        Some(Err(e)) => Err(PyOSError::new_err(format!("{what}: {e}"))),
+        None => Err(PyRuntimeError::new_err("address resolution did not run")),
     }
 }
 
-/// One owned socket; see "Ownership" in the module docs.
-struct Sock<S: AsRawFd> {
-    io: RwLock<Option<S>>,
-    binding: Binding,
-    fd: RawFd,
-    /// "gmprt.net.Conn" or "gmprt.net.Listener", for error texts.
-    kind: &'static str,
-}
-
-impl<S: AsRawFd> Sock<S> {
-    fn new(s: S, binding: Binding, kind: &'static str) -> Sock<S> {
-        Sock {
-            fd: s.as_raw_fd(),
-            io: RwLock::new(Some(s)),
-            binding,
-            kind,
-        }
-    }
-
-    fn read(&self) -> RwLockReadGuard<'_, Option<S>> {
-        self.io.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn is_closed(&self) -> bool {
-        self.read().is_none()
-    }
-
-    /// The netpoller registration, for an operation called `what`.
-    fn reg(&self, what: &str) -> PyResult<Arc<Reg>> {
-        if self.is_closed() {
-            return Err(closed_error(what, self.kind));
-        }
-        self.binding.get(self.fd)
-    }
-
-    /// Runs `op` on the open socket (shared lock); None once closed.
-    fn with<T>(&self, op: impl FnOnce(&S) -> T) -> Option<T> {
-        self.read().as_ref().map(op)
-    }
-
-    /// Deregisters, then closes the fd. False if already closed.
-    fn close(&self) -> bool {
-        let mut io = self.io.write().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = io.take() else {
-            return false;
-        };
-        self.binding.close();
-        drop(s);
-        true
-    }
-}
-
-impl<S: AsRawFd> Drop for Sock<S> {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-/// What one attempt at a syscall gave.
-enum Io<T> {
-    Done(io::Result<T>),
-    /// Would block: readiness is cleared, the caller may park.
-    Blocked,
-    Closed,
-}
-
-/// Tries `op` while the registration says `dir` may be ready; on
-/// `WouldBlock` clears readiness with the tick read before the try.
-fn attempt<S: AsRawFd, T>(
-    sock: &Sock<S>,
-    reg: &Reg,
-    dir: Dir,
-    mut op: impl FnMut(&S) -> io::Result<T>,
-) -> Io<T> {
-    loop {
-        let ev = reg.readiness(dir);
-        if !ev.ready {
-            return Io::Blocked;
-        }
-        match sock.with(&mut op) {
-            None => return Io::Closed,
-            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                reg.clear_readiness(ev);
-                return Io::Blocked;
-            }
-            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Some(r) => return Io::Done(r),
-        }
-    }
-}
-
-/// A G's park on a registration, for one token.
-#[derive(Default)]
-struct IoPark {
-    /// The registration `poll` last found blocked, for `park`.
-    pending: Mutex<Option<Arc<Reg>>>,
-    parked: Mutex<Option<(Arc<Reg>, WaitId)>>,
-}
-
-impl IoPark {
-    fn pending(&self, reg: Arc<Reg>) {
-        *lock(&self.pending) = Some(reg);
-    }
-
-    /// Driver: park `w` on the registration `poll` found blocked. False if
-    /// it became ready (or closed, or the deadline passed) meanwhile.
-    fn park(&self, dir: Dir, w: Waker, deadline: Option<Instant>) -> bool {
-        let Some(reg) = lock(&self.pending).take() else {
-            return false;
-        };
-        match reg.park(dir, w, deadline) {
-            Ok(id) => {
-                *lock(&self.parked) = Some((reg, id));
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// `poll` again: the G was woken (the netpoller removed its waiter
-    /// first) or never parked; there is nothing to withdraw.
-    fn woken(&self) {
-        lock(&self.parked).take();
-    }
-}
-
-impl Drop for IoPark {
-    fn drop(&mut self) {
-        // The token died parked (its G was closed at shutdown).
-        if let Some((reg, id)) = lock(&self.parked).take() {
-            reg.cancel(id);
-        }
-    }
-}
+// ===== buffers =====
 
 /// Bytes to send: a `bytes` object, or any C-contiguous buffer.
 enum Data {
@@ -339,54 +199,6 @@ fn put_buf(buf: Vec<u8>) {
     }
 }
 
-/// `recv(2)` of up to `n` bytes into `buf`'s spare capacity (no zeroing:
-/// the kernel initialises what it writes).
-fn recv_into(s: &MioStream, buf: &mut Vec<u8>, n: usize) -> io::Result<usize> {
-    buf.clear();
-    buf.reserve(n);
-    // SAFETY: `buf` has capacity for `n` bytes at `as_mut_ptr()`; recv
-    // writes at most `n` bytes there and returns how many, or -1.
-    let k = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), n, 0) };
-    if k < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let k = k as usize;
-    // SAFETY: the kernel initialised the first `k <= n <= capacity` bytes.
-    unsafe { buf.set_len(k) };
-    Ok(k)
-}
-
-/// The addresses of `host`: a literal is parsed, a name resolved with
-/// `getaddrinfo`, which blocks, so the calling M hands its P off meanwhile.
-fn resolve(py: Python<'_>, host: &str, port: u16, what: &str) -> PyResult<Vec<SocketAddr>> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let mut found = None;
-    let name = bare.to_string();
-    runtime::block_in_g(py, || {
-        found = Some(
-            (name.as_str(), port)
-                .to_socket_addrs()
-                .map(|a| a.collect::<Vec<_>>()),
-        );
-    });
-    match found {
-        Some(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-        Some(Ok(_)) => Err(PyOSError::new_err(format!(
-            "{what}: no address found for {host:?}"
-        ))),
-        Some(Err(e)) => Err(PyOSError::new_err(format!(
-            "{what}: cannot resolve {host:?}: {e}"
-        ))),
-        None => Err(PyRuntimeError::new_err("address resolution did not run")),
-    }
-}
-
 // ===== Conn =====
 
 /// A TCP connection, from :meth:`Listener.accept` or :func:`gmprt.net.dial`.
@@ -405,29 +217,17 @@ fn resolve(py: Python<'_>, host: &str, port: u16, what: &str) -> PyResult<Vec<So
 /// ``OSError``. Use as a context manager to close it on exit.
 #[pyclass(frozen, module = "gmprt.net", name = "Conn")]
 pub struct Conn {
-    sock: Sock<MioStream>,
+    conn: net::Conn,
 }
 
 impl Conn {
-    fn new(s: MioStream, binding: Binding) -> Conn {
-        // Best effort: a socket that refuses NODELAY still works.
-        let _ = s.set_nodelay(true);
-        Conn {
-            sock: Sock::new(s, binding, "gmprt.net.Conn"),
-        }
-    }
-
     fn addr(&self, peer: bool) -> PyResult<(String, u16)> {
-        let what = if peer {
-            "remote_address"
+        let (what, r) = if peer {
+            ("remote_address", self.conn.peer_addr())
         } else {
-            "local_address"
+            ("local_address", self.conn.local_addr())
         };
-        let r = self
-            .sock
-            .with(|s| if peer { s.peer_addr() } else { s.local_addr() })
-            .ok_or_else(|| closed_error(what, "gmprt.net.Conn"))?;
-        r.map(py_addr).map_err(|e| os_error(&e, what))
+        r.map(py_addr).map_err(|e| sock_error(&e, what, CONN, None))
     }
 }
 
@@ -448,10 +248,9 @@ impl Conn {
             return Err(PyValueError::new_err("max_bytes must be >= 1, got 0"));
         }
         Ok(Token::wait(Recv {
-            io: IoPark::default(),
+            wait: Mutex::new(IoWait::new(deadline(timeout)?)),
             conn: slf.unbind(),
             max: max_bytes,
-            deadline: deadline(timeout)?,
             timeout,
         }))
     }
@@ -466,14 +265,7 @@ impl Conn {
     ///     OSError: the connection is closed.
     #[pyo3(signature = (data, *, timeout=None))]
     fn send(slf: Bound<'_, Self>, data: Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Token> {
-        Ok(Token::wait(Send {
-            io: IoPark::default(),
-            data: Data::new(&data)?,
-            conn: slf.unbind(),
-            deadline: deadline(timeout)?,
-            timeout,
-            sent: None,
-        }))
+        Send::token(slf, &data, timeout, false)
     }
 
     /// Send all of ``data``: ``await conn.sendall(data)``, waiting for the
@@ -490,20 +282,13 @@ impl Conn {
         data: Bound<'_, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<Token> {
-        Ok(Token::wait(Send {
-            io: IoPark::default(),
-            data: Data::new(&data)?,
-            conn: slf.unbind(),
-            deadline: deadline(timeout)?,
-            timeout,
-            sent: Some(AtomicUsize::new(0)),
-        }))
+        Send::token(slf, &data, timeout, true)
     }
 
     /// Close the connection (idempotent). Gs blocked on it wake up and raise
     /// ``OSError``.
     fn close(&self) {
-        self.sock.close();
+        self.conn.close();
     }
 
     /// Shut down the sending side (a TCP half-close, Go's ``CloseWrite``):
@@ -512,26 +297,20 @@ impl Conn {
     /// Raises:
     ///     OSError: the connection is closed or not connected.
     fn close_write(&self) -> PyResult<()> {
-        let r = self
-            .sock
-            .with(|s| s.shutdown(Shutdown::Write))
-            .ok_or_else(|| closed_error("close_write", "gmprt.net.Conn"))?;
-        r.map_err(|e| os_error(&e, "close_write"))
+        self.conn
+            .close_write()
+            .map_err(|e| sock_error(&e, "close_write", CONN, None))
     }
 
     /// Whether :meth:`close` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.sock.is_closed()
+        self.conn.is_closed()
     }
 
     /// The socket's file descriptor, or -1 once closed.
     fn fileno(&self) -> RawFd {
-        if self.sock.is_closed() {
-            -1
-        } else {
-            self.sock.fd
-        }
+        self.conn.fd().unwrap_or(-1)
     }
 
     /// ``(host, port)`` of this end.
@@ -552,13 +331,13 @@ impl Conn {
 
     #[pyo3(signature = (*_exc))]
     fn __exit__(&self, _exc: Bound<'_, pyo3::types::PyTuple>) {
-        self.sock.close();
+        self.conn.close();
     }
 
     fn __repr__(&self) -> String {
         match (self.addr(false), self.addr(true)) {
             (Ok(l), Ok(r)) => format!("<gmprt.net.Conn {}:{} -> {}:{}>", l.0, l.1, r.0, r.1),
-            _ if self.sock.is_closed() => "<gmprt.net.Conn closed>".into(),
+            _ if self.conn.is_closed() => "<gmprt.net.Conn closed>".into(),
             _ => "<gmprt.net.Conn>".into(),
         }
     }
@@ -566,41 +345,32 @@ impl Conn {
 
 /// `await conn.recv(n)`.
 struct Recv {
-    io: IoPark,
+    wait: Mutex<IoWait>,
     conn: Py<Conn>,
     max: usize,
-    deadline: Option<Instant>,
     timeout: Option<f64>,
 }
 
 impl Wait for Recv {
     fn poll(&self, py: Python<'_>) -> Poll {
-        self.io.woken();
-        let sock = &self.conn.get().sock;
-        let reg = match sock.reg("recv") {
-            Ok(r) => r,
+        let sched = match sched() {
+            Ok(s) => s,
             Err(e) => return Poll::Ready(Err(e)),
         };
         let mut buf = take_buf();
-        let r = attempt(sock, &reg, Dir::Read, |s| recv_into(s, &mut buf, self.max));
-        let out = match r {
-            Io::Done(Ok(_)) => Poll::Ready(Ok(PyBytes::new(py, &buf).into_any().unbind())),
-            Io::Done(Err(e)) => Poll::Ready(Err(os_error(&e, "recv"))),
-            Io::Closed => Poll::Ready(Err(closed_error("recv", sock.kind))),
-            Io::Blocked if expired(self.deadline) => {
-                Poll::Ready(Err(timeout_error("recv", self.timeout)))
-            }
-            Io::Blocked => {
-                self.io.pending(reg);
-                Poll::Pending
-            }
-        };
+        let conn = &self.conn.get().conn;
+        let r = conn.poll_recv_vec(&sched, &mut buf, self.max, &mut lock(&self.wait));
+        let out = finish(
+            r,
+            |_| Ok(PyBytes::new(py, &buf).into_any().unbind()),
+            |e| sock_error(e, "recv", CONN, self.timeout),
+        );
         put_buf(buf);
         out
     }
 
     fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
-        self.io.park(Dir::Read, waker, self.deadline)
+        lock(&self.wait).park(waker)
     }
 
     fn describe(&self) -> String {
@@ -608,20 +378,34 @@ impl Wait for Recv {
     }
 }
 
-/// `await conn.send(data)` (`sent` is None) and `await conn.sendall(data)`.
+/// `await conn.send(data)` and `await conn.sendall(data)` (`all`).
 struct Send {
-    io: IoPark,
+    /// The wait, and for sendall the bytes sent so far.
+    st: Mutex<(IoWait, usize)>,
     conn: Py<Conn>,
     data: Data,
-    deadline: Option<Instant>,
+    all: bool,
     timeout: Option<f64>,
-    /// sendall: bytes sent so far.
-    sent: Option<AtomicUsize>,
 }
 
 impl Send {
+    fn token(
+        conn: Bound<'_, Conn>,
+        data: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        all: bool,
+    ) -> PyResult<Token> {
+        Ok(Token::wait(Send {
+            data: Data::new(data)?,
+            st: Mutex::new((IoWait::new(deadline(timeout)?), 0)),
+            conn: conn.unbind(),
+            all,
+            timeout,
+        }))
+    }
+
     fn what(&self) -> &'static str {
-        if self.sent.is_some() {
+        if self.all {
             "sendall"
         } else {
             "send"
@@ -631,58 +415,27 @@ impl Send {
 
 impl Wait for Send {
     fn poll(&self, py: Python<'_>) -> Poll {
-        self.io.woken();
-        let sock = &self.conn.get().sock;
-        let what = self.what();
-        let reg = match sock.reg(what) {
-            Ok(r) => r,
+        let sched = match sched() {
+            Ok(s) => s,
             Err(e) => return Poll::Ready(Err(e)),
         };
+        let conn = &self.conn.get().conn;
         let data = self.data.bytes(py);
-        loop {
-            // The G that owns this token is the only one touching `sent`.
-            let from = self.sent.as_ref().map_or(0, |s| s.load(Relaxed));
-            let rest = &data[from..];
-            if rest.is_empty() {
-                return Poll::Ready(Ok(match self.sent {
-                    Some(_) => py.None(),
-                    None => 0usize
-                        .into_pyobject(py)
-                        .map_or_else(|_| py.None(), |v| v.into_any().unbind()),
-                }));
-            }
-            match attempt(sock, &reg, Dir::Write, |mut s| s.write(rest)) {
-                Io::Done(Ok(0)) => {
-                    let e = io::Error::from(io::ErrorKind::WriteZero);
-                    return Poll::Ready(Err(os_error(&e, what)));
-                }
-                Io::Done(Ok(n)) => match &self.sent {
-                    Some(s) => {
-                        s.store(from + n, Relaxed);
-                    }
-                    None => {
-                        return Poll::Ready(
-                            n.into_pyobject(py)
-                                .map(|v| v.into_any().unbind())
-                                .map_err(Into::into),
-                        );
-                    }
-                },
-                Io::Done(Err(e)) => return Poll::Ready(Err(os_error(&e, what))),
-                Io::Closed => return Poll::Ready(Err(closed_error(what, sock.kind))),
-                Io::Blocked if expired(self.deadline) => {
-                    return Poll::Ready(Err(timeout_error(what, self.timeout)));
-                }
-                Io::Blocked => {
-                    self.io.pending(reg);
-                    return Poll::Pending;
-                }
-            }
+        let err = |e: &io::Error| sock_error(e, self.what(), CONN, self.timeout);
+        if self.all {
+            let r = {
+                let (wait, sent) = &mut *lock(&self.st);
+                conn.poll_send_all(&sched, data, sent, wait)
+            };
+            finish(r, |()| Ok(py.None()), err)
+        } else {
+            let r = conn.poll_send(&sched, data, &mut lock(&self.st).0);
+            finish(r, |n| Ok(n.into_pyobject(py)?.into_any().unbind()), err)
         }
     }
 
     fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
-        self.io.park(Dir::Write, waker, self.deadline)
+        lock(&self.st).0.park(waker)
     }
 
     fn describe(&self) -> String {
@@ -691,15 +444,6 @@ impl Wait for Send {
 }
 
 // ===== Listener =====
-
-#[derive(Default)]
-struct Backoff {
-    /// Current delay; zero when accepts succeed.
-    delay: Duration,
-    until: Option<Instant>,
-    /// This out-of-descriptors episode was logged.
-    logged: bool,
-}
 
 /// A listening TCP socket, from :func:`gmprt.net.listen`.
 ///
@@ -710,57 +454,7 @@ struct Backoff {
 /// wakes Gs blocked in ``accept``; they raise ``OSError``.
 #[pyclass(frozen, module = "gmprt.net", name = "Listener")]
 pub struct Listener {
-    sock: Sock<MioListener>,
-    addr: SocketAddr,
-    backoff: Mutex<Backoff>,
-}
-
-impl Listener {
-    /// The end of the current backoff, if one is running.
-    fn backing_off(&self) -> Option<Instant> {
-        lock(&self.backoff).until.filter(|&u| Instant::now() < u)
-    }
-
-    fn start_backoff(&self, e: &io::Error) {
-        let mut b = lock(&self.backoff);
-        b.delay = if b.delay.is_zero() {
-            ACCEPT_BACKOFF_MIN
-        } else {
-            (b.delay * 2).min(ACCEPT_BACKOFF_MAX)
-        };
-        b.until = Some(Instant::now() + b.delay);
-        if !b.logged {
-            b.logged = true;
-            eprintln!(
-                "gmprt: accept on {}: {e}; retrying with backoff ({} ms doubling up to {} ms) \
-                 until descriptors free up",
-                self.addr,
-                ACCEPT_BACKOFF_MIN.as_millis(),
-                ACCEPT_BACKOFF_MAX.as_millis()
-            );
-        }
-    }
-
-    fn accepted(&self) {
-        let mut b = lock(&self.backoff);
-        if b.logged || !b.delay.is_zero() {
-            *b = Backoff::default();
-        }
-    }
-}
-
-/// Out of descriptors or kernel memory: back off and retry (Go's
-/// `isTemporary` accept errors).
-fn exhausted(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-/// The connection died in the backlog: just accept the next one.
-fn aborted(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::ConnectionAborted || e.raw_os_error() == Some(libc::EPROTO)
+    ln: net::Listener,
 }
 
 #[pymethods]
@@ -773,11 +467,8 @@ impl Listener {
     #[pyo3(signature = (*, timeout=None))]
     fn accept(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Token> {
         Ok(Token::wait(Accept {
-            io: IoPark::default(),
-            timer: ParkedTimer::default(),
-            failed: Mutex::new(None),
+            wait: Mutex::new(IoWait::new(deadline(timeout)?)),
             ln: slf.unbind(),
-            deadline: deadline(timeout)?,
             timeout,
         }))
     }
@@ -786,28 +477,24 @@ impl Listener {
     /// ``listen`` was given port 0).
     #[getter]
     fn address(&self) -> (String, u16) {
-        py_addr(self.addr)
+        py_addr(self.ln.local_addr())
     }
 
     /// Stop listening (idempotent). Gs blocked in ``accept`` raise
     /// ``OSError``.
     fn close(&self) {
-        self.sock.close();
+        self.ln.close();
     }
 
     /// Whether :meth:`close` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.sock.is_closed()
+        self.ln.is_closed()
     }
 
     /// The socket's file descriptor, or -1 once closed.
     fn fileno(&self) -> RawFd {
-        if self.sock.is_closed() {
-            -1
-        } else {
-            self.sock.fd
-        }
+        self.ln.fd().unwrap_or(-1)
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -816,85 +503,42 @@ impl Listener {
 
     #[pyo3(signature = (*_exc))]
     fn __exit__(&self, _exc: Bound<'_, pyo3::types::PyTuple>) {
-        self.sock.close();
+        self.ln.close();
     }
 
     fn __repr__(&self) -> String {
-        let state = if self.sock.is_closed() { " closed" } else { "" };
-        format!("<gmprt.net.Listener {}{state}>", self.addr)
+        let state = if self.ln.is_closed() { " closed" } else { "" };
+        format!("<gmprt.net.Listener {}{state}>", self.ln.local_addr())
     }
 }
 
 /// `await ln.accept()`.
 struct Accept {
-    io: IoPark,
-    /// The backoff sleep, while descriptors are exhausted.
-    timer: ParkedTimer,
-    failed: Mutex<Option<PyErr>>,
+    wait: Mutex<IoWait>,
     ln: Py<Listener>,
-    deadline: Option<Instant>,
     timeout: Option<f64>,
 }
 
 impl Wait for Accept {
     fn poll(&self, py: Python<'_>) -> Poll {
-        self.io.woken();
-        self.timer.forget();
-        if let Some(e) = lock(&self.failed).take() {
-            return Poll::Ready(Err(e));
-        }
-        let ln = self.ln.get();
-        loop {
-            if ln.sock.is_closed() {
-                return Poll::Ready(Err(closed_error("accept", ln.sock.kind)));
-            }
-            if ln.backing_off().is_some() {
-                if expired(self.deadline) {
-                    return Poll::Ready(Err(timeout_error("accept", self.timeout)));
-                }
-                return Poll::Pending;
-            }
-            let reg = match ln.sock.reg("accept") {
-                Ok(r) => r,
-                Err(e) => return Poll::Ready(Err(e)),
-            };
-            match attempt(&ln.sock, &reg, Dir::Read, |l| l.accept()) {
-                Io::Done(Ok((s, _peer))) => {
-                    ln.accepted();
-                    let conn = Py::new(py, Conn::new(s, Binding::default()));
-                    return Poll::Ready(conn.map(|c| c.into_any()));
-                }
-                Io::Done(Err(e)) if aborted(&e) => continue,
-                Io::Done(Err(e)) if exhausted(&e) => ln.start_backoff(&e),
-                Io::Done(Err(e)) => return Poll::Ready(Err(os_error(&e, "accept"))),
-                Io::Closed => return Poll::Ready(Err(closed_error("accept", ln.sock.kind))),
-                Io::Blocked if expired(self.deadline) => {
-                    return Poll::Ready(Err(timeout_error("accept", self.timeout)));
-                }
-                Io::Blocked => {
-                    self.io.pending(reg);
-                    return Poll::Pending;
-                }
-            }
-        }
+        let sched = match sched() {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let r = self.ln.get().ln.poll_accept(&sched, &mut lock(&self.wait));
+        finish(
+            r,
+            |(conn, _peer)| Ok(Py::new(py, Conn { conn })?.into_any()),
+            |e| sock_error(e, "accept", LISTENER, self.timeout),
+        )
     }
 
     fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
-        let Some(until) = self.ln.get().backing_off() else {
-            return self.io.park(Dir::Read, waker, self.deadline);
-        };
-        let when = self.deadline.map_or(until, |d| d.min(until));
-        match self.timer.arm(when, waker) {
-            Ok(()) => true,
-            Err(e) => {
-                *lock(&self.failed) = Some(e);
-                false
-            }
-        }
+        lock(&self.wait).park(waker)
     }
 
     fn describe(&self) -> String {
-        format!("net accept on {}", self.ln.get().addr)
+        format!("net accept on {}", self.ln.get().ln.local_addr())
     }
 }
 
@@ -929,141 +573,39 @@ pub(crate) fn listen(
     } else {
         resolve(py, host, port, "listen")?[0]
     };
-    let what = format!("listen on {addr}");
-    let bind = || -> io::Result<socket2::Socket> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        s.set_reuse_address(true)?;
-        if reuse_port {
-            s.set_reuse_port(true)?;
-        }
-        s.bind(&addr.into())?;
-        s.listen(backlog)?;
-        s.set_nonblocking(true)?;
-        Ok(s)
-    };
-    let s = bind().map_err(|e| os_error(&e, &what))?;
-    let std_ln: std::net::TcpListener = s.into();
-    let bound = std_ln.local_addr().map_err(|e| os_error(&e, &what))?;
-    Ok(Listener {
-        sock: Sock::new(
-            MioListener::from_std(std_ln),
-            Binding::default(),
-            "gmprt.net.Listener",
-        ),
-        addr: bound,
-        backoff: Mutex::new(Backoff::default()),
-    })
+    let ln = net::Listener::bind(addr, backlog, reuse_port)
+        .map_err(|e| os_error(&e, &format!("listen on {addr}")))?;
+    Ok(Listener { ln })
 }
 
 // ===== dial =====
 
-struct Dialing {
-    addrs: Vec<SocketAddr>,
-    next: usize,
-    /// The connect in flight and its registration.
-    cur: Option<(MioStream, Arc<Reg>)>,
-    last: Option<io::Error>,
-}
-
-impl Dialing {
-    /// Abandons the connect in flight (deregister, then close).
-    fn drop_cur(&mut self) {
-        if let Some((s, reg)) = self.cur.take() {
-            reg.deregister();
-            drop(s);
-        }
-    }
-}
-
-impl Drop for Dialing {
-    fn drop(&mut self) {
-        self.drop_cur();
-    }
-}
-
-/// `await gmprt.net.dial(host, port)`. Field order: `io` drops (withdraws
-/// a park) before `st` closes the socket.
+/// `await gmprt.net.dial(host, port)`.
 struct Dial {
-    io: IoPark,
-    st: Mutex<Dialing>,
+    dial: Mutex<net::Dial>,
     target: String,
-    deadline: Option<Instant>,
     timeout: Option<f64>,
 }
 
 impl Wait for Dial {
     fn poll(&self, py: Python<'_>) -> Poll {
-        self.io.woken();
-        let what = format!("dial {}", self.target);
-        let mut st = lock(&self.st);
-        loop {
-            if st.cur.is_none() {
-                let Some(&addr) = st.addrs.get(st.next) else {
-                    let e = st
-                        .last
-                        .take()
-                        .unwrap_or_else(|| io::Error::other("no address"));
-                    return Poll::Ready(Err(os_error(&e, &what)));
-                };
-                st.next += 1;
-                let started = MioStream::connect(addr).and_then(|s| {
-                    let h = netpoll().map_err(|e| io::Error::other(e.to_string()))?;
-                    let reg = h.register(s.as_raw_fd(), true)?;
-                    Ok((s, Arc::new(reg)))
-                });
-                match started {
-                    Ok(cur) => st.cur = Some(cur),
-                    Err(e) => {
-                        st.last = Some(e);
-                        continue;
-                    }
-                }
-            }
-            let (s, reg) = st.cur.as_ref().expect("a connect in flight");
-            let ev = reg.readiness(Dir::Write);
-            if ev.ready {
-                // mio's recipe: SO_ERROR first, then whether a peer exists.
-                let outcome = match s.take_error() {
-                    Ok(Some(e)) | Err(e) => Err(e),
-                    Ok(None) => match s.peer_addr() {
-                        Ok(_) => Ok(true),
-                        Err(e)
-                            if e.kind() == io::ErrorKind::NotConnected
-                                || e.raw_os_error() == Some(libc::EINPROGRESS) =>
-                        {
-                            reg.clear_readiness(ev);
-                            Ok(false)
-                        }
-                        Err(e) => Err(e),
-                    },
-                };
-                match outcome {
-                    Ok(true) => {
-                        let (s, reg) = st.cur.take().expect("a connect in flight");
-                        let conn = Conn::new(s, Binding::with(reg));
-                        return Poll::Ready(Py::new(py, conn).map(|c| c.into_any()));
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        st.drop_cur();
-                        st.last = Some(e);
-                        continue;
-                    }
-                }
-            }
-            if expired(self.deadline) {
-                st.drop_cur();
-                return Poll::Ready(Err(timeout_error(&what, self.timeout)));
-            }
-            let reg = st.cur.as_ref().expect("a connect in flight").1.clone();
-            self.io.pending(reg);
-            return Poll::Pending;
-        }
+        let sched = match sched() {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let r = lock(&self.dial).poll(&sched);
+        finish(
+            r,
+            |conn| Ok(Py::new(py, Conn { conn })?.into_any()),
+            |e| {
+                let what = format!("dial {}", self.target);
+                error(e, &what, CONN, &what, self.timeout)
+            },
+        )
     }
 
     fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
-        self.io.park(Dir::Write, waker, self.deadline)
+        lock(&self.dial).park(waker)
     }
 
     fn describe(&self) -> String {
@@ -1093,153 +635,43 @@ pub(crate) fn dial(py: Python<'_>, host: &str, port: u16, timeout: Option<f64>) 
     let host = if host.is_empty() { "localhost" } else { host };
     let addrs = resolve(py, host, port, &format!("dial {target}"))?;
     Ok(Token::wait(Dial {
-        io: IoPark::default(),
-        st: Mutex::new(Dialing {
-            addrs,
-            next: 0,
-            cur: None,
-            last: None,
-        }),
+        dial: Mutex::new(net::Dial::new(addrs, deadline)),
         target,
-        deadline,
         timeout,
     }))
 }
 
 // ===== wait_readable / wait_writable =====
 
-/// `await gmprt.wait_readable(fd)` / `wait_writable(fd)`. The fd is not
-/// ours: we register a private duplicate for the wait (so we never remove
-/// someone else's registration, nor race the owner closing the number) and
-/// drop it when the wait ends.
+/// `await gmprt.wait_readable(fd)` / `wait_writable(fd)`.
 struct FdWait {
-    io: IoPark,
+    op: Mutex<net::FdWait>,
+    what: &'static str,
     fd: RawFd,
-    dir: Dir,
-    deadline: Option<Instant>,
     timeout: Option<f64>,
-    reg: Mutex<Option<(Arc<Reg>, OwnedFd)>>,
-    failed: Mutex<Option<PyErr>>,
-}
-
-impl FdWait {
-    fn what(&self) -> &'static str {
-        match self.dir {
-            Dir::Read => "wait_readable",
-            Dir::Write => "wait_writable",
-        }
-    }
-
-    /// `poll(2)` with no wait: whether the fd is ready now.
-    fn ready_now(&self) -> io::Result<bool> {
-        let events = match self.dir {
-            Dir::Read => libc::POLLIN,
-            Dir::Write => libc::POLLOUT,
-        };
-        let mut pfd = libc::pollfd {
-            fd: self.fd,
-            events,
-            revents: 0,
-        };
-        loop {
-            // SAFETY: one valid pollfd, zero timeout.
-            let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-            if n >= 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        if pfd.revents & libc::POLLNVAL != 0 {
-            return Err(io::Error::from_raw_os_error(libc::EBADF));
-        }
-        Ok(pfd.revents & (events | libc::POLLERR | libc::POLLHUP) != 0)
-    }
-
-    /// Deregisters the duplicate, then closes it.
-    fn release(&self) {
-        if let Some((reg, dup)) = lock(&self.reg).take() {
-            reg.deregister();
-            drop(dup);
-        }
-    }
-}
-
-impl Drop for FdWait {
-    fn drop(&mut self) {
-        if let Some((reg, id)) = lock(&self.io.parked).take() {
-            reg.cancel(id);
-        }
-        self.release();
-    }
 }
 
 impl Wait for FdWait {
     fn poll(&self, py: Python<'_>) -> Poll {
-        self.io.woken();
-        if let Some(e) = lock(&self.failed).take() {
-            self.release();
-            return Poll::Ready(Err(e));
-        }
-        let ev = lock(&self.reg)
-            .as_ref()
-            .map(|(r, _)| (r.clone(), r.readiness(self.dir)));
-        match self.ready_now() {
-            Ok(true) => {
-                self.release();
-                return Poll::Ready(Ok(py.None()));
-            }
-            Ok(false) => {}
-            Err(e) => {
-                self.release();
-                return Poll::Ready(Err(os_error(&e, self.what())));
-            }
-        }
-        if expired(self.deadline) {
-            self.release();
-            return Poll::Ready(Err(timeout_error(self.what(), self.timeout)));
-        }
-        if let Some((reg, ev)) = ev {
-            reg.clear_readiness(ev);
-        }
-        Poll::Pending
+        let Some(sched) = runtime::sched() else {
+            return Poll::Ready(Err(PyRuntimeError::new_err(
+                "gmprt timers and sockets need a running gmprt runtime",
+            )));
+        };
+        let r = lock(&self.op).poll(&sched);
+        finish(
+            r,
+            |()| Ok(py.None()),
+            |e| error(e, self.what, "fd", self.what, self.timeout),
+        )
     }
 
     fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
-        let mut slot = lock(&self.reg);
-        if slot.is_none() {
-            let registered = (|| -> PyResult<(Arc<Reg>, OwnedFd)> {
-                // SAFETY: F_DUPFD_CLOEXEC on an fd number; a bad fd just
-                // fails with EBADF.
-                let dup = unsafe { libc::fcntl(self.fd, libc::F_DUPFD_CLOEXEC, 0) };
-                if dup < 0 {
-                    return Err(os_error(&io::Error::last_os_error(), self.what()));
-                }
-                // SAFETY: `dup` is a new fd that nobody else owns.
-                let dup = unsafe { OwnedFd::from_raw_fd(dup) };
-                let reg = netpoll()?
-                    .register(dup.as_raw_fd(), false)
-                    .map_err(|e| os_error(&e, self.what()))?;
-                Ok((Arc::new(reg), dup))
-            })();
-            match registered {
-                Ok(r) => *slot = Some(r),
-                Err(e) => {
-                    *lock(&self.failed) = Some(e);
-                    return false;
-                }
-            }
-        }
-        let reg = slot.as_ref().expect("registered above").0.clone();
-        drop(slot);
-        self.io.pending(reg);
-        self.io.park(self.dir, waker, self.deadline)
+        lock(&self.op).park(waker)
     }
 
     fn describe(&self) -> String {
-        format!("{} fd {}", self.what(), self.fd)
+        format!("{} fd {}", self.what, self.fd)
     }
 }
 
@@ -1250,14 +682,15 @@ fn fd_wait(obj: &Bound<'_, PyAny>, dir: Dir, timeout: Option<f64>) -> PyResult<T
     if fd < 0 {
         return Err(PyErr::fetch(obj.py()));
     }
+    let what = match dir {
+        Dir::Read => "wait_readable",
+        Dir::Write => "wait_writable",
+    };
     Ok(Token::wait(FdWait {
-        io: IoPark::default(),
+        op: Mutex::new(net::FdWait::new(fd, dir, deadline(timeout)?)),
+        what,
         fd,
-        dir,
-        deadline: deadline(timeout)?,
         timeout,
-        reg: Mutex::new(None),
-        failed: Mutex::new(None),
     }))
 }
 

@@ -364,7 +364,7 @@ pub(crate) fn run(
     };
     check_spawnable(&main, "gmprt.run()")?;
     // As Go does at start: servers should not hit an arbitrary 1024 fds.
-    gmprt_core::netpoll::raise_nofile_limit();
+    gmprt_core::net::raise_nofile_limit();
     let rs = {
         let mut cur = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
         if cur.is_some() {

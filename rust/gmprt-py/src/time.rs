@@ -44,11 +44,6 @@ pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     timeout.map(|t| after(t, "timeout")).transpose()
 }
 
-/// Whether `deadline` has passed.
-pub(crate) fn expired(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
-}
-
 /// The netpoller of the runtime the calling G belongs to.
 pub(crate) fn netpoll() -> PyResult<Handle<Waker>> {
     let sched = runtime::sched().ok_or_else(|| {
