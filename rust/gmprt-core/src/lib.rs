@@ -9,6 +9,8 @@
 //! - [`sched`]: Ps, Ms, the global queue, `findRunnable`, spinning Ms,
 //!   lending the P to sysmon; one file per mechanism under `sched/`.
 //! - [`sysmon`]: the thread that retakes the P of a step that runs long.
+//! - [`net`]: TCP listeners, connections, dialing and fd waits on the
+//!   netpoller, for Gs of any embedder (Rust-native ones in `tests/net.rs`).
 //! - [`chan`]: Go's channels and `select`; [`sync`]: `WaitGroup`,
 //!   `Semaphore`, `Mutex`; both on [`sudog`]'s parkers and wait queues.
 //! - [`net`]: TCP listeners, connections and dials, and waits on any fd,
@@ -28,8 +30,8 @@
 //!    `Ready` trait and never calls the scheduler);
 //! 4. `api` and `sched`, side by side: `api` is the face, `sched` the
 //!    machinery, and `Cx`/`Waker` reach into `Sched` from `api`;
-//! 5. `sysmon` (on `sched`), `sudog` (on `api`'s `Waker`), `chan` and
-//!    `sync` (on `sudog`);
+//! 5. `sysmon` (on `sched`), `net` (on `sched`, `netpoll` and `api`),
+//!    `sudog` (on `api`'s `Waker`), `chan` and `sync` (on `sudog`);
 //! 6. `lib`, re-exporting the face.
 //!
 //! Two edges go the other way. `g` names `api::BoxBody`, the type of the

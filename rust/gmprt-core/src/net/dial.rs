@@ -13,8 +13,9 @@ use mio::net::TcpStream;
 use super::conn::Conn;
 use super::sock::{register, LazyReg, Reg};
 use super::wait::IoWait;
+use crate::api::Waker;
 use crate::netpoll::Dir;
-use crate::sched::{Sched, Waker};
+use crate::sched::Sched;
 
 /// `host` as a literal address (`"127.0.0.1"`, `"::1"`, `"[::1]"`), or
 /// None for a name. Never blocks.

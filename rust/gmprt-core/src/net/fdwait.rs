@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use super::sock::{register, Reg};
 use super::wait::IoWait;
+use crate::api::Waker;
 use crate::netpoll::Dir;
-use crate::sched::{Sched, Waker};
+use crate::sched::Sched;
 
 /// A wait for `fd` to be ready in one direction. "Readable" includes EOF
 /// and errors, as for `select`. Nothing is read or written.

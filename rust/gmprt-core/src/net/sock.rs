@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::task::Poll;
 
 use super::error::{closed, NetpollError};
+use crate::api::Waker;
 use crate::netpoll::{Dir, Netpoll, Registration};
-use crate::sched::{Sched, Waker};
+use crate::sched::Sched;
 
 pub(crate) type Reg = Registration<Waker>;
 

@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use super::error::{deadline_exceeded, NetpollError};
 use super::sock::Reg;
+use crate::api::Waker;
 use crate::netpoll::{Dir, Handle, WaitId};
-use crate::sched::Waker;
 use crate::timer::TimerKey;
 
 /// The park side of one operation on a socket or fd, and its deadline.

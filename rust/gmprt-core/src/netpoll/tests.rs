@@ -320,15 +320,3 @@ fn one_blocker_at_a_time_and_counts_held_until_the_batch_drops() {
     np.stop();
     assert!(np.poll(Some(Duration::ZERO)).is_none(), "stopped");
 }
-
-#[test]
-fn nofile_limit_is_raised_to_the_hard_limit() {
-    let soft = raise_nofile_limit().unwrap();
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit struct we own.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-    assert_eq!(rl.rlim_cur, soft);
-}
