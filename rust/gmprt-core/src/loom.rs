@@ -8,7 +8,9 @@
 #[cfg(not(loom))]
 mod imp {
     pub(crate) mod sync {
-        pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+        pub(crate) use std::sync::{
+            Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, TryLockError,
+        };
         pub(crate) mod atomic {
             pub(crate) use std::sync::atomic::{
                 fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
@@ -42,7 +44,7 @@ mod imp {
         // std's Arc, not loom's: the scheduler takes `self: &Arc<Self>`,
         // and only std's Arc may be a method receiver on stable Rust. No
         // modelled protocol depends on reference counts.
-        pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
+        pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
         pub(crate) use std::sync::Arc;
         // loom's `try_lock` returns std's `TryLockResult`.
         pub(crate) use std::sync::TryLockError;
@@ -70,8 +72,11 @@ pub(crate) use imp::*;
 /// the runtime's locks guard plain data whose invariants hold between
 /// statements, so the data stays usable after a panicking holder.
 pub(crate) fn lock<T>(m: &sync::Mutex<T>) -> sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
+    unpoison(m.lock())
+}
+
+/// The value of any lock operation (a condvar wait, a read or write lock),
+/// poisoned or not; see [`lock`].
+pub(crate) fn unpoison<T>(r: std::sync::LockResult<T>) -> T {
+    r.unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -54,10 +54,7 @@ impl<P> Note<P> {
             if let Some(h) = slot.take() {
                 return h;
             }
-            slot = match self.cv.wait(slot) {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            slot = crate::loom::unpoison(self.cv.wait(slot));
         }
     }
 }

@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::handle::GHandle;
-use crate::runtime;
+use crate::rt;
 use crate::token::{Closing, InG, Op, Token};
 
 enum Code {
@@ -148,11 +148,11 @@ impl PyBody {
             Ok(_) => false,
         };
         if let (true, Err(e)) = (fatal, &result) {
-            runtime::fatal(e.clone_ref(py));
+            rt::fatal(e.clone_ref(py));
         }
         GHandle::complete(self.handle.bind(py), result, fatal);
         if self.is_main {
-            runtime::main_done();
+            rt::main_done();
         }
         Step::Done
     }

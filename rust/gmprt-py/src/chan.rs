@@ -21,9 +21,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
 
+use crate::errors::{ChanClosed, ChanEmpty};
 use crate::parked::{block, timeout_arg, Attempt, Await, Blocking};
 use crate::token::Token;
-use crate::{ChanClosed, ChanEmpty};
 
 /// A Go channel of Python objects.
 ///

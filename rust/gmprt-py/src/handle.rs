@@ -6,14 +6,15 @@
 //! Python or a drop of a Python object: either could switch the GIL to a
 //! thread that then blocks on the same mutex while attached.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use gmprt_core::Waker;
 use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::runtime;
+use crate::lock::{lock, unpoison};
+use crate::rt;
 use crate::token::{current_g, Poll, Token, Wait};
 
 struct State {
@@ -47,10 +48,6 @@ pub struct GHandle {
     finished: Condvar,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl GHandle {
     pub(crate) fn new(id: u64, func: Py<PyAny>) -> GHandle {
         GHandle {
@@ -67,7 +64,7 @@ impl GHandle {
 
     /// The G's function name, for reports.
     pub(crate) fn name(&self, py: Python<'_>) -> String {
-        runtime::describe(self.func.bind(py))
+        rt::describe(self.func.bind(py))
     }
 
     pub(crate) fn is_done(&self, _py: Python<'_>) -> bool {
@@ -120,7 +117,7 @@ impl GHandle {
         };
         me.finish_with(outcome, surfaced || report.is_some());
         if let Some(e) = report {
-            runtime::report_unobserved(py, me.id, &me.name(py), e);
+            rt::report_unobserved(py, me.id, &me.name(py), e);
         }
     }
 
@@ -194,21 +191,18 @@ impl GHandle {
                 let mut st = lock(&self.state);
                 while st.outcome.is_none() {
                     st = match deadline {
-                        None => self.finished.wait(st).unwrap_or_else(|p| p.into_inner()),
+                        None => unpoison(self.finished.wait(st)),
                         Some(d) => {
                             let left = d.saturating_duration_since(Instant::now());
                             if left.is_zero() {
                                 break;
                             }
-                            self.finished
-                                .wait_timeout(st, left)
-                                .unwrap_or_else(|p| p.into_inner())
-                                .0
+                            unpoison(self.finished.wait_timeout(st, left)).0
                         }
                     };
                 }
             };
-            runtime::block_in_g(py, wait);
+            rt::block_in_g(py, wait);
             if !self.is_done(py) {
                 return Err(PyTimeoutError::new_err(format!(
                     "G {} did not finish within {} s",
@@ -250,7 +244,7 @@ impl Wait for Join {
 
 impl Drop for GHandle {
     fn drop(&mut self) {
-        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let st = unpoison(self.state.get_mut());
         if st.observed {
             return;
         }
@@ -263,7 +257,7 @@ impl Drop for GHandle {
             Python::try_attach(|py| {
                 let unwinding = PyErr::take(py);
                 let name = self.name(py);
-                runtime::report_unobserved(py, id, &name, *e);
+                rt::report_unobserved(py, id, &name, *e);
                 if let Some(u) = unwinding {
                     u.restore(py);
                 }

@@ -1,72 +1,41 @@
 //! gmprt._gmprt: the Python face of gmprt-core.
 //!
-//! Thin by design: `runtime` owns `run()`/`go()` and the M hooks, `body`
-//! steps Python Gs, `token` is the awaitable protocol, `handle` is `gmprt.G`,
-//! `time` is `sleep` and deadlines, `net` is `gmprt.net` and the fd waits,
-//! `chan` is `gmprt.Chan`/`select` and `sync` the WaitGroup, Mutex and
-//! Semaphore, both on `parked` (await or block on one core operation).
-//! The scheduler and the netpoller live in gmprt-core and know nothing of
-//! Python.
+//! Thin by design: the scheduler, the netpoller and the sockets live in
+//! gmprt-core and know nothing of Python; this crate converts arguments
+//! and results, steps Python Gs and maps errors. Files, bottom up (each
+//! uses only files listed before it):
+//!
+//! 1. `lock` (the one poison-ignoring lock helper) and `errors` (the
+//!    exceptions);
+//! 2. `rt`: which runtime is running, its event pipe, and the services Gs
+//!    need from it (`sched`, `block_in_g`, `main_done`, `fatal`, reports);
+//! 3. `token`: the awaitable protocol (Go's gopark discipline);
+//! 4. `time` (`sleep` and deadlines), `handle` (`gmprt.G`), `body` (a
+//!    Python G's body: steps a coroutine or calls a function);
+//! 5. `parked` (await or block on one core operation), and on it `chan`
+//!    (`gmprt.Chan`, `select`) and `sync` (WaitGroup, Mutex, Semaphore);
+//!    `net` (`gmprt.net` and the fd waits, over gmprt-core's `net`);
+//! 6. `hooks` (the M hooks) and `runtime` (`run()`, `go()`, `stats()`);
+//! 7. `lib`, registering everything on the module.
 
 mod body;
 mod chan;
+mod errors;
 mod handle;
+mod hooks;
+mod lock;
 mod net;
 mod parked;
+mod rt;
 mod runtime;
 mod sync;
 mod time;
 mod token;
 
-use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyRuntimeError, PyTimeoutError};
 use pyo3::prelude::*;
 
-use token::{Op, Token};
-
-create_exception!(
-    gmprt,
-    Deadlock,
-    PyRuntimeError,
-    "Raised by gmprt.run() when every G is asleep and nothing can wake one."
-);
-create_exception!(
-    gmprt,
-    Timeout,
-    PyTimeoutError,
-    "A gmprt operation's deadline passed (a TimeoutError)."
-);
-create_exception!(
-    gmprt,
-    ChanClosed,
-    PyException,
-    "Send on a closed channel, or receive on one that is closed and drained."
-);
-create_exception!(
-    gmprt,
-    ChanEmpty,
-    PyException,
-    "Chan.try_recv() found nothing to receive (no buffered value, no waiting sender)."
-);
-
-/// Suspend the calling G for ``seconds``: ``await gmprt.sleep(0.5)``.
-///
-/// The G parks on a timer of the netpoller and costs no thread while it
-/// sleeps (a million sleeping Gs are fine). It wakes no earlier than
-/// ``seconds`` after the call, usually within a millisecond after.
-/// ``await gmprt.sleep(0)`` just yields: the G goes behind the other
-/// runnable Gs and resumes after them.
-///
-/// Raises:
-///     ValueError: ``seconds`` is negative or NaN.
-#[pyfunction]
-fn sleep(seconds: f64) -> PyResult<Token> {
-    let until = time::after(seconds, "sleep length")?;
-    if seconds == 0.0 {
-        return Ok(Token::new(Op::Yield));
-    }
-    Ok(Token::wait(time::Sleep::new(until)))
-}
+use errors::{ChanClosed, ChanEmpty, Deadlock, Timeout};
+use token::Token;
 
 #[pymodule(gil_used = false)]
 fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -74,7 +43,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(runtime::run, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::go, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::stats, m)?)?;
-    m.add_function(wrap_pyfunction!(sleep, m)?)?;
+    m.add_function(wrap_pyfunction!(time::sleep, m)?)?;
     m.add_function(wrap_pyfunction!(net::listen, m)?)?;
     m.add_function(wrap_pyfunction!(net::dial, m)?)?;
     m.add_function(wrap_pyfunction!(net::wait_readable, m)?)?;

@@ -33,9 +33,11 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::time::{deadline, lock};
+use crate::errors::Timeout;
+use crate::lock::lock;
+use crate::rt;
+use crate::time::deadline;
 use crate::token::{Poll, Token, Wait};
-use crate::{runtime, Timeout};
 
 /// Receive buffers up to this capacity are kept per thread between calls.
 const RECV_BUF_KEEP: usize = 1 << 20;
@@ -96,8 +98,7 @@ fn sock_error(e: &io::Error, what: &str, on: &str, timeout: Option<f64>) -> PyEr
 
 /// The runtime of the calling G.
 fn sched() -> PyResult<Arc<Sched>> {
-    runtime::sched()
-        .ok_or_else(|| PyRuntimeError::new_err("gmprt sockets need a running gmprt runtime"))
+    rt::sched().ok_or_else(|| PyRuntimeError::new_err("gmprt sockets need a running gmprt runtime"))
 }
 
 /// A core poll's outcome as a token's: `ok` builds the value, `err` the
@@ -126,7 +127,7 @@ fn resolve(py: Python<'_>, host: &str, port: u16, what: &str) -> PyResult<Vec<So
         return Ok(vec![a]);
     }
     let mut found = None;
-    runtime::block_in_g(py, || found = Some(net::resolve(host, port)));
+    rt::block_in_g(py, || found = Some(net::resolve(host, port)));
     match found {
         Some(Ok(addrs)) => Ok(addrs),
         Some(Err(e)) => Err(PyOSError::new_err(format!("{what}: {e}"))),
@@ -653,7 +654,7 @@ struct FdWait {
 
 impl Wait for FdWait {
     fn poll(&self, py: Python<'_>) -> Poll {
-        let Some(sched) = runtime::sched() else {
+        let Some(sched) = rt::sched() else {
             return Poll::Ready(Err(PyRuntimeError::new_err(
                 "gmprt timers and sockets need a running gmprt runtime",
             )));

@@ -8,7 +8,7 @@
 //!   after the wake reads the outcome.
 //! - `x.op_blocking(timeout=None)`: [`block`], for sync Gs and foreign
 //!   threads: queue with the calling thread as the waker, then wait inside
-//!   `runtime::block_in_g` (the M hands its P to another M and releases the
+//!   `rt::block_in_g` (the M hands its P to another M and releases the
 //!   GIL); on timeout, cancel, unless the operation completed first.
 //!
 //! # Locks and Python objects
@@ -20,17 +20,18 @@
 //! lock held.
 
 use std::sync::atomic::{AtomicU8, Ordering::*};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gmprt_core::{Done, Notify, Op, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::runtime;
+use crate::errors::Timeout;
+use crate::lock::{lock, unpoison};
+use crate::rt;
 use crate::time::ParkedTimer;
 use crate::token::{Poll, Token, Wait};
-use crate::Timeout;
 
 /// One attempt at an operation.
 pub(crate) enum Attempt<T> {
@@ -119,10 +120,6 @@ pub(crate) struct Await<B: Blocking> {
     b: B,
     phase: AtomicU8,
     st: Mutex<St<B::T>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn misuse(phase: u8) -> PyErr {
@@ -266,10 +263,7 @@ impl<B: Blocking> Wait for Await<B> {
 
 impl<B: Blocking> Drop for Await<B> {
     fn drop(&mut self) {
-        let st = std::mem::replace(
-            self.st.get_mut().unwrap_or_else(|p| p.into_inner()),
-            St::Empty,
-        );
+        let st = std::mem::replace(unpoison(self.st.get_mut()), St::Empty);
         if let St::Parked(op, deadline) = st {
             drop(deadline);
             self.b.abandon(op);
@@ -292,7 +286,7 @@ pub(crate) fn block<B: Blocking>(
     if timeout != Some(Duration::ZERO) {
         let deadline = timeout.map(|t| Instant::now() + t);
         let waiting = &op;
-        runtime::block_in_g(py, move || {
+        rt::block_in_g(py, move || {
             waiting.wait(deadline);
         });
     }

@@ -1,4 +1,8 @@
-//! `gmprt.run()` and the state of the one runtime that is running.
+//! The entry points: `gmprt.run()`, `gmprt.go()`, `gmprt.stats()`.
+//!
+//! The top of the binding: it starts a runtime (`rt::install`) with the M
+//! hooks (`hooks`), spawns G bodies (`body`) with their handles (`handle`),
+//! and no file imports it but `lib`.
 //!
 //! # The main thread during `run()`
 //!
@@ -18,198 +22,26 @@
 //! with the interpreter intact. A sync G stuck in a blocking call cannot be
 //! joined; its thread is left to finish alone (daemon semantics).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::*;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicBool, Ordering::*};
-
 use gmprt_core::api::DEFAULT_MAX_THREADS;
-use gmprt_core::{Config, Hooks, Sched};
+use gmprt_core::{Config, Sched};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::body::PyBody;
+use crate::errors::Deadlock;
 use crate::handle::GHandle;
-use crate::Deadlock;
+use crate::hooks::PyHooks;
+use crate::lock::lock;
+use crate::rt::{self, sched, RunState};
 
 /// How long `run()` waits for Ms to finish their current step at shutdown.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One `gmprt.run()`.
-pub(crate) struct RunState {
-    pub(crate) sched: Arc<Sched>,
-    ev: Arc<Events>,
-}
-
-/// What Ms, sysmon and signal handlers tell the thread in `run()`. Each
-/// writer records its event, then writes a byte to the pipe; the thread in
-/// `run()` drains the pipe, then looks at every event.
-struct Events {
-    wake_w: OwnedFd,
-    wake_r: OwnedFd,
-    /// A KeyboardInterrupt or SystemExit that escaped a G.
-    fatal: Mutex<Option<PyErr>>,
-    /// The runtime cannot go on (thread limit); set without Python.
-    broken: Mutex<Option<String>>,
-    /// An M saw the deadlock condition; to be confirmed.
-    deadlock: AtomicBool,
-    /// Long steps seen by sysmon: (G id, thread ident, held).
-    long_steps: Mutex<Vec<(u64, u64, Duration)>>,
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-static CURRENT: Mutex<Option<Arc<RunState>>> = Mutex::new(None);
-
-fn current() -> Option<Arc<RunState>> {
-    CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// The scheduler of the running runtime: from an M's thread-local when the
-/// caller is an M (no lock), else from the global slot.
-pub(crate) fn sched() -> Option<Arc<Sched>> {
-    Sched::with_current_sched(Arc::clone).or_else(|| current().map(|rs| rs.sched.clone()))
-}
-
-impl Events {
-    fn wake(&self) {
-        let b = [1u8];
-        // SAFETY: writing one byte from a live buffer to a pipe we own. A
-        // full pipe (EAGAIN) already guarantees a pending wakeup.
-        unsafe { libc::write(self.wake_w.as_raw_fd(), b.as_ptr().cast(), 1) };
-    }
-
-    /// Detached: sleep until the pipe has data, then drain it.
-    fn wait(&self) {
-        let mut pfd = libc::pollfd {
-            fd: self.wake_r.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; EINTR just returns early, and the caller
-        // loops.
-        unsafe { libc::poll(&mut pfd, 1, -1) };
-        let mut buf = [0u8; 64];
-        // SAFETY: reading into a live buffer from our non-blocking pipe.
-        while unsafe { libc::read(self.wake_r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0
-        {
-        }
-    }
-}
-
-fn pipe() -> PyResult<(OwnedFd, OwnedFd)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills two fds on success.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Called by the M that finishes the main G. Stops the scheduler at once
-/// (this M's next schedule sees it), like a Go program whose main returned:
-/// no other G starts a new step after main is done.
-pub(crate) fn main_done() {
-    if let Some(rs) = current() {
-        rs.sched.stop();
-        rs.ev.wake();
-    }
-}
-
-/// A KeyboardInterrupt/SystemExit escaped a G: stop the runtime with it.
-pub(crate) fn fatal(e: PyErr) {
-    if let Some(rs) = current() {
-        locked(&rs.ev.fatal).get_or_insert(e);
-        rs.ev.wake();
-    }
-}
-
-/// Prints an exception nobody awaited or joined, like `threading.excepthook`.
-pub(crate) fn report_unobserved(py: Python<'_>, id: u64, name: &str, e: PyErr) {
-    let msg = format!("Exception in gmprt G {id} ({name}), never awaited or joined:\n");
-    let printed = (|| -> PyResult<()> {
-        let sys = py.import("sys")?;
-        let stderr = sys.getattr("stderr")?;
-        stderr.call_method1("write", (msg,))?;
-        let tb = py.import("traceback")?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("file", &stderr)?;
-        let value = e.value(py);
-        tb.call_method(
-            "print_exception",
-            (value.get_type(), value, e.traceback(py)),
-            Some(&kwargs),
-        )?;
-        Ok(())
-    })();
-    if printed.is_err() {
-        e.print(py);
-    }
-}
-
-/// Runs a blocking wait from synchronous code. On an M the P is handed off
-/// for the duration (Go's entersyscallblock); the GIL is released either way.
-pub(crate) fn block_in_g<F: FnOnce() + Send>(py: Python<'_>, f: F) {
-    // Off an M (a foreign thread), `blocking` only counts the wait, so the
-    // deadlock check knows a thread that may still wake Gs is alive.
-    match sched() {
-        Some(s) => s.blocking(|| py.detach(f)),
-        None => py.detach(f),
-    }
-}
-
-/// Each M is attached to the interpreter for its whole life and detached
-/// around every wait (`pyo3-engineering.md` §2: ~60 ns, against ~10 µs for a
-/// fresh attach per step on 3.11+). The sysmon-side hooks only record and
-/// signal; the thread in `run()` does the Python part.
-struct PyHooks {
-    ev: Arc<Events>,
-}
-
-/// Lets a closure that runs synchronously on this very thread cross
-/// `Python::detach`'s `Send` bound.
-struct OnThisThread<F>(F);
-// SAFETY: `detach` runs its closure on the calling thread before returning;
-// the wrapped closure never reaches another thread.
-unsafe impl<F> Send for OnThisThread<F> {}
-impl<F: FnOnce()> OnThisThread<F> {
-    fn call(self) {
-        (self.0)()
-    }
-}
-
-impl Hooks for PyHooks {
-    fn m_main(&self, run: &mut dyn FnMut()) {
-        // None only while the interpreter finalizes: then the M must not run
-        // Python at all, and it exits at once.
-        let _ = Python::try_attach(|_py| run());
-    }
-
-    fn blocking(&self, wait: &mut dyn FnMut()) {
-        let wait = OnThisThread(wait);
-        Python::attach(|py| py.detach(move || wait.call()));
-    }
-
-    fn long_step(&self, g: u64, thread: u64, held: Duration) {
-        locked(&self.ev.long_steps).push((g, thread, held));
-        self.ev.wake();
-    }
-
-    fn fatal(&self, msg: String) {
-        locked(&self.ev.broken).get_or_insert(msg);
-        self.ev.wake();
-    }
-
-    fn deadlock(&self) {
-        self.ev.deadlock.store(true, Release);
-        self.ev.wake();
-    }
-}
 
 /// The default `procs`. On a GIL build only one M runs Python at a time, so
 /// more Ps only add GIL handoffs; measured in benches/procs.py (README).
@@ -240,14 +72,6 @@ fn check_spawnable(f: &Bound<'_, PyAny>, who: &str) -> PyResult<()> {
             .map(|n| n.to_string())
             .unwrap_or_default()
     )))
-}
-
-/// A function's name for reports (`__qualname__`).
-pub(crate) fn describe(f: &Bound<'_, PyAny>) -> String {
-    f.getattr("__qualname__")
-        .or_else(|_| f.getattr("__name__"))
-        .and_then(|n| n.extract::<String>())
-        .unwrap_or_else(|_| "<G>".into())
 }
 
 fn new_g(
@@ -365,32 +189,11 @@ pub(crate) fn run(
     check_spawnable(&main, "gmprt.run()")?;
     // As Go does at start: servers should not hit an arbitrary 1024 fds.
     gmprt_core::net::raise_nofile_limit();
-    let rs = {
-        let mut cur = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
-        if cur.is_some() {
-            return Err(PyRuntimeError::new_err(
-                "gmprt.run() was called while a gmprt runtime is already running; \
-                 start more Gs with gmprt.go() instead",
-            ));
-        }
-        let (wake_r, wake_w) = pipe()?;
-        let ev = Arc::new(Events {
-            wake_w,
-            wake_r,
-            fatal: Mutex::new(None),
-            broken: Mutex::new(None),
-            deadlock: AtomicBool::new(false),
-            long_steps: Mutex::new(Vec::new()),
-        });
-        let config = Config {
-            procs,
-            max_threads: max_threads.unwrap_or(DEFAULT_MAX_THREADS),
-        };
-        let sched = Sched::new(config, Box::new(PyHooks { ev: ev.clone() }));
-        let rs = Arc::new(RunState { sched, ev });
-        *cur = Some(rs.clone());
-        rs
+    let config = Config {
+        procs,
+        max_threads: max_threads.unwrap_or(DEFAULT_MAX_THREADS),
     };
+    let rs = rt::install(config, |ev| Box::new(PyHooks::new(ev)))?;
     let signals = WakeupFd::install(py, rs.ev.wake_w.as_raw_fd());
     let interval = SwitchInterval::lower(py);
     let result = run_main(py, &rs, main, args);
@@ -402,7 +205,7 @@ pub(crate) fn run(
         Err(Stop::Err(e)) => Err(e),
         Ok(v) => Ok(v),
     };
-    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    rt::uninstall();
     result
 }
 
@@ -434,13 +237,13 @@ fn run_main(
         let waiter = ev.clone();
         py.detach(move || waiter.wait());
         py.check_signals()?;
-        if let Some(e) = locked(&ev.fatal).take() {
+        if let Some(e) = lock(&ev.fatal).take() {
             return Err(e.into());
         }
-        if let Some(msg) = locked(&ev.broken).take() {
+        if let Some(msg) = lock(&ev.broken).take() {
             return Err(PyRuntimeError::new_err(msg).into());
         }
-        let long_steps = std::mem::take(&mut *locked(&ev.long_steps));
+        let long_steps = std::mem::take(&mut *lock(&ev.long_steps));
         for (g, thread, held) in long_steps {
             report_long_step(py, g, thread, held);
         }

@@ -15,16 +15,13 @@ use gmprt_core::Waker;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::runtime;
-use crate::token::{Poll, Wait};
+use crate::lock::lock;
+use crate::rt;
+use crate::token::{Op, Poll, Token, Wait};
 
 /// Far enough to mean "never" for an infinite (or overflowing) timeout,
 /// near enough that `Instant` arithmetic cannot overflow.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The instant `seconds` from now. `what` names the argument in errors.
 pub(crate) fn after(seconds: f64, what: &str) -> PyResult<Instant> {
@@ -46,7 +43,7 @@ pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
 
 /// The netpoller of the runtime the calling G belongs to.
 pub(crate) fn netpoll() -> PyResult<Handle<Waker>> {
-    let sched = runtime::sched().ok_or_else(|| {
+    let sched = rt::sched().ok_or_else(|| {
         PyRuntimeError::new_err("gmprt timers and sockets need a running gmprt runtime")
     })?;
     let h = sched.netpoll().handle();
@@ -138,4 +135,23 @@ impl Wait for Sleep {
     fn describe(&self) -> String {
         "sleep".into()
     }
+}
+
+/// Suspend the calling G for ``seconds``: ``await gmprt.sleep(0.5)``.
+///
+/// The G parks on a timer of the netpoller and costs no thread while it
+/// sleeps (a million sleeping Gs are fine). It wakes no earlier than
+/// ``seconds`` after the call, usually within a millisecond after.
+/// ``await gmprt.sleep(0)`` just yields: the G goes behind the other
+/// runnable Gs and resumes after them.
+///
+/// Raises:
+///     ValueError: ``seconds`` is negative or NaN.
+#[pyfunction]
+pub(crate) fn sleep(seconds: f64) -> PyResult<Token> {
+    let until = after(seconds, "sleep length")?;
+    if seconds == 0.0 {
+        return Ok(Token::new(Op::Yield));
+    }
+    Ok(Token::wait(Sleep::new(until)))
 }

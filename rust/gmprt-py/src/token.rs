@@ -29,6 +29,8 @@ use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
+use crate::lock::lock;
+
 /// tokio's coop budget per task poll.
 const BUDGET: u32 = 128;
 
@@ -225,7 +227,7 @@ impl Token {
             }
             (Op::Wait(_), BUDGET_YIELD) => {
                 tok.state.store(DONE, Release);
-                let r = tok.stash.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let r = lock(&tok.stash).take();
                 done(*r.expect("budget yield without a result"))
             }
             (Op::Wait(w), _) => match w.poll(py) {
@@ -234,7 +236,7 @@ impl Token {
                     done(r)
                 }
                 Poll::Ready(r) => {
-                    *tok.stash.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(r));
+                    *lock(&tok.stash) = Some(Box::new(r));
                     tok.state.store(BUDGET_YIELD, Release);
                     yield_self()
                 }

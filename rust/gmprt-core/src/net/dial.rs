@@ -1,10 +1,10 @@
 //! Dialing: resolve a host, then [`Dial`] connects to its addresses one
 //! after another until one accepts, all under one deadline.
 
+use crate::loom::sync::Arc;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 

@@ -6,9 +6,9 @@
 //! nor races the owner closing the number, and drops it when the wait ends.
 //! Each poll asks `poll(2)` first, so a ready fd costs no registration.
 
+use crate::loom::sync::Arc;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 

@@ -11,10 +11,10 @@
 //! successful accept ends the episode. A connection that died in the
 //! backlog (ECONNABORTED, EPROTO) is skipped: accept the next one.
 
+use crate::loom::sync::Mutex;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::Mutex;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,9 @@ use mio::net::TcpListener;
 
 use super::conn::Conn;
 use super::error::NetpollError;
-use super::sock::{lock, LazyReg, Sock};
+use super::sock::{LazyReg, Sock};
 use super::wait::IoWait;
+use crate::loom::lock;
 use crate::netpoll::Dir;
 use crate::sched::Sched;
 

@@ -2,9 +2,10 @@
 //! netpoller of the runtime using it, and the readiness-retry loop every
 //! operation on it runs. See "Ownership" in the module docs.
 
+use crate::loom::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use crate::loom::{lock, unpoison};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::task::Poll;
 
 use super::error::{closed, NetpollError};
@@ -13,10 +14,6 @@ use crate::netpoll::{Dir, Netpoll, Registration};
 use crate::sched::Sched;
 
 pub(crate) type Reg = Registration<Waker>;
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Registers `fd` with `np` (starting its epoll instance on first use).
 /// `ready`: see [`Handle::register`](crate::netpoll::Handle::register).
@@ -90,7 +87,7 @@ impl<S: AsRawFd> Sock<S> {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Option<S>> {
-        self.io.read().unwrap_or_else(|p| p.into_inner())
+        unpoison(self.io.read())
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -123,7 +120,7 @@ impl<S: AsRawFd> Sock<S> {
     /// Deregisters (waking the Gs parked on it: they find it closed), then
     /// closes the fd. False if it was closed already.
     pub(crate) fn close(&self) -> bool {
-        let mut io = self.io.write().unwrap_or_else(|p| p.into_inner());
+        let mut io = unpoison(self.io.write());
         let Some(s) = io.take() else {
             return false;
         };

@@ -10,8 +10,8 @@
 //! withdraw and no lock to take. A park that will not be woken (the G gives
 //! up) is withdrawn by [`IoWait::cancel`] or the drop.
 
+use crate::loom::sync::Arc;
 use std::io;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 

@@ -171,7 +171,7 @@ pub(super) mod model {
             let mut os = lock(&self.shared.os);
             if timeout.is_none() {
                 while !os.woken && os.events.is_empty() {
-                    os = self.shared.cv.wait(os).unwrap_or_else(|p| p.into_inner());
+                    os = crate::loom::unpoison(self.shared.cv.wait(os));
                 }
             }
             os.woken = false;

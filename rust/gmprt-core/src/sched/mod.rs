@@ -146,7 +146,7 @@ use crate::api::{BoxBody, Config, Hooks, Stats, Stopped, Waker};
 use crate::g::GPtr;
 use crate::loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use crate::loom::sync::{Arc, Condvar, Mutex};
-use crate::loom::{lock, thread};
+use crate::loom::{lock, thread, unpoison};
 use crate::netpoll::Netpoll;
 use crate::park::{Handoff, Note};
 use crate::runq::{self, Overflow as _};
@@ -391,10 +391,7 @@ impl Sched {
         if self.stopping.load(Acquire) {
             return false;
         }
-        drop(match self.sysmon_wake.wait_timeout(guard, d) {
-            Ok((g, _)) => g,
-            Err(p) => p.into_inner().0,
-        });
+        drop(unpoison(self.sysmon_wake.wait_timeout(guard, d)).0);
         !self.stopping.load(Acquire)
     }
 
@@ -422,10 +419,7 @@ impl Sched {
             if left.is_zero() {
                 return false;
             }
-            live = match self.ms_exited.wait_timeout(live, left) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            live = unpoison(self.ms_exited.wait_timeout(live, left)).0;
         }
         drop(live);
         for h in lock(&self.threads).drain(..) {

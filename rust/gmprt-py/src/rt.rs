@@ -1,0 +1,191 @@
+//! The runtime's services to the rest of the binding: which runtime is
+//! running, and the event pipe its Ms, sysmon and signal handlers use to
+//! wake the thread in `run()` (see `runtime`, "The main thread during
+//! `run()`").
+//!
+//! This file sits below every other one that touches the runtime: G bodies
+//! (`body`), handles (`handle`), tokens and the I/O pyclasses call down
+//! into it, and only `runtime` (the entry points) installs a runtime here.
+//! Nothing here imports a file above it.
+//!
+//! # Who owns what
+//!
+//! `CURRENT` holds the one running runtime (`RunState`), set by
+//! [`install`] when `run()` starts and cleared by [`uninstall`] when it has
+//! joined every thread. Ms read the scheduler from their own thread-local
+//! first ([`sched`]), so the global lock is off the hot path.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gmprt_core::{Config, Hooks, Sched};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::lock::lock;
+
+/// One `gmprt.run()`.
+pub(crate) struct RunState {
+    pub(crate) sched: Arc<Sched>,
+    pub(crate) ev: Arc<Events>,
+}
+
+/// What Ms, sysmon and signal handlers tell the thread in `run()`. Each
+/// writer records its event, then writes a byte to the pipe; the thread in
+/// `run()` drains the pipe, then looks at every event.
+pub(crate) struct Events {
+    pub(crate) wake_w: OwnedFd,
+    pub(crate) wake_r: OwnedFd,
+    /// A KeyboardInterrupt or SystemExit that escaped a G.
+    pub(crate) fatal: Mutex<Option<PyErr>>,
+    /// The runtime cannot go on (thread limit); set without Python.
+    pub(crate) broken: Mutex<Option<String>>,
+    /// An M saw the deadlock condition; to be confirmed.
+    pub(crate) deadlock: AtomicBool,
+    /// Long steps seen by sysmon: (G id, thread ident, held).
+    pub(crate) long_steps: Mutex<Vec<(u64, u64, Duration)>>,
+}
+
+static CURRENT: Mutex<Option<Arc<RunState>>> = Mutex::new(None);
+
+fn current() -> Option<Arc<RunState>> {
+    lock(&CURRENT).clone()
+}
+
+/// The scheduler of the running runtime: from an M's thread-local when the
+/// caller is an M (no lock), else from the global slot.
+pub(crate) fn sched() -> Option<Arc<Sched>> {
+    Sched::with_current_sched(Arc::clone).or_else(|| current().map(|rs| rs.sched.clone()))
+}
+
+impl Events {
+    pub(crate) fn wake(&self) {
+        let b = [1u8];
+        // SAFETY: writing one byte from a live buffer to a pipe we own. A
+        // full pipe (EAGAIN) already guarantees a pending wakeup.
+        unsafe { libc::write(self.wake_w.as_raw_fd(), b.as_ptr().cast(), 1) };
+    }
+
+    /// Detached: sleep until the pipe has data, then drain it.
+    pub(crate) fn wait(&self) {
+        let mut pfd = libc::pollfd {
+            fd: self.wake_r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; EINTR just returns early, and the caller
+        // loops.
+        unsafe { libc::poll(&mut pfd, 1, -1) };
+        let mut buf = [0u8; 64];
+        // SAFETY: reading into a live buffer from our non-blocking pipe.
+        while unsafe { libc::read(self.wake_r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0
+        {
+        }
+    }
+}
+
+fn pipe() -> PyResult<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two fds on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Starts a runtime and makes it the current one; `hooks` builds the M
+/// hooks around the runtime's event pipe. Fails if one is running already.
+pub(crate) fn install(
+    config: Config,
+    hooks: impl FnOnce(Arc<Events>) -> Box<dyn Hooks>,
+) -> PyResult<Arc<RunState>> {
+    let mut cur = lock(&CURRENT);
+    if cur.is_some() {
+        return Err(PyRuntimeError::new_err(
+            "gmprt.run() was called while a gmprt runtime is already running; \
+             start more Gs with gmprt.go() instead",
+        ));
+    }
+    let (wake_r, wake_w) = pipe()?;
+    let ev = Arc::new(Events {
+        wake_w,
+        wake_r,
+        fatal: Mutex::new(None),
+        broken: Mutex::new(None),
+        deadlock: AtomicBool::new(false),
+        long_steps: Mutex::new(Vec::new()),
+    });
+    let sched = Sched::new(config, hooks(ev.clone()));
+    let rs = Arc::new(RunState { sched, ev });
+    *cur = Some(rs.clone());
+    Ok(rs)
+}
+
+/// `run()` is over (every thread joined): no runtime is current.
+pub(crate) fn uninstall() {
+    *lock(&CURRENT) = None;
+}
+
+/// Called by the M that finishes the main G. Stops the scheduler at once
+/// (this M's next schedule sees it), like a Go program whose main returned:
+/// no other G starts a new step after main is done.
+pub(crate) fn main_done() {
+    if let Some(rs) = current() {
+        rs.sched.stop();
+        rs.ev.wake();
+    }
+}
+
+/// A KeyboardInterrupt/SystemExit escaped a G: stop the runtime with it.
+pub(crate) fn fatal(e: PyErr) {
+    if let Some(rs) = current() {
+        lock(&rs.ev.fatal).get_or_insert(e);
+        rs.ev.wake();
+    }
+}
+
+/// Prints an exception nobody awaited or joined, like `threading.excepthook`.
+pub(crate) fn report_unobserved(py: Python<'_>, id: u64, name: &str, e: PyErr) {
+    let msg = format!("Exception in gmprt G {id} ({name}), never awaited or joined:\n");
+    let printed = (|| -> PyResult<()> {
+        let sys = py.import("sys")?;
+        let stderr = sys.getattr("stderr")?;
+        stderr.call_method1("write", (msg,))?;
+        let tb = py.import("traceback")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("file", &stderr)?;
+        let value = e.value(py);
+        tb.call_method(
+            "print_exception",
+            (value.get_type(), value, e.traceback(py)),
+            Some(&kwargs),
+        )?;
+        Ok(())
+    })();
+    if printed.is_err() {
+        e.print(py);
+    }
+}
+
+/// Runs a blocking wait from synchronous code. On an M the P is handed off
+/// for the duration (Go's entersyscallblock); the GIL is released either way.
+pub(crate) fn block_in_g<F: FnOnce() + Send>(py: Python<'_>, f: F) {
+    // Off an M (a foreign thread), `blocking` only counts the wait, so the
+    // deadlock check knows a thread that may still wake Gs is alive.
+    match sched() {
+        Some(s) => s.blocking(|| py.detach(f)),
+        None => py.detach(f),
+    }
+}
+
+/// A function's name for reports (`__qualname__`).
+pub(crate) fn describe(f: &Bound<'_, PyAny>) -> String {
+    f.getattr("__qualname__")
+        .or_else(|_| f.getattr("__name__"))
+        .and_then(|n| n.extract::<String>())
+        .unwrap_or_else(|_| "<G>".into())
+}
