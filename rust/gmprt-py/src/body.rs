@@ -10,9 +10,12 @@
 //! (see `gmprt_core::g`). A yield of anything else is a foreign awaitable (an
 //! asyncio future): a `TypeError` naming the fix is thrown into the G.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use gmprt_core::{Body, Cx, Step};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyStopIteration, PySystemExit, PyTypeError};
 use pyo3::ffi;
+use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -235,7 +238,24 @@ impl Body for PyBody {
         let py = unsafe { Python::assume_attached() };
         let _in_g = InG::enter(cx.id());
         match Entered::enter(py, &self.ctx) {
-            Ok(_ctx) => self.drive(py, cx),
+            Ok(_ctx) => {
+                // A panic in the binding's own code (a bug: no input may
+                // cause one) must not leave the G's handle unfinished, or
+                // whoever awaits it, and `run()` for the main G, would wait
+                // forever. It becomes the G's exception instead.
+                match catch_unwind(AssertUnwindSafe(|| self.drive(py, cx))) {
+                    Ok(step) => step,
+                    Err(payload) => {
+                        let what = panic_message(&payload);
+                        self.parked_on = None;
+                        let e = PanicException::new_err(format!(
+                            "gmprt internal error in G {}: {what} (please file a bug)",
+                            cx.id()
+                        ));
+                        self.finish(py, Err(e))
+                    }
+                }
+            }
             Err(e) => self.finish(py, Err(e)),
         }
     }
@@ -268,5 +288,16 @@ impl Body for PyBody {
             this.handle.get().cancel();
             drop(this);
         })
+    }
+}
+
+/// The text of a panic payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_string()
     }
 }

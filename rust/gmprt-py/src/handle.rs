@@ -7,14 +7,15 @@
 //! thread that then blocks on the same mutex while attached.
 
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gmprt_core::Waker;
-use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError};
 use pyo3::prelude::*;
 
 use crate::lock::{lock, unpoison};
 use crate::rt;
+use crate::time::deadline;
 use crate::token::{current_g, Poll, Token, Wait};
 
 struct State {
@@ -169,17 +170,9 @@ impl GHandle {
     ///     RuntimeError: a G joins itself.
     #[pyo3(signature = (timeout=None))]
     fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        let deadline = match timeout {
-            None => None,
-            Some(t) if t >= 0.0 && t.is_finite() => {
-                Some(Instant::now() + Duration::from_secs_f64(t))
-            }
-            Some(t) => {
-                return Err(PyValueError::new_err(format!(
-                    "timeout must be >= 0, got {t}"
-                )))
-            }
-        };
+        // Capped far in the future (`time::after`): `timeout=1e20` or
+        // `inf` waits without limit instead of overflowing a Duration.
+        let deadline = deadline(timeout)?;
         if current_g() == Some(self.id) {
             return Err(PyRuntimeError::new_err(format!(
                 "G {} cannot join itself",

@@ -40,7 +40,7 @@ use crate::time::deadline;
 use crate::token::{Poll, Token, Wait};
 
 /// Receive buffers up to this capacity are kept per thread between calls.
-const RECV_BUF_KEEP: usize = 1 << 20;
+const RECV_BUF_KEEP: usize = gmprt_core::net::RECV_MAX;
 
 const CONN: &str = "gmprt.net.Conn";
 const LISTENER: &str = "gmprt.net.Listener";
@@ -236,7 +236,8 @@ impl Conn {
 impl Conn {
     /// Receive up to ``max_bytes`` bytes: ``await conn.recv()``. Returns as
     /// soon as any data is there; ``b""`` once the peer has closed its
-    /// sending side (EOF).
+    /// sending side (EOF). One call returns at most 1 MiB, however large
+    /// ``max_bytes`` is, so a length read off the wire can be passed as is.
     ///
     /// Raises:
     ///     gmprt.Timeout: nothing arrived within ``timeout`` seconds.

@@ -40,6 +40,26 @@ use crate::hooks::PyHooks;
 use crate::lock::lock;
 use crate::rt::{self, sched, RunState};
 
+/// The most Ps `run()` accepts: Go's old `_MaxGomaxprocs`. Each P is
+/// allocated up front, so an absurd `procs` would abort on allocation.
+const MAX_PROCS: i64 = 1024;
+
+/// The most threads `max_threads` may allow: far above what Linux lets one
+/// process start by default, so it only rejects typos and overflows.
+const MAX_THREADS: i64 = 1_000_000;
+
+/// `value` as a count in `1..=max`, or a ValueError naming `what` and the
+/// accepted range.
+fn bounded(what: &str, value: i64, max: i64) -> PyResult<usize> {
+    if (1..=max).contains(&value) {
+        Ok(value as usize)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{what} must be between 1 and {max}, got {value}"
+        )))
+    }
+}
+
 /// How long `run()` waits for Ms to finish their current step at shutdown.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -172,27 +192,20 @@ pub(crate) fn run(
     main: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
     procs: Option<i64>,
-    max_threads: Option<usize>,
+    max_threads: Option<i64>,
 ) -> PyResult<Py<PyAny>> {
-    if max_threads == Some(0) {
-        return Err(PyValueError::new_err("max_threads must be >= 1, got 0"));
-    }
     let procs = match procs {
         None => default_procs(py),
-        Some(n) if n >= 1 => n as usize,
-        Some(n) => {
-            return Err(PyValueError::new_err(format!(
-                "procs must be >= 1, got {n}"
-            )))
-        }
+        Some(n) => bounded("procs", n, MAX_PROCS)?,
+    };
+    let max_threads = match max_threads {
+        None => DEFAULT_MAX_THREADS,
+        Some(n) => bounded("max_threads", n, MAX_THREADS)?,
     };
     check_spawnable(&main, "gmprt.run()")?;
     // As Go does at start: servers should not hit an arbitrary 1024 fds.
     gmprt_core::net::raise_nofile_limit();
-    let config = Config {
-        procs,
-        max_threads: max_threads.unwrap_or(DEFAULT_MAX_THREADS),
-    };
+    let config = Config { procs, max_threads };
     let rs = rt::install(config, |ev| Box::new(PyHooks::new(ev)))?;
     let signals = WakeupFd::install(py, rs.ev.wake_w.as_raw_fd());
     let interval = SwitchInterval::lower(py);

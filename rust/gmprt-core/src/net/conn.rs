@@ -13,6 +13,12 @@ use super::wait::IoWait;
 use crate::netpoll::Dir;
 use crate::sched::Sched;
 
+/// The most one [`Conn::poll_recv_vec`] reads, whatever the caller asked:
+/// 1 MiB, the size the binding keeps its per-thread buffer at. A stream
+/// read may always return less than asked; a bigger ask only sized an
+/// allocation, so it is the one thing a peer could use to abort us.
+pub const RECV_MAX: usize = 1 << 20;
+
 /// A TCP connection, from [`Listener::poll_accept`](super::Listener::poll_accept)
 /// or a [`Dial`](super::Dial). `TCP_NODELAY` is on.
 ///
@@ -63,9 +69,9 @@ impl Conn {
     }
 
     /// As [`poll_recv`](Self::poll_recv), into `buf`'s spare capacity: `buf`
-    /// is cleared, then holds the (up to `max`) bytes received. Nothing is
-    /// zeroed first, so a reused `Vec` costs no more than the copy out of
-    /// the kernel.
+    /// is cleared, then holds the (up to `max`, and at most [`RECV_MAX`])
+    /// bytes received. Nothing is zeroed first, so a reused `Vec` costs no
+    /// more than the copy out of the kernel.
     pub fn poll_recv_vec(
         &self,
         sched: &Sched,
@@ -73,6 +79,9 @@ impl Conn {
         max: usize,
         wait: &mut IoWait,
     ) -> Poll<io::Result<usize>> {
+        // A length a peer sent (a length-prefixed protocol) must not size
+        // an allocation: `recv(2**36)` would abort the process.
+        let max = max.min(RECV_MAX);
         self.poll_io(sched, Dir::Read, wait, |s| {
             buf.clear();
             buf.reserve(max);

@@ -69,7 +69,7 @@ mod nofile;
 mod sock;
 mod wait;
 
-pub use conn::Conn;
+pub use conn::{Conn, RECV_MAX};
 pub use dial::{literal, resolve, Dial};
 pub use error::{is_closed, is_timeout, Closed, DeadlineExceeded, NetpollError};
 pub use fdwait::FdWait;
