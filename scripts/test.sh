@@ -45,6 +45,9 @@ python -m pip install -q --force-reinstall --no-deps dist/gmprt-*.whl
 echo "== stubs match the binary"
 python -m mypy.stubtest gmprt._gmprt --allowlist .mypy-stubtest-allowlist
 
+echo "== a typed user program passes mypy --strict against the stubs"
+(cd tests/typed && python -m mypy --strict --no-incremental --cache-dir=/dev/null user_program.py)
+
 echo "== pytest"
 set +e
 python -m pytest -q tests

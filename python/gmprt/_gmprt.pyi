@@ -1,9 +1,8 @@
 """Type stubs for the native module gmprt._gmprt."""
 
-from collections.abc import Awaitable as _Awaitable
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar, final
+from typing import Any, Generic, Protocol, Self, TypeVar, final, overload
 
 __all__ = [
     "CLOSED",
@@ -71,16 +70,31 @@ class G(Generic[_T]):
     def __await__(self) -> Generator[Any, None, _T]: ...
     def join(self, timeout: float | None = None) -> _T: ...
 
-def run(
-    main: Callable[..., _Awaitable[_T]] | Callable[..., _T],
+# A coroutine function's result flows through its coroutine; a plain
+# function's is its return value. The first overload wins for `async def`
+# (whose return type, a Coroutine, would also match the second).
+@overload
+def run(  # type: ignore[overload-overlap]
+    main: Callable[..., Coroutine[Any, Any, _T]],
     /,
     *args: Any,
     procs: int | None = None,
     max_threads: int | None = None,
 ) -> _T: ...
-def go(
-    fn_: Callable[..., _Awaitable[_T]] | Callable[..., _T], /, *args: Any, **kwargs: Any
+@overload
+def run(
+    main: Callable[..., _T],
+    /,
+    *args: Any,
+    procs: int | None = None,
+    max_threads: int | None = None,
+) -> _T: ...
+@overload
+def go(  # type: ignore[overload-overlap]
+    fn_: Callable[..., Coroutine[Any, Any, _T]], /, *args: Any, **kwargs: Any
 ) -> G[_T]: ...
+@overload
+def go(fn_: Callable[..., _T], /, *args: Any, **kwargs: Any) -> G[_T]: ...
 def sleep(seconds: float) -> Awaitable[None]: ...
 def stats() -> dict[str, Any]: ...
 

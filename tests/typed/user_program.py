@@ -1,0 +1,56 @@
+"""A typical user program, checked with ``mypy --strict`` by the test
+command (scripts/test.sh): result types must flow through run(), go() and
+G without a cast or an ignore. Also run as a test (tests/test_typed.py)."""
+
+from __future__ import annotations
+
+import gmprt
+
+
+async def square(n: int) -> int:
+    await gmprt.sleep(0)
+    return n * n
+
+
+def blocking_sum(gs: list[gmprt.G[int]]) -> int:
+    return sum(g.join(timeout=5) for g in gs)
+
+
+async def producer(ch: gmprt.Chan[str], n: int) -> None:
+    for i in range(n):
+        await ch.send(f"item {i}")
+    ch.close()
+
+
+async def main() -> tuple[int, int, list[str]]:
+    gs: list[gmprt.G[int]] = [gmprt.go(square, i) for i in range(5)]
+    first: int = await gs[0]
+    total: int = await gmprt.go(blocking_sum, gs)
+    ch: gmprt.Chan[str] = gmprt.Chan(2)
+    gmprt.go(producer, ch, 3)
+    items = [v async for v in ch]
+    wg = gmprt.WaitGroup()
+    mu = gmprt.Mutex()
+    wg.add(1)
+
+    async def locked() -> None:
+        async with mu:
+            wg.done()
+
+    gmprt.go(locked)
+    await wg.wait()
+    return first, total, items
+
+
+def sync_main() -> str:
+    return "sync"
+
+
+def run_both() -> tuple[tuple[int, int, list[str]], str]:
+    result: tuple[int, int, list[str]] = gmprt.run(main, procs=1)
+    text: str = gmprt.run(sync_main)
+    return result, text
+
+
+if __name__ == "__main__":
+    print(run_both())
