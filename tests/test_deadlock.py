@@ -158,3 +158,69 @@ def test_a_g_waiting_on_accept_is_not_deadlocked(procs):
         return "accepted"
 
     assert gmprt.run(main, procs=procs) == "accepted"
+
+
+# --- a plain Python thread may still wake a G (issue 10, item 3) ----------------
+
+
+def _later(delay, fn):
+    t = threading.Timer(delay, fn)
+    t.daemon = True
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize(
+    "wake",
+    ["try_send", "send_blocking", "close", "wg_done", "unlock", "release"],
+)
+def test_a_thread_that_will_wake_main_later_is_not_a_deadlock(wake, procs):
+    # Each used to raise gmprt.Deadlock about 20 ms in: only a thread
+    # already inside a _blocking call counted as alive.
+    ch = gmprt.Chan()
+    wg = gmprt.WaitGroup()
+    mu = gmprt.Mutex()
+    sem = gmprt.Semaphore(1)
+    wakers = {
+        "try_send": lambda: ch.try_send(1),
+        "send_blocking": lambda: ch.send_blocking(1, timeout=5),
+        "close": ch.close,
+        "wg_done": wg.done,
+        "unlock": mu.unlock,
+        "release": sem.release,
+    }
+
+    async def main():
+        if wake in ("try_send", "send_blocking", "close"):
+            try:
+                return await ch.recv()
+            except gmprt.ChanClosed:
+                return "closed"
+        if wake == "wg_done":
+            wg.add(1)
+            await wg.wait()
+        elif wake == "unlock":
+            await mu.lock()
+            await mu.lock()  # held by main itself: only the thread frees it
+        else:
+            await sem.acquire()
+            await sem.acquire()
+        return "woken"
+
+    t = _later(0.3, wakers[wake])
+    result = gmprt.run(main, procs=procs)
+    t.join(timeout=5)
+    assert result in (1, "closed", "woken")
+
+
+def test_deadlock_is_still_reported_once_the_thread_has_ended(procs):
+    done = threading.Event()
+    t = _later(0.1, done.set)
+
+    async def main():
+        await gmprt.Chan().recv()
+
+    with pytest.raises(gmprt.Deadlock, match="chan receive"):
+        gmprt.run(main, procs=procs)
+    t.join(timeout=5)
+    assert done.is_set()

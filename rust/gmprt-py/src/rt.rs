@@ -69,8 +69,10 @@ impl Events {
         unsafe { libc::write(self.wake_w.as_raw_fd(), b.as_ptr().cast(), 1) };
     }
 
-    /// Detached: sleep until the pipe has data, then drain it.
-    pub(crate) fn wait(&self) {
+    /// Detached: sleep until the pipe has data (or `timeout` passes), then
+    /// drain it.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) {
+        let ms = timeout.map_or(-1, |d| i32::try_from(d.as_millis()).unwrap_or(i32::MAX));
         let mut pfd = libc::pollfd {
             fd: self.wake_r.as_raw_fd(),
             events: libc::POLLIN,
@@ -78,7 +80,7 @@ impl Events {
         };
         // SAFETY: one valid pollfd; EINTR just returns early, and the caller
         // loops.
-        unsafe { libc::poll(&mut pfd, 1, -1) };
+        unsafe { libc::poll(&mut pfd, 1, ms) };
         let mut buf = [0u8; 64];
         // SAFETY: reading into a live buffer from our non-blocking pipe.
         while unsafe { libc::read(self.wake_r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0

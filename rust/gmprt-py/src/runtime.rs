@@ -234,6 +234,33 @@ impl From<PyErr> for Stop {
     }
 }
 
+/// How often `run()` re-checks a deadlock it did not report because another
+/// Python thread was alive.
+const DEADLOCK_RECHECK: Duration = Duration::from_millis(50);
+
+/// Whether a Python thread other than the caller is alive: any thread may
+/// use gmprt's channels and locks (`send_blocking`, `try_send`, `close`,
+/// `done`, `unlock`, ...), so while one lives, Gs that wait on them are not
+/// deadlocked; Go has no such threads, which is why its rule can be
+/// stricter. Threads that only ever appeared to `threading` as dummies (the
+/// runtime's own Ms, C threads) do not count.
+fn other_threads_alive(py: Python<'_>) -> bool {
+    let count = || -> PyResult<bool> {
+        let threading = py.import("threading")?;
+        let me = threading.call_method0("current_thread")?;
+        let dummy = threading.getattr("_DummyThread")?;
+        for t in threading.call_method0("enumerate")?.try_iter()? {
+            let t = t?;
+            if !t.is(&me) && !t.is_instance(&dummy)? && t.call_method0("is_alive")?.is_truthy()? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    // If threading cannot be asked, err on the side of reporting.
+    count().unwrap_or(false)
+}
+
 /// How long the deadlock condition must hold, with no G running meanwhile,
 /// before `run()` reports it.
 const DEADLOCK_SETTLE: Duration = Duration::from_millis(20);
@@ -246,9 +273,13 @@ fn run_main(
 ) -> Result<Py<PyAny>, Stop> {
     let handle = new_g(py, &rs.sched, main, args, None, true)?;
     let ev = &rs.ev;
+    // Set while the deadlock condition holds but a plain Python thread is
+    // alive that may still wake a G: look again every `DEADLOCK_RECHECK`.
+    let mut suspected = false;
     loop {
         let waiter = ev.clone();
-        py.detach(move || waiter.wait());
+        let timeout = suspected.then_some(DEADLOCK_RECHECK);
+        py.detach(move || waiter.wait(timeout));
         py.check_signals()?;
         if let Some(e) = lock(&ev.fatal).take() {
             return Err(e.into());
@@ -263,9 +294,10 @@ fn run_main(
         if handle.get().is_done(py) {
             return Ok(handle.get().outcome(py)?);
         }
-        if ev.deadlock.swap(false, Acquire) {
+        if ev.deadlock.swap(false, Acquire) || suspected {
             let sched = rs.sched.clone();
-            if py.detach(move || sched.confirm_deadlock(DEADLOCK_SETTLE)) {
+            suspected = py.detach(move || sched.confirm_deadlock(DEADLOCK_SETTLE));
+            if suspected && !other_threads_alive(py) {
                 return Err(Stop::Deadlock);
             }
         }
