@@ -168,6 +168,43 @@ def test_long_step_reported_with_location(procs):
     assert "stuck_here" in proc.stderr
 
 
+def test_ctrl_c_while_a_long_step_is_reported_leaves_run(procs):
+    # A KeyboardInterrupt raised while run() printed a long-step report was
+    # printed and swallowed, and the program kept running (issue 10, item 2).
+    # The stand-in stderr raises it at exactly that moment.
+    code = textwrap.dedent(
+        f"""
+        import sys, time, gmprt
+
+        class InterruptedStderr:
+            def __init__(self, real):
+                self.real = real
+            def write(self, text):
+                if "has held its P" in text:
+                    raise KeyboardInterrupt
+                return self.real.write(text)
+            def flush(self):
+                self.real.flush()
+
+        async def stuck_here():
+            time.sleep(0.4)
+
+        async def main():
+            await gmprt.go(stuck_here)
+            return "finished"
+
+        sys.stderr = InterruptedStderr(sys.stderr)
+        try:
+            print(gmprt.run(main, procs={procs}))
+        except KeyboardInterrupt:
+            print("interrupted")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "interrupted", (proc.stdout, proc.stderr)
+
+
 def test_sync_g_blocking_is_not_reported(procs):
     code = textwrap.dedent(
         f"""

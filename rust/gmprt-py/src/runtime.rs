@@ -29,7 +29,9 @@ use std::time::Duration;
 
 use gmprt_core::api::DEFAULT_MAX_THREADS;
 use gmprt_core::{Config, Sched};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -234,6 +236,11 @@ impl From<PyErr> for Stop {
     }
 }
 
+/// Exceptions that stop the runtime wherever they are raised.
+fn is_fatal(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
+}
+
 /// How often `run()` re-checks a deadlock it did not report because another
 /// Python thread was alive.
 const DEADLOCK_RECHECK: Duration = Duration::from_millis(50);
@@ -277,6 +284,10 @@ fn run_main(
     // alive that may still wake a G: look again every `DEADLOCK_RECHECK`.
     let mut suspected = false;
     loop {
+        // Before every wait too: a SIGINT that landed before the wakeup fd
+        // was installed (right at start) wrote no byte to the pipe, and only
+        // this check sees it.
+        py.check_signals()?;
         let waiter = ev.clone();
         let timeout = suspected.then_some(DEADLOCK_RECHECK);
         py.detach(move || waiter.wait(timeout));
@@ -289,7 +300,7 @@ fn run_main(
         }
         let long_steps = std::mem::take(&mut *lock(&ev.long_steps));
         for (g, thread, held) in long_steps {
-            report_long_step(py, g, thread, held);
+            report_long_step(py, g, thread, held)?;
         }
         if handle.get().is_done(py) {
             return Ok(handle.get().outcome(py)?);
@@ -306,7 +317,11 @@ fn run_main(
 
 /// Prints where a G that held its P too long is now, from the thread in
 /// `run()` (the G's own thread may be stuck in C).
-fn report_long_step(py: Python<'_>, g: u64, thread: u64, held: Duration) {
+///
+/// A `KeyboardInterrupt` (or `SystemExit`) raised while printing, as a
+/// Ctrl-C landing in the `traceback` import, is the user's and leaves
+/// `run()`; any other failure to print is itself printed.
+fn report_long_step(py: Python<'_>, g: u64, thread: u64, held: Duration) -> PyResult<()> {
     let printed = (|| -> PyResult<()> {
         let sys = py.import("sys")?;
         let frames = sys.call_method0("_current_frames")?;
@@ -326,8 +341,13 @@ fn report_long_step(py: Python<'_>, g: u64, thread: u64, held: Duration) {
         sys.getattr("stderr")?.call_method1("write", (msg,))?;
         Ok(())
     })();
-    if let Err(e) = printed {
-        e.print(py);
+    match printed {
+        Err(e) if is_fatal(py, &e) => Err(e),
+        Err(e) => {
+            e.print(py);
+            Ok(())
+        }
+        Ok(()) => Ok(()),
     }
 }
 
