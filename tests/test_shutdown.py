@@ -741,3 +741,35 @@ def test_no_thread_growth_over_repeated_runs():
         gmprt.run(main, procs=2)
     after = _wait_threads_at_most(baseline)
     assert after <= baseline, (baseline, after)
+
+
+def test_a_leftover_g_that_keeps_awaiting_while_closed_is_abandoned():
+    # A G that catches BaseException around an await and loops used to spin
+    # forever at shutdown (every await raises at once while closing): run()
+    # never returned (issue 10, item 7). Now it gets a grace, then is
+    # abandoned with a report naming it.
+    code = textwrap.dedent(
+        """
+        import gmprt
+
+        async def stubborn():
+            while True:
+                try:
+                    await gmprt.sleep(10)
+                except BaseException:
+                    pass
+
+        async def main():
+            gmprt.go(stubborn)
+            await gmprt.sleep(0.05)
+            return "main done"
+
+        print(gmprt.run(main))
+        print(gmprt.run(main))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["main", "done", "main", "done"]
+    assert proc.stderr.count("(stubborn) kept awaiting") == 2, proc.stderr
+    assert "abandoned" in proc.stderr

@@ -279,9 +279,15 @@ impl Body for PyBody {
         Python::attach(|py| {
             let this = *self;
             if let Some(Code::Coro(coro)) = &this.code {
-                let _closing = Closing::enter(this.handle.get().id);
+                let closing = Closing::enter(this.handle.get().id);
                 let _ctx = Entered::enter(py, &this.ctx);
-                if let Err(e) = coro.bind(py).call_method0(pyo3::intern!(py, "close")) {
+                let closed = coro.bind(py).call_method0(pyo3::intern!(py, "close"));
+                if closing.abandoned() {
+                    report_abandoned(py, this.handle.get().id, &this.handle.get().name(py));
+                    // Never finalized: a collected coroutine is closed again,
+                    // and this one would spin again, wherever that happened.
+                    std::mem::forget(coro.clone_ref(py));
+                } else if let Err(e) = closed {
                     e.write_unraisable(py, Some(coro.bind(py)));
                 }
             }
@@ -300,4 +306,16 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     } else {
         "a panic".to_string()
     }
+}
+
+/// Says which G was abandoned at shutdown, and why.
+fn report_abandoned(py: Python<'_>, id: u64, name: &str) {
+    let msg = format!(
+        "gmprt: G {id} ({name}) kept awaiting while gmprt.run() closed it at shutdown \
+         (it catches the error each await raises and awaits again); abandoned after \
+         its grace, its finally blocks unfinished\n"
+    );
+    let _ = py
+        .import("sys")
+        .and_then(|s| s.getattr("stderr")?.call_method1("write", (msg,)));
 }

@@ -23,6 +23,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering::*};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use gmprt_core::Waker;
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
@@ -92,7 +93,16 @@ thread_local! {
     static BUDGET_LEFT: Cell<u32> = const { Cell::new(BUDGET) };
     /// The id of the G this thread is closing at shutdown, or 0.
     static CLOSING_G: Cell<u64> = const { Cell::new(0) };
+    /// Awaits refused while closing that G, and when the first one was.
+    static CLOSING_REFUSED: Cell<(u32, Option<Instant>)> = const { Cell::new((0, None)) };
 }
+
+/// How long a G being closed at shutdown may keep catching the refusal of
+/// its awaits and awaiting again (`except BaseException:` in a loop) before
+/// it is abandoned: whichever of the two limits comes first. Each refused
+/// await raises at once, so such a loop would otherwise spin forever.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+const CLOSE_GRACE_AWAITS: u32 = 1000;
 
 /// Marks the calling thread as closing G `id` (shutdown) until dropped, so
 /// an await in its `finally` gets an error that says so.
@@ -100,8 +110,30 @@ pub(crate) struct Closing(u64);
 
 impl Closing {
     pub(crate) fn enter(id: u64) -> Closing {
+        CLOSING_REFUSED.with(|c| c.set((0, None)));
         Closing(CLOSING_G.with(|c| c.replace(id)))
     }
+
+    /// Whether the G outlived its grace (see [`CLOSE_GRACE`]): its last
+    /// await suspended it instead of raising, so `close()` gave up on it.
+    pub(crate) fn abandoned(&self) -> bool {
+        CLOSING_REFUSED.with(|c| c.get().0) > CLOSE_GRACE_AWAITS
+            || CLOSING_REFUSED
+                .with(|c| c.get().1)
+                .is_some_and(|t| t.elapsed() >= CLOSE_GRACE)
+    }
+}
+
+/// Counts one refused await of the G being closed; true once it has used
+/// up its grace.
+fn refuse_while_closing() -> bool {
+    CLOSING_REFUSED.with(|c| {
+        let (n, first) = c.get();
+        let first = first.unwrap_or_else(Instant::now);
+        let n = n.saturating_add(1);
+        c.set((n, Some(first)));
+        n > CLOSE_GRACE_AWAITS || first.elapsed() >= CLOSE_GRACE
+    })
 }
 
 impl Drop for Closing {
@@ -203,6 +235,12 @@ impl Token {
         if current_g().is_none() {
             let closing = CLOSING_G.with(|c| c.get());
             if closing != 0 {
+                if refuse_while_closing() {
+                    // Suspend instead of raising: `close()` then stops with
+                    // "coroutine ignored GeneratorExit" and the G is
+                    // abandoned (body.rs, `cancel`).
+                    return Ok(Advance::Yield(slf.clone().into_any().unbind()));
+                }
                 return Err(PyRuntimeError::new_err(format!(
                     "G {closing} awaited while the runtime was closing it: gmprt.run()'s main \
                      returned, and a leftover G's finally block cannot wait for anything"
