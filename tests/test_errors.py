@@ -309,3 +309,63 @@ def test_successful_unawaited_g_not_reported(capfd):
     gmprt.run(main)
     gc.collect()
     assert capfd.readouterr().err == ""
+
+
+# --- silent misuse says what went wrong (issue 10, item 9) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda ch: gmprt.go(ch.send, 1), "chan send"),
+        (lambda ch: gmprt.go(gmprt.sleep, 0.01), "sleep"),
+        (lambda ch: gmprt.go(ch.recv), "chan receive"),
+    ],
+)
+def test_go_of_a_function_returning_a_gmprt_awaitable_raises_type_error(make, named):
+    # Used to return the unawaited awaitable as the G's result and do nothing.
+    async def main():
+        ch = gmprt.Chan(1)
+        g = make(ch)
+        with pytest.raises(TypeError, match="unawaited gmprt awaitable") as e:
+            await g
+        return str(e.value), len(ch)
+
+    msg, queued = gmprt.run(main)
+    assert "async def" in msg
+    assert named in msg, msg
+    assert queued == 0
+
+
+async def _agen():
+    yield 1
+
+
+def test_go_of_an_async_generator_function_raises_type_error():
+    async def main():
+        with pytest.raises(TypeError, match="async generator"):
+            await gmprt.go(_agen)
+        return "ok"
+
+    assert gmprt.run(main) == "ok"
+
+
+def test_run_of_an_async_generator_function_raises_type_error():
+    with pytest.raises(TypeError, match="async generator function"):
+        gmprt.run(_agen)
+
+
+def test_a_g_awaiting_its_own_handle_raises_instead_of_hanging():
+    box = []
+
+    async def selfish():
+        await gmprt.sleep(0)
+        await box[0]
+
+    async def main():
+        box.append(gmprt.go(selfish))
+        with pytest.raises(RuntimeError, match="cannot await itself"):
+            await box[0]
+        return "ok"
+
+    assert gmprt.run(main) == "ok"

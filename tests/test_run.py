@@ -305,7 +305,7 @@ def test_run_works_after_deadlock():
         async def selfish():
             while "g" not in holder:
                 await gmprt.sleep(0)
-            await holder["g"]
+            await gmprt.Chan().recv()  # nobody can ever send: asleep for good
 
         holder["g"] = gmprt.go(selfish)
         await holder["g"]

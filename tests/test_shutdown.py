@@ -386,7 +386,7 @@ def test_keyboard_interrupt_while_main_parked():
 
     async def never():
         await spin_until(lambda: "self" in holder)
-        await holder["self"]  # awaits itself: parked for good
+        await gmprt.Chan().recv()  # nobody can ever send: parked for good
 
     async def main():
         gmprt.go(raiser)
@@ -730,8 +730,11 @@ def test_threads_released_after_keyboard_interrupt():
 
 
 def test_no_thread_growth_over_repeated_runs():
+    async def nap():
+        await gmprt.sleep(0)
+
     async def main():
-        gs = [gmprt.go(gmprt.sleep, 0) for _ in range(10)]
+        gs = [gmprt.go(nap) for _ in range(10)]
         for g in gs:
             await g
 

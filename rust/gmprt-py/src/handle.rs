@@ -221,6 +221,12 @@ impl Wait for Join {
         let h = self.0.get();
         if h.is_done(py) {
             Poll::Ready(h.outcome(py))
+        } else if current_g() == Some(h.id) {
+            // It would wait for itself forever.
+            Poll::Ready(Err(PyRuntimeError::new_err(format!(
+                "G {} cannot await itself",
+                h.id
+            ))))
         } else {
             Poll::Pending
         }

@@ -96,6 +96,15 @@ fn check_spawnable(f: &Bound<'_, PyAny>, who: &str) -> PyResult<()> {
     )))
 }
 
+/// `async def` with `yield` in it (`CO_ASYNC_GENERATOR` in its code flags).
+fn is_async_gen_function(f: &Bound<'_, PyAny>) -> bool {
+    const CO_ASYNC_GENERATOR: i64 = 0x200;
+    f.getattr(pyo3::intern!(f.py(), "__code__"))
+        .and_then(|c| c.getattr(pyo3::intern!(f.py(), "co_flags")))
+        .and_then(|fl| fl.extract::<i64>())
+        .is_ok_and(|fl| fl & CO_ASYNC_GENERATOR != 0)
+}
+
 fn new_g(
     py: Python<'_>,
     sched: &Arc<Sched>,
@@ -205,6 +214,15 @@ pub(crate) fn run(
         Some(n) => bounded("max_threads", n, MAX_THREADS)?,
     };
     check_spawnable(&main, "gmprt.run()")?;
+    // go() finds the same misuse when it calls the function (body.rs,
+    // `misuse`), off the spawn path; run() says so before starting anything.
+    if is_async_gen_function(&main) {
+        return Err(PyTypeError::new_err(format!(
+            "gmprt.run() got an async generator function ({}): a G runs a coroutine or a plain \
+             function; iterate the generator with async for inside an async function",
+            rt::describe(&main)
+        )));
+    }
     // As Go does at start: servers should not hit an arbitrary 1024 fds.
     gmprt_core::net::raise_nofile_limit();
     let config = Config { procs, max_threads };
