@@ -776,3 +776,41 @@ def test_a_leftover_g_that_keeps_awaiting_while_closed_is_abandoned():
     assert proc.stdout.split() == ["main", "done", "main", "done"]
     assert proc.stderr.count("(stubborn) kept awaiting") == 2, proc.stderr
     assert "abandoned" in proc.stderr
+
+
+@pytest.mark.parametrize("procs", [1, 2])
+def test_a_child_forked_inside_a_g_gets_a_fresh_runtime(procs):
+    # The child used to find the parent's runtime "already running"
+    # (issue 10, item 6). It exits with os._exit, as multiprocessing's
+    # fork children do.
+    code = textwrap.dedent(
+        f"""
+        import os, gmprt
+
+        async def child_main():
+            return await gmprt.go(lambda: 21) * 2
+
+        def child():
+            try:
+                r = gmprt.run(child_main, procs={procs})
+                os._exit(0 if r == 42 else 3)
+            except BaseException as e:
+                os.write(2, repr(e).encode())
+                os._exit(4)
+
+        def fork_and_wait():
+            pid = os.fork()
+            if pid == 0:
+                child()
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+
+        async def main():
+            return await gmprt.go(fork_and_wait)
+
+        print(gmprt.run(main, procs={procs}))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0", (proc.stdout, proc.stderr)

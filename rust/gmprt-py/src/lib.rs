@@ -67,5 +67,13 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::PyWaitGroup>()?;
     m.add_class::<sync::PyMutex>()?;
     m.add_class::<sync::PySemaphore>()?;
+    // After a fork, the child starts afresh (runtime::after_fork_child).
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item(
+        "after_in_child",
+        wrap_pyfunction!(runtime::after_fork_child, m)?,
+    )?;
+    py.import("os")?
+        .call_method("register_at_fork", (), Some(&kwargs))?;
     Ok(())
 }

@@ -191,3 +191,18 @@ pub(crate) fn describe(f: &Bound<'_, PyAny>) -> String {
         .and_then(|n| n.extract::<String>())
         .unwrap_or_else(|_| "<G>".into())
 }
+
+/// After `fork()`, in the child: no runtime is current. The parent's has no
+/// threads in the child; it is forgotten, never dropped (dropping would
+/// stop and join threads that do not exist, under locks they may have
+/// held).
+pub(crate) fn forget_after_fork() {
+    // try_lock: a thread of the parent may have held it at the fork, and
+    // that thread is gone; then the slot stays (run() will say a runtime
+    // is running) rather than deadlocking the child.
+    if let Ok(mut cur) = CURRENT.try_lock() {
+        if let Some(rs) = cur.take() {
+            std::mem::forget(rs);
+        }
+    }
+}

@@ -494,3 +494,14 @@ pub(crate) fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("timers", s.timers)?;
     Ok(d)
 }
+
+/// `os.register_at_fork(after_in_child=...)`: the child of a fork gets a
+/// fresh runtime (DESIGN §3), so a child forked inside a G (or by
+/// multiprocessing's fork start method) can call `gmprt.run()`. This thread
+/// forgets the parent's runtime, that it was an M, and the G it stepped.
+#[pyfunction]
+pub(crate) fn after_fork_child() {
+    rt::forget_after_fork();
+    Sched::after_fork_child();
+    crate::token::after_fork_child();
+}

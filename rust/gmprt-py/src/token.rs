@@ -142,6 +142,13 @@ impl Drop for Closing {
     }
 }
 
+/// After `fork()`, in the child: the calling thread steps and closes no G
+/// (rt::after_fork_child).
+pub(crate) fn after_fork_child() {
+    CURRENT_G.with(|c| c.set(0));
+    CLOSING_G.with(|c| c.set(0));
+}
+
 /// Marks the calling thread as stepping G `id` until dropped, with a fresh
 /// budget.
 pub(crate) struct InG(u64);

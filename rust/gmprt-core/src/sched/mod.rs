@@ -350,6 +350,15 @@ impl Sched {
         Ok(id)
     }
 
+    /// After `fork()`, in the child: the calling thread forgets that it
+    /// was an M. The child has none of the parent's other threads, so the
+    /// parent's runtime can never run there; it is left alone (never
+    /// stopped or freed: its locks may have been held by threads that do
+    /// not exist in the child), and the embedder starts a fresh one.
+    pub fn after_fork_child() {
+        worker::forget_current_m();
+    }
+
     /// Runs `f` with the runtime of the calling M, if the caller is an M.
     pub fn with_current_sched<R>(f: impl FnOnce(&Arc<Sched>) -> R) -> Option<R> {
         let m = CURRENT.with(|c| c.get());

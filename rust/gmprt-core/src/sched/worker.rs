@@ -548,3 +548,9 @@ fn thread_id() -> u64 {
         0
     }
 }
+
+/// After `fork()`, in the child: the calling thread is no M any more (see
+/// [`Sched::after_fork_child`]).
+pub(super) fn forget_current_m() {
+    CURRENT.with(|c| c.set(ptr::null()));
+}
