@@ -91,7 +91,7 @@ def test_send_on_closed_and_double_close_raise():
 
 @pytest.mark.parametrize("cap", [-1, -100])
 def test_negative_capacity_is_a_value_error(cap):
-    with pytest.raises(ValueError, match=f"capacity must be >= 0.*got {cap}"):
+    with pytest.raises(ValueError, match=f"capacity must be an integer from 0 to .*got {cap}"):
         gmprt.Chan(cap)
 
 

@@ -103,12 +103,13 @@ def test_recv_returns_at_most_one_mib_per_call():
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [
-        ({"procs": 2**40}, "procs must be between 1 and 1024"),
-        ({"procs": 0}, "procs must be between 1 and 1024"),
-        ({"procs": -3}, "procs must be between 1 and 1024"),
-        ({"max_threads": 0}, "max_threads must be between 1 and 1000000"),
-        ({"max_threads": -1}, "max_threads must be between 1 and 1000000"),
-        ({"max_threads": 2**40}, "max_threads must be between 1 and 1000000"),
+        ({"procs": 2**40}, "procs must be an integer from 1 to 1024"),
+        ({"procs": 0}, "procs must be an integer from 1 to 1024"),
+        ({"procs": -3}, "procs must be an integer from 1 to 1024"),
+        ({"max_threads": 0}, "max_threads must be an integer from 1 to 1000000"),
+        ({"max_threads": -1}, "max_threads must be an integer from 1 to 1000000"),
+        ({"max_threads": 2**40}, "max_threads must be an integer from 1 to 1000000"),
+        ({"procs": 2**70}, "procs must be an integer from 1 to 1024, got 1180591620717411303424"),
     ],
 )
 def test_absurd_procs_and_max_threads_are_rejected_by_name(kwargs, named):
@@ -119,3 +120,67 @@ def test_absurd_procs_and_max_threads_are_rejected_by_name(kwargs, named):
         gmprt.run(main, **kwargs)
     # Nothing was left running: a correct call still works.
     assert gmprt.run(main) is None
+
+
+# --- item 10 (part): a bad argument names itself and the accepted range ---------
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "named"),
+    [
+        (
+            lambda: gmprt.net.listen("127.0.0.1", 70000),
+            ValueError,
+            "port must be an integer from 0 to 65535, got 70000",
+        ),
+        (
+            lambda: gmprt.net.listen("127.0.0.1", -1),
+            ValueError,
+            "port must be an integer from 0 to 65535",
+        ),
+        (
+            lambda: gmprt.net.listen("127.0.0.1", 2**80),
+            ValueError,
+            "port must be an integer from 0 to 65535",
+        ),
+        (lambda: gmprt.net.listen("127.0.0.1", "80"), TypeError, "port must be an integer"),
+        (
+            lambda: gmprt.net.listen("127.0.0.1", 0, backlog=-1),
+            ValueError,
+            "backlog must be an integer from 0",
+        ),
+        (
+            lambda: gmprt.net.dial("127.0.0.1", 0),
+            ValueError,
+            "port must be an integer from 1 to 65535",
+        ),
+        (
+            lambda: gmprt.net.dial("127.0.0.1", 65536),
+            ValueError,
+            "port must be an integer from 1 to 65535",
+        ),
+        (lambda: gmprt.Chan(-1), ValueError, "channel capacity must be an integer from 0"),
+        (lambda: gmprt.Semaphore(0), ValueError, "permits must be an integer from 1"),
+        (lambda: gmprt.Semaphore(2**70), ValueError, "permits must be an integer from 1"),
+    ],
+)
+def test_bad_arguments_name_themselves_and_the_range(call, exc, named):
+    # listen(port=70000) used to say "OverflowError: out of range integral
+    # type conversion attempted", naming nothing.
+    with pytest.raises(exc, match=named.replace("(", r"\(")):
+        call()
+
+
+def test_recv_of_zero_or_negative_bytes_names_max_bytes():
+    async def main():
+        ln = gmprt.net.listen("127.0.0.1", 0)
+        conn = await gmprt.net.dial(*ln.address, timeout=5)
+        try:
+            for bad in (0, -5):
+                with pytest.raises(ValueError, match="max_bytes must be an integer from 1"):
+                    conn.recv(bad)
+        finally:
+            conn.close()
+            ln.close()
+
+    gmprt.run(main)

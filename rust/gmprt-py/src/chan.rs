@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
 
-use crate::errors::{ChanClosed, ChanEmpty};
+use crate::errors::{int_in, ChanClosed, ChanEmpty};
 use crate::parked::{block, timeout_arg, Attempt, Await, Blocking};
 use crate::token::Token;
 
@@ -69,11 +69,9 @@ impl PyChan {
     #[new]
     #[pyo3(signature = (capacity=0))]
     fn new(capacity: i64) -> PyResult<PyChan> {
-        let cap = usize::try_from(capacity).map_err(|_| {
-            PyValueError::new_err(format!(
-                "channel capacity must be >= 0 (0: unbuffered), got {capacity}"
-            ))
-        })?;
+        // 0: unbuffered. The buffer grows as used, so a huge capacity
+        // allocates nothing up front.
+        let cap = int_in(capacity, "channel capacity", 0, i64::MAX)? as usize;
         Ok(PyChan { ch: Chan::new(cap) })
     }
 

@@ -3,7 +3,10 @@
 //! registers them on the module.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyRuntimeError, PyTimeoutError};
+use pyo3::exceptions::{
+    PyException, PyOverflowError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
+};
+use pyo3::prelude::*;
 
 create_exception!(
     gmprt,
@@ -29,3 +32,37 @@ create_exception!(
     PyException,
     "Chan.try_recv() found nothing to receive (no buffered value, no waiting sender)."
 );
+
+/// `obj` as an integer in `lo..=hi`, or an error that names the argument
+/// and the accepted range: ValueError when out of range (however far, even
+/// past 64 bits), TypeError when not an integer. PyO3's own conversion
+/// says only "out of range integral type conversion attempted".
+pub(crate) fn int_arg(obj: &Bound<'_, PyAny>, what: &str, lo: i64, hi: i64) -> PyResult<i64> {
+    let range = || format!("{what} must be an integer from {lo} to {hi}");
+    match obj.extract::<i64>() {
+        Ok(v) => int_in(v, what, lo, hi),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+            Err(PyValueError::new_err(format!("{}, got {obj}", range())))
+        }
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "{}, got {}",
+            range(),
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+/// As [`int_arg`], for an argument PyO3 already made an `i64` (one with a
+/// default value).
+pub(crate) fn int_in(v: i64, what: &str, lo: i64, hi: i64) -> PyResult<i64> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{what} must be an integer from {lo} to {hi}, got {v}"
+        )))
+    }
+}

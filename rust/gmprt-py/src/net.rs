@@ -33,7 +33,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::Timeout;
+use crate::errors::{int_arg, int_in, Timeout};
 use crate::lock::lock;
 use crate::rt;
 use crate::time::deadline;
@@ -245,10 +245,8 @@ impl Conn {
     ///     OSError: the connection is closed.
     ///     ValueError: ``max_bytes < 1``.
     #[pyo3(signature = (max_bytes=65536, *, timeout=None))]
-    fn recv(slf: Bound<'_, Self>, max_bytes: usize, timeout: Option<f64>) -> PyResult<Token> {
-        if max_bytes == 0 {
-            return Err(PyValueError::new_err("max_bytes must be >= 1, got 0"));
-        }
+    fn recv(slf: Bound<'_, Self>, max_bytes: i64, timeout: Option<f64>) -> PyResult<Token> {
+        let max_bytes = int_in(max_bytes, "max_bytes", 1, i64::MAX)? as usize;
         Ok(Token::wait(Recv {
             wait: Mutex::new(IoWait::new(deadline(timeout)?)),
             conn: slf.unbind(),
@@ -561,15 +559,12 @@ impl Wait for Accept {
 pub(crate) fn listen(
     py: Python<'_>,
     host: &str,
-    port: u16,
-    backlog: i32,
+    port: &Bound<'_, PyAny>,
+    backlog: i64,
     reuse_port: bool,
 ) -> PyResult<Listener> {
-    if backlog < 0 {
-        return Err(PyValueError::new_err(format!(
-            "backlog must be >= 0, got {backlog}"
-        )));
-    }
+    let port = int_arg(port, "port", 0, 65535)? as u16;
+    let backlog = int_in(backlog, "backlog", 0, i64::from(i32::MAX))? as i32;
     let addr = if host.is_empty() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
     } else {
@@ -627,7 +622,13 @@ impl Wait for Dial {
 ///     OSError: the name does not resolve, or another connect error.
 #[pyfunction]
 #[pyo3(signature = (host, port, *, timeout=None))]
-pub(crate) fn dial(py: Python<'_>, host: &str, port: u16, timeout: Option<f64>) -> PyResult<Token> {
+pub(crate) fn dial(
+    py: Python<'_>,
+    host: &str,
+    port: &Bound<'_, PyAny>,
+    timeout: Option<f64>,
+) -> PyResult<Token> {
+    let port = int_arg(port, "port", 1, 65535)? as u16;
     let deadline = deadline(timeout)?;
     let target = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")

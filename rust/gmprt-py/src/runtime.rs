@@ -29,14 +29,12 @@ use std::time::Duration;
 
 use gmprt_core::api::DEFAULT_MAX_THREADS;
 use gmprt_core::{Config, Sched};
-use pyo3::exceptions::{
-    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
-};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::body::PyBody;
-use crate::errors::Deadlock;
+use crate::errors::{int_arg, Deadlock};
 use crate::handle::GHandle;
 use crate::hooks::PyHooks;
 use crate::lock::lock;
@@ -49,18 +47,6 @@ const MAX_PROCS: i64 = 1024;
 /// The most threads `max_threads` may allow: far above what Linux lets one
 /// process start by default, so it only rejects typos and overflows.
 const MAX_THREADS: i64 = 1_000_000;
-
-/// `value` as a count in `1..=max`, or a ValueError naming `what` and the
-/// accepted range.
-fn bounded(what: &str, value: i64, max: i64) -> PyResult<usize> {
-    if (1..=max).contains(&value) {
-        Ok(value as usize)
-    } else {
-        Err(PyValueError::new_err(format!(
-            "{what} must be between 1 and {max}, got {value}"
-        )))
-    }
-}
 
 /// How long `run()` waits for Ms to finish their current step at shutdown.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -202,16 +188,16 @@ pub(crate) fn run(
     py: Python<'_>,
     main: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
-    procs: Option<i64>,
-    max_threads: Option<i64>,
+    procs: Option<Bound<'_, PyAny>>,
+    max_threads: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     let procs = match procs {
         None => default_procs(py),
-        Some(n) => bounded("procs", n, MAX_PROCS)?,
+        Some(n) => int_arg(&n, "procs", 1, MAX_PROCS)? as usize,
     };
     let max_threads = match max_threads {
         None => DEFAULT_MAX_THREADS,
-        Some(n) => bounded("max_threads", n, MAX_THREADS)?,
+        Some(n) => int_arg(&n, "max_threads", 1, MAX_THREADS)? as usize,
     };
     check_spawnable(&main, "gmprt.run()")?;
     // go() finds the same misuse when it calls the function (body.rs,

@@ -10,6 +10,7 @@ use gmprt_core::{Done, Notify, Op};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::errors::int_arg;
 use crate::parked::{block, timeout_arg, Attempt, Await, Blocking};
 use crate::token::{Poll, Token, Wait};
 
@@ -251,12 +252,8 @@ impl PySemaphore {
     /// Raises:
     ///     ValueError: ``permits`` < 1.
     #[new]
-    fn new(permits: i64) -> PyResult<PySemaphore> {
-        if permits < 1 {
-            return Err(PyValueError::new_err(format!(
-                "a Semaphore needs at least 1 permit, got {permits}"
-            )));
-        }
+    fn new(permits: &Bound<'_, PyAny>) -> PyResult<PySemaphore> {
+        let permits = int_arg(permits, "permits", 1, i64::MAX)?;
         Ok(PySemaphore {
             sem: Semaphore::new(permits as usize),
         })
