@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use gmprt_core::net::{self, Conn, Dial, FdWait, IoWait, Listener};
 use gmprt_core::netpoll::Dir;
-use gmprt_core::{Body, Config, Cx, NoHooks, Sched, Step};
+use gmprt_core::{Sched, Step};
 
-/// How long any one wait may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(30);
+mod common;
+use common::{go, new_sched, wait_until, DEADLINE};
 
 /// Taken shared by every test, and exclusively by those that change the
 /// process's descriptor limit (which would starve the others of fds).
@@ -49,44 +49,6 @@ macro_rules! await_io {
             }
         }
     };
-}
-
-/// A G body from a closure.
-struct FnBody<F>(F);
-
-impl<F: FnMut(&mut Cx<'_>) -> Step + Send + 'static> Body for FnBody<F> {
-    fn step(&mut self, cx: &mut Cx<'_>) -> Step {
-        (self.0)(cx)
-    }
-}
-
-fn go(s: &Arc<Sched>, f: impl FnMut(&mut Cx<'_>) -> Step + Send + 'static) {
-    s.spawn(Box::new(FnBody(f))).expect("spawn");
-}
-
-fn new_sched(procs: usize) -> Arc<Sched> {
-    Sched::new(
-        Config {
-            procs,
-            ..Config::default()
-        },
-        Box::new(NoHooks),
-    )
-}
-
-/// Polls `cond` until it holds; fails the test naming `what` after
-/// [`DEADLINE`].
-#[track_caller]
-fn wait_until(s: &Sched, what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}; stats: {:?}",
-            s.stats()
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[track_caller]

@@ -10,49 +10,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
-use gmprt_core::{Body, Config, Cx, NoHooks, Sched, Step, Waker};
+use gmprt_core::{Body, Sched, Step, Waker};
 
-/// How long any one wait may take before the test fails. Generous: the
-/// whole file runs in a few seconds on 2 cores.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A G body from a closure.
-struct FnBody<F>(F);
-
-impl<F: FnMut(&mut Cx<'_>) -> Step + Send + 'static> Body for FnBody<F> {
-    fn step(&mut self, cx: &mut Cx<'_>) -> Step {
-        (self.0)(cx)
-    }
-}
-
-fn body(f: impl FnMut(&mut Cx<'_>) -> Step + Send + 'static) -> Box<dyn Body> {
-    Box::new(FnBody(f))
-}
-
-fn new_sched(procs: usize) -> Arc<Sched> {
-    Sched::new(
-        Config {
-            procs,
-            ..Config::default()
-        },
-        Box::new(NoHooks),
-    )
-}
-
-/// Polls `done` until it holds; fails the test naming `what` after
-/// [`DEADLINE`].
-#[track_caller]
-fn wait_until(s: &Sched, what: &str, done: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}; stats: {:?}",
-            s.stats()
-        );
-        thread::sleep(Duration::from_micros(200));
-    }
-}
+mod common;
+use common::{body, new_sched, wait_until, DEADLINE};
 
 /// Waits for every G to have finished, then stops and joins the runtime.
 #[track_caller]

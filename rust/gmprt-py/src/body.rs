@@ -104,7 +104,7 @@ impl PyBody {
                             self.code = Some(Code::Coro(v.unbind()));
                             continue;
                         }
-                        Ok(v) => match misuse(py, &v) {
+                        Ok(v) => match misuse(&v) {
                             Some(what) => Sent::Raised(PyTypeError::new_err(format!(
                                 "gmprt.go() called {} as a plain function and it returned {what}, \
                                  which nothing will ever run: pass an async function that \
@@ -331,20 +331,15 @@ fn report_abandoned(py: Python<'_>, id: u64, name: &str) {
 /// What is wrong with a sync G's result that only an await could use: a
 /// gmprt awaitable (`go(ch.send, v)`, `go(gmprt.sleep, 1)`) or an async
 /// generator (`go(agen_fn)`). None for an ordinary result.
-fn misuse(py: Python<'_>, v: &Bound<'_, PyAny>) -> Option<String> {
+fn misuse(v: &Bound<'_, PyAny>) -> Option<String> {
     if let Ok(tok) = v.cast_exact::<Token>() {
         return Some(format!(
             "an unawaited gmprt awaitable ({})",
             tok.get().describe()
         ));
     }
-    if v.is_none() {
-        return None;
-    }
-    let agen = py
-        .import("types")
-        .and_then(|t| t.getattr("AsyncGeneratorType"))
-        .and_then(|t| v.is_instance(&t))
-        .unwrap_or(false);
+    // SAFETY: a type check on a live object, like the coroutine check in
+    // `drive`.
+    let agen = unsafe { ffi::PyAsyncGen_CheckExact(v.as_ptr()) } != 0;
     agen.then(|| "an async generator (iterate it with async for)".to_string())
 }

@@ -553,7 +553,7 @@ impl Wait for Accept {
 ///
 /// Raises:
 ///     OSError: the address is in use, or cannot be bound.
-///     ValueError: ``backlog < 0``.
+///     ValueError: ``port`` outside 0 to 65535, or ``backlog < 0``.
 #[pyfunction]
 #[pyo3(signature = (host, port, *, backlog=1024, reuse_port=false))]
 pub(crate) fn listen(
@@ -620,6 +620,7 @@ impl Wait for Dial {
 ///     ConnectionRefusedError: nothing listens there.
 ///     gmprt.Timeout: not connected within ``timeout`` seconds.
 ///     OSError: the name does not resolve, or another connect error.
+///     ValueError: ``port`` outside 1 to 65535.
 #[pyfunction]
 #[pyo3(signature = (host, port, *, timeout=None))]
 pub(crate) fn dial(

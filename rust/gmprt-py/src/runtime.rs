@@ -181,7 +181,8 @@ pub(crate) fn go(
 /// Raises:
 ///     RuntimeError: a runtime is already running, or the thread cap was hit.
 ///     Deadlock: every G is asleep and nothing can wake one.
-///     ValueError: ``procs < 1``.
+///     ValueError: ``procs`` outside 1 to 1024, or ``max_threads`` outside
+///         1 to 1,000,000.
 #[pyfunction]
 #[pyo3(signature = (main, /, *args, procs=None, max_threads=None))]
 pub(crate) fn run(

@@ -117,11 +117,14 @@ impl Closing {
     /// Whether the G outlived its grace (see [`CLOSE_GRACE`]): its last
     /// await suspended it instead of raising, so `close()` gave up on it.
     pub(crate) fn abandoned(&self) -> bool {
-        CLOSING_REFUSED.with(|c| c.get().0) > CLOSE_GRACE_AWAITS
-            || CLOSING_REFUSED
-                .with(|c| c.get().1)
-                .is_some_and(|t| t.elapsed() >= CLOSE_GRACE)
+        let (n, first) = CLOSING_REFUSED.with(Cell::get);
+        first.is_some_and(|first| grace_used(n, first))
     }
+}
+
+/// Whether `n` refused awaits, the first at `first`, have used up the grace.
+fn grace_used(n: u32, first: Instant) -> bool {
+    n > CLOSE_GRACE_AWAITS || first.elapsed() >= CLOSE_GRACE
 }
 
 /// Counts one refused await of the G being closed; true once it has used
@@ -132,7 +135,7 @@ fn refuse_while_closing() -> bool {
         let first = first.unwrap_or_else(Instant::now);
         let n = n.saturating_add(1);
         c.set((n, Some(first)));
-        n > CLOSE_GRACE_AWAITS || first.elapsed() >= CLOSE_GRACE
+        grace_used(n, first)
     })
 }
 

@@ -268,6 +268,9 @@ impl<W: Ready> Registration<W> {
     ) -> io::Result<Registration<W>> {
         let io = {
             let mut ios = lock(&inner.ios);
+            // Acquire: pairs with the Release store in `Inner::stop`, which
+            // then drains `ios` under this lock: either it sees this
+            // registration, or we see the flag.
             if inner.stopped.load(Acquire) {
                 return Err(super::stopped_err());
             }
