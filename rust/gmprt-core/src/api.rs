@@ -20,7 +20,7 @@
 //!   not running; `cancel` on the thread that stops the runtime, after
 //!   every M has stopped.
 //! - [`Cx`]: lives for one step, on that step's M.
-//! - [`Waker`]: any thread, any number of clones.
+//! - [`Waker`], [`GRef`]: any thread, any number of clones.
 //! - [`Hooks`]: each method names its caller. `m_main` and `blocking` run
 //!   on the M; `long_step` on sysmon and `deadlock` on an M under the
 //!   scheduler lock, so they (and `fatal`, from any thread) must only
@@ -160,6 +160,16 @@ impl Cx<'_> {
         }
     }
 
+    /// A handle to this life of the running G, for cancelling it later
+    /// from anywhere ([`GRef::interrupt`]).
+    pub fn gref(&self) -> GRef {
+        GRef {
+            sched: self.sched.clone(),
+            g: self.g,
+            id: self.g.id(),
+        }
+    }
+
     /// The running G's id.
     pub fn id(&self) -> u64 {
         self.g.id()
@@ -229,6 +239,45 @@ impl Ready for Waker {
             return;
         };
         sched.inject(batch, None, false);
+    }
+}
+
+/// One life of one G, to interrupt it from any thread (a cancel): unlike a
+/// [`Waker`], it is not tied to one park. Holds the scheduler's memory alive
+/// like a `Waker`, so a `GRef` that outlives its G (or its runtime) is
+/// harmless: the interrupt finds another life, or none, and does nothing.
+#[derive(Clone)]
+pub struct GRef {
+    sched: Arc<Sched>,
+    g: GPtr,
+    id: u64,
+}
+
+impl GRef {
+    /// Any thread: end the park the G is in, or make the park its running
+    /// step is about to commit end at once (`g::G::interrupt`). Whatever the
+    /// caller wrote before is visible to the G's next step. The G must then
+    /// find out *why* it woke: the core only guarantees that it does.
+    /// Returns whether the G was still alive.
+    pub fn interrupt(&self) -> bool {
+        match self.g.interrupt(self.id) {
+            Wake::Enqueue => {
+                self.sched.ready(self.g, true);
+                true
+            }
+            Wake::Notified => true,
+            Wake::Stale => false,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl std::fmt::Debug for GRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GRef").field("id", &self.id).finish()
     }
 }
 

@@ -30,6 +30,23 @@
 //! `gopark(unlockf)`), so a wake can arrive while the G still runs. It then
 //! lands as `NOTIFIED` and the M, whose `RUNNING → PARKED` CAS fails, requeues
 //! the G itself: the wake is never lost and the G never runs on two Ms.
+//!
+//! # Interrupts
+//!
+//! A cancel must reach a G whatever it is doing, without knowing which park
+//! (if any) it is in: [`G::interrupt`] wakes the *current* generation, or,
+//! for a G that is runnable or notified, only touches the word. The
+//! canceller first writes its request (a cancel scope's flag, in the
+//! binding), then interrupts; the G reads the request in its next step.
+//! That is the store-buffer pattern (write A, read B / write B, read A), and
+//! it holds because every transition of a live G's word is a read-modify-
+//! write: RMWs on one atomic are totally ordered, each reads the latest
+//! value, so either the interrupt comes first and the G's next RMW
+//! (`start_running`, `commit_park`) acquires the request with it, or the
+//! interrupt comes after and finds `RUNNING`/`PARKED` of the very generation
+//! that must not sleep, and wakes it. A plain store anywhere in a live G's
+//! life would break the release sequence and lose the request; `prepare`
+//! (the G is not live yet) and `kill` (every M stopped) are the only ones.
 
 use std::fmt;
 use std::ptr::NonNull;
@@ -123,23 +140,27 @@ impl G {
         // off the free list or allocated it), so no one else reads `body`.
         self.body.with_mut(|b| unsafe { *b = Some(body) });
         let gen = self.generation();
-        self.state.store(word(Status::Runnable, gen), Relaxed);
+        // Release: an interrupter that loads this life's word (Acquire) also
+        // sees the id stored above, so it can tell this life from the last.
+        self.state.store(word(Status::Runnable, gen), Release);
     }
 
     /// The M that popped this G from a run queue: `RUNNABLE → RUNNING` with a
     /// new generation, which makes every wake handed out before stale.
     /// Release: pairs with the Acquire of a waker's CAS, so a waker that sees
     /// the new generation also sees the G as owned by this M.
+    /// An RMW, not a store: Acquire on it takes what an interrupt that
+    /// touched the runnable G wrote first (module docs, "Interrupts").
     pub(crate) fn start_running(&self) -> u64 {
-        let cur = self.state.load(Acquire);
+        // RUNNABLE(gen) + this = RUNNING(gen + 1).
+        const STEP: u64 = (1 << STATUS_BITS) + Status::Running as u64 - Status::Runnable as u64;
+        let prev = self.state.fetch_add(STEP, AcqRel);
         debug_assert_eq!(
-            Status::from_word(cur),
+            Status::from_word(prev),
             Status::Runnable,
-            "running a G that is not runnable; state = {cur:#x}"
+            "running a G that is not runnable; state = {prev:#x}"
         );
-        let gen = (cur >> STATUS_BITS) + 1;
-        self.state.store(word(Status::Running, gen), Release);
-        gen
+        (prev >> STATUS_BITS) + 1
     }
 
     /// The running M commits a park (`RUNNING → PARKED`). Returns false when a
@@ -162,7 +183,10 @@ impl G {
                     word(Status::Notified, gen),
                     "only a wake of this park may touch a running G"
                 );
-                self.state.store(word(Status::Runnable, gen), Release);
+                // A swap: an interrupt may touch the notified word meanwhile
+                // (module docs, "Interrupts").
+                let prev = self.state.swap(word(Status::Runnable, gen), AcqRel);
+                debug_assert_eq!(prev, word(Status::Notified, gen));
                 false
             }
         }
@@ -200,6 +224,37 @@ impl G {
             // AcqRel: Acquire pairs with `commit_park`'s Release (we now own
             // the G and see its last step); Release publishes what the waker
             // wrote for the G (see `commit_park`).
+            match self.state.compare_exchange_weak(cur, next, AcqRel, Acquire) {
+                Ok(_) => return outcome,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Any thread: end whatever park G life `id` is in (a cancel). A parked
+    /// G is readied (`Enqueue`: the caller enqueues it); a running one is
+    /// notified, so the park its step is about to commit fails; a runnable
+    /// or notified one is left as it is, with an RMW that publishes what the
+    /// caller wrote before (module docs, "Interrupts"). `Stale` when the G
+    /// finished or is another life now.
+    pub(crate) fn interrupt(&self, id: u64) -> Wake {
+        // Acquire: pairs with `prepare`'s Release (and the RMWs after it,
+        // its release sequence), so the id read below is this life's.
+        let mut cur = self.state.load(Acquire);
+        loop {
+            if self.id.load(Relaxed) != id {
+                return Wake::Stale;
+            }
+            let gen = cur >> STATUS_BITS;
+            let (next, outcome) = match Status::from_word(cur) {
+                Status::Parked => (word(Status::Runnable, gen), Wake::Enqueue),
+                Status::Running => (word(Status::Notified, gen), Wake::Notified),
+                Status::Runnable | Status::Notified => (cur, Wake::Notified),
+                Status::Idle => return Wake::Stale,
+            };
+            // AcqRel, as in `wake`. A success means the word never left
+            // `cur`, so the id checked above was still current: each life's
+            // words are distinct (the generation only grows).
             match self.state.compare_exchange_weak(cur, next, AcqRel, Acquire) {
                 Ok(_) => return outcome,
                 Err(actual) => cur = actual,

@@ -56,7 +56,7 @@ pub mod sync;
 pub mod sysmon;
 pub mod timer;
 
-pub use api::{Body, Config, Cx, Hooks, NoHooks, Stats, Step, Stopped, Waker};
+pub use api::{Body, Config, Cx, GRef, Hooks, NoHooks, Stats, Step, Stopped, Waker};
 pub use chan::{Case, Chan, RecvPark, SelectPark, Selected, SendPark};
 pub use g::{GPtr, Status, Wake};
 pub use sched::Sched;

@@ -206,3 +206,95 @@ fn wake_vs_yield_and_finish() {
         free_g(g);
     });
 }
+
+/// A cancel request (here a Relaxed flag, the weakest a binding could use)
+/// written before an interrupt reaches a G whose step is about to park: the
+/// step either sees the request (and does not park), or its park fails, or
+/// the interrupt readies the parked G — and the step after the wake sees the
+/// request. Never a G asleep with the request unseen ("Interrupts" in `g`).
+#[test]
+fn interrupt_vs_park() {
+    use ::loom::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use ::loom::sync::Arc;
+    check("g::interrupt_vs_park", None, || {
+        let (g, gen) = running_g();
+        let req = Arc::new(AtomicBool::new(false));
+        let r = req.clone();
+        let canceller = thread::spawn(move || {
+            r.store(true, Relaxed);
+            g.interrupt(1)
+        });
+
+        let saw = req.load(Relaxed);
+        let parked = if saw {
+            g.yield_now(gen); // cancelled: raise instead of parking
+            false
+        } else {
+            g.commit_park(gen)
+        };
+        let w = canceller.join().unwrap();
+
+        assert_ne!(w, Wake::Stale, "the G is alive");
+        // Exactly one party readies the G: the canceller for a committed
+        // park, the M otherwise.
+        assert_eq!(parked, w == Wake::Enqueue, "saw = {saw}, wake = {w:?}");
+        assert_eq!(g.status(), Status::Runnable);
+        let _gen2 = g.start_running();
+        assert!(req.load(Relaxed), "the step after an interrupt sees why");
+        free_g(g);
+    });
+}
+
+/// The interrupt lands while the G is still in a run queue: the step that
+/// starts afterwards sees the request, and a step that started first has
+/// its park undone.
+#[test]
+fn interrupt_vs_start() {
+    use ::loom::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use ::loom::sync::Arc;
+    check("g::interrupt_vs_start", None, || {
+        let g = GPtr::alloc();
+        g.prepare(1, Box::new(Nop));
+        let req = Arc::new(AtomicBool::new(false));
+        let r = req.clone();
+        let canceller = thread::spawn(move || {
+            r.store(true, Relaxed);
+            g.interrupt(1)
+        });
+
+        let gen = g.start_running();
+        let saw = req.load(Relaxed);
+        let parked = !saw && g.commit_park(gen);
+        if saw {
+            g.yield_now(gen);
+        }
+        let w = canceller.join().unwrap();
+
+        assert_eq!(parked, w == Wake::Enqueue, "saw = {saw}, wake = {w:?}");
+        assert_eq!(g.status(), Status::Runnable);
+        g.start_running();
+        assert!(req.load(Relaxed));
+        free_g(g);
+    });
+}
+
+/// An interrupt aimed at a life of a G that already finished never readies
+/// the next life parked in the same memory (a `GRef` outliving its G).
+#[test]
+fn interrupt_of_old_life() {
+    check("g::interrupt_of_old_life", None, || {
+        let (g, gen1) = running_g();
+        let canceller = thread::spawn(move || g.interrupt(1));
+
+        g.finish(gen1);
+        g.prepare(2, Box::new(Nop));
+        let gen2 = g.start_running();
+        let parked = g.commit_park(gen2);
+        let w = canceller.join().unwrap();
+
+        assert!(parked, "life 2's park is never undone by life 1's cancel");
+        assert_ne!(w, Wake::Enqueue, "{w:?}");
+        assert_eq!(g.status(), Status::Parked);
+        free_g(g);
+    });
+}

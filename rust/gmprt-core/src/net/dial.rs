@@ -157,6 +157,11 @@ impl Dial {
         self.wait.park(w)
     }
 
+    /// Withdraws the park (its G gives up waiting): see [`IoWait::cancel`].
+    pub fn cancel(&mut self) {
+        self.wait.cancel();
+    }
+
     /// Abandons the connect in flight (deregister, then close).
     fn drop_cur(&mut self) {
         if let Some((s, reg)) = self.cur.take() {

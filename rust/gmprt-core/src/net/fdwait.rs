@@ -92,6 +92,11 @@ impl FdWait {
         self.wait.park(w)
     }
 
+    /// Withdraws the park (its G gives up waiting): see [`IoWait::cancel`].
+    pub fn cancel(&mut self) {
+        self.wait.cancel();
+    }
+
     /// `poll(2)` with no wait: whether the fd is ready now.
     fn ready_now(&self) -> io::Result<bool> {
         let events = match self.dir {

@@ -350,6 +350,18 @@ impl Sched {
         Ok(id)
     }
 
+    /// Any thread: interrupt every live G (`g::G::interrupt`), so each one
+    /// parked wakes and each one running fails its next park. The embedder
+    /// writes why first (a shutdown that cancels every G).
+    pub fn interrupt_all(self: &Arc<Self>) {
+        let gs = lock(&self.allgs).clone();
+        for g in gs {
+            if g.interrupt(g.id()) == crate::g::Wake::Enqueue {
+                self.ready(g, false);
+            }
+        }
+    }
+
     /// After `fork()`, in the child: the calling thread forgets that it
     /// was an M. The child has none of the parent's other threads, so the
     /// parent's runtime can never run there; it is left alone (never
