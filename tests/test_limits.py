@@ -37,7 +37,7 @@ def test_join_with_an_infinite_timeout_waits_without_limit():
 @pytest.mark.parametrize("bad", [-1.0, float("nan")])
 def test_join_with_a_bad_timeout_names_it(bad):
     def joiner(g):
-        with pytest.raises(ValueError, match="timeout must be >= 0"):
+        with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0"):
             g.join(timeout=bad)
         return g.join(timeout=5)
 

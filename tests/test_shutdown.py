@@ -128,7 +128,9 @@ def test_leftover_g_finally_sees_its_context():
     assert g.done()
 
 
-def test_leftover_g_handle_after_run_raises_runtime_error():
+def test_leftover_g_handle_after_run_raises_cancelled():
+    # main returned: the leftover G is cancelled at its park point (sleep(0)
+    # is one), and its handle says so ever after.
     async def looper():
         while True:
             await gmprt.sleep(0)
@@ -140,9 +142,10 @@ def test_leftover_g_handle_after_run_raises_runtime_error():
 
     g = gmprt.run(main)
     assert g.done()
-    with pytest.raises(RuntimeError):
+    assert g.cancelled()
+    with pytest.raises(gmprt.Cancelled):
         g.join(timeout=0)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(gmprt.Cancelled):
         g.join(timeout=5)
 
 

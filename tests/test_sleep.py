@@ -32,7 +32,7 @@ async def _settled_counts():
 
 @pytest.mark.parametrize("bad", [-1, -0.001, math.nan])
 def test_negative_or_nan_sleep_is_a_value_error(bad):
-    with pytest.raises(ValueError, match="must be >= 0"):
+    with pytest.raises(ValueError, match="must be a number of seconds >= 0"):
         gmprt.sleep(bad)
 
 

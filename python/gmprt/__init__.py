@@ -34,6 +34,11 @@ raises ``gmprt.Timeout``: ``ch.send_blocking(v)``, ``ch.recv_blocking()``,
 ``mu.lock_blocking()``, ``sem.acquire_blocking()``, ``g.join()``. While
 they wait, the M gives its P to another M and the GIL is released.
 
+Cancellation and deadlines: ``g.cancel()`` raises ``gmprt.Cancelled`` at
+the G's park point; ``async with gmprt.Group() as grp:`` ends its Gs
+together; ``with gmprt.timeout(1.0):`` bounds everything inside, including
+the Gs it starts.
+
 See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)``,
 ``help(gmprt.Chan)``, ``help(gmprt.select)``, ``help(gmprt.WaitGroup)``,
 ``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)`` and ``help(gmprt.net)``
@@ -43,6 +48,8 @@ See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)``,
 from . import net
 from ._gmprt import (
     CLOSED,
+    Cancelled,
+    CancelScope,
     Chan,
     ChanClosed,
     ChanEmpty,
@@ -54,36 +61,48 @@ from ._gmprt import (
     SendCase,
     Timeout,
     WaitGroup,
+    deadline,
     go,
+    move_on_after,
     run,
     select,
     select_blocking,
+    shield,
     sleep,
     stats,
+    timeout,
     wait_readable,
     wait_writable,
 )
+from ._group import Group
 
 __all__ = [
     "CLOSED",
+    "CancelScope",
+    "Cancelled",
     "Chan",
     "ChanClosed",
     "ChanEmpty",
     "Deadlock",
     "G",
+    "Group",
     "Mutex",
     "RecvCase",
     "Semaphore",
     "SendCase",
     "Timeout",
     "WaitGroup",
+    "deadline",
     "go",
+    "move_on_after",
     "net",
     "run",
     "select",
     "select_blocking",
+    "shield",
     "sleep",
     "stats",
+    "timeout",
     "wait_readable",
     "wait_writable",
 ]

@@ -11,6 +11,7 @@
 //! asyncio future): a `TypeError` naming the fix is thrown into the G.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use gmprt_core::{Body, Cx, Step};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyStopIteration, PySystemExit, PyTypeError};
@@ -19,8 +20,10 @@ use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::cancel::{Current, Task};
 use crate::handle::GHandle;
 use crate::rt;
+use crate::time::ParkedTimer;
 use crate::token::{Closing, InG, Op, Token};
 
 enum Code {
@@ -34,6 +37,15 @@ enum Code {
     Coro(Py<PyAny>),
 }
 
+/// Where a new G sits: its cancel state, who hears when it ends, and
+/// whether it is `run()`'s main.
+pub(crate) struct Spawn {
+    pub(crate) task: Arc<Task>,
+    /// Called with the handle once the G finished (a Group's bookkeeping).
+    pub(crate) on_done: Option<Py<PyAny>>,
+    pub(crate) is_main: bool,
+}
+
 pub(crate) struct PyBody {
     code: Option<Code>,
     /// The G's own context (`PyContext_CopyCurrent` at `go()`), entered
@@ -41,8 +53,16 @@ pub(crate) struct PyBody {
     ctx: Py<PyAny>,
     handle: Py<GHandle>,
     is_main: bool,
-    /// The token of the current park, for deadlock reports.
+    /// The token of the current park: for deadlock reports, and to
+    /// withdraw the wait if the G is cancelled meanwhile.
     parked_on: Option<Py<Token>>,
+    /// Its cancel scopes (`cancel`).
+    task: Arc<Task>,
+    /// Called with the handle once the G finished (a Group's bookkeeping).
+    on_done: Option<Py<PyAny>>,
+    /// Armed at a park while the task has a deadline (one timer per park,
+    /// whatever the number of scopes): wakes the G to find it expired.
+    deadline_timer: ParkedTimer,
 }
 
 /// What one `send`/`throw` into a coroutine gave.
@@ -59,7 +79,7 @@ impl PyBody {
         args: Bound<'_, PyTuple>,
         kwargs: Option<Bound<'_, PyDict>>,
         handle: Py<GHandle>,
-        is_main: bool,
+        how: Spawn,
     ) -> PyResult<PyBody> {
         // SAFETY: we are attached; CopyCurrent returns a new reference or
         // NULL with an exception set, which from_owned_ptr_or_err handles.
@@ -79,16 +99,33 @@ impl PyBody {
             code: Some(code),
             ctx: ctx.unbind(),
             handle,
-            is_main,
+            is_main: how.is_main,
             parked_on: None,
+            task: how.task,
+            on_done: how.on_done,
+            deadline_timer: ParkedTimer::default(),
         })
     }
 
     /// Runs the G until it parks, yields or finishes. Attached, in the G's
     /// context.
     fn drive(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
-        self.parked_on = None;
         let mut throw: Option<PyErr> = None;
+        if matches!(self.code, Some(Code::Call { .. })) {
+            // Cancelled before it ever ran: it never runs (asyncio's rule).
+            if let Some(scope) = self.task.start(cx.gref()) {
+                return self.finish(py, Err(scope.exception()));
+            }
+        } else if let Some(tok) = self.parked_on.take() {
+            self.deadline_timer.cancel();
+            if let Some(scope) = self.task.check() {
+                if let Op::Wait(w) = &tok.get().op {
+                    if w.cancel(py) {
+                        throw = Some(scope.exception());
+                    }
+                }
+            }
+        }
         loop {
             let sent = match self.code.as_ref().expect("stepping a finished G") {
                 Code::Call { func, args, kwargs } => {
@@ -129,13 +166,36 @@ impl PyBody {
                         let t = tok.get();
                         match &t.op {
                             Op::Wait(w) if !t.is_budget_yield() => {
+                                // A park point: a cancelled G raises here
+                                // (level-triggered: every time).
+                                if let Some(scope) = self.task.check() {
+                                    if w.cancel(py) {
+                                        throw = Some(scope.exception());
+                                    }
+                                    continue;
+                                }
+                                if let Some(d) = self.task.deadline() {
+                                    // Fails only while the runtime stops.
+                                    let _ = self.deadline_timer.arm(d, cx.waker());
+                                }
                                 if w.park(py, cx.waker()) {
                                     self.parked_on = Some(tok.clone().unbind());
                                     return Step::Park;
                                 }
+                                self.deadline_timer.cancel();
                                 // Ready meanwhile: resume now.
                                 continue;
                             }
+                            Op::Yield => {
+                                // `sleep(0)` is a park point too.
+                                if let Some(scope) = self.task.check() {
+                                    throw = Some(scope.exception());
+                                    continue;
+                                }
+                                return Step::Yield;
+                            }
+                            // A budget yield holds a completed result: the
+                            // cancel lands at the next park point.
                             _ => return Step::Yield,
                         }
                     }
@@ -152,6 +212,8 @@ impl PyBody {
 
     fn finish(&mut self, py: Python<'_>, result: PyResult<Py<PyAny>>) -> Step {
         self.code = None;
+        self.deadline_timer.cancel();
+        self.task.finish();
         let fatal = match &result {
             Err(e) => {
                 e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
@@ -161,11 +223,25 @@ impl PyBody {
         if let (true, Err(e)) = (fatal, &result) {
             rt::fatal(e.clone_ref(py));
         }
-        GHandle::complete(self.handle.bind(py), result, fatal);
+        // A Group observes its Gs' outcomes (`done_callback`).
+        let observed = fatal || self.on_done.is_some();
+        GHandle::complete(self.handle.bind(py), result, observed);
+        self.done_callback(py);
         if self.is_main {
             rt::main_done();
         }
         Step::Done
+    }
+
+    /// Tells whoever asked (a Group) that the G finished; they observe its
+    /// outcome, so it is never reported as unobserved.
+    fn done_callback(&mut self, py: Python<'_>) {
+        if let Some(cb) = self.on_done.take() {
+            self.handle.get().observe();
+            if let Err(e) = cb.call1(py, (self.handle.clone_ref(py),)) {
+                e.write_unraisable(py, Some(cb.bind(py)));
+            }
+        }
     }
 }
 
@@ -245,6 +321,7 @@ impl Body for PyBody {
         // a mutex round trip per step.
         let py = unsafe { Python::assume_attached() };
         let _in_g = InG::enter(cx.id());
+        let _task = Current::enter(&self.task);
         match Entered::enter(py, &self.ctx) {
             Ok(_ctx) => {
                 // A panic in the binding's own code (a bug: no input may
@@ -299,7 +376,10 @@ impl Body for PyBody {
                     e.write_unraisable(py, Some(coro.bind(py)));
                 }
             }
-            this.handle.get().cancel();
+            this.handle.get().closed();
+            this.task.finish();
+            let mut this = this;
+            this.done_callback(py);
             drop(this);
         })
     }

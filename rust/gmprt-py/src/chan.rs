@@ -98,26 +98,42 @@ impl PyChan {
         self.ch.len()
     }
 
-    /// Send ``value``, waiting for a receiver or for buffer room.
+    /// Send ``value``, waiting for a receiver or for buffer room, at most
+    /// ``timeout`` seconds (None or ``math.inf``: no limit).
     ///
     /// Raises:
     ///     ChanClosed: the channel is closed, or was closed while waiting.
-    fn send(slf: Bound<'_, Self>, value: Py<PyAny>) -> Token {
-        Await::token(SendOp {
-            ch: slf.unbind(),
-            value,
-        })
+    ///     Timeout: not sent within ``timeout`` (the value was not sent).
+    ///     Cancelled: the G was cancelled meanwhile (the value was not sent).
+    #[pyo3(signature = (value, timeout=None))]
+    fn send(slf: Bound<'_, Self>, value: Py<PyAny>, timeout: Option<f64>) -> PyResult<Token> {
+        let timeout = timeout_arg(timeout)?;
+        Ok(Await::token_with(
+            SendOp {
+                ch: slf.unbind(),
+                value,
+            },
+            timeout,
+        ))
     }
 
-    /// Receive a value, waiting for one.
+    /// Receive a value, waiting for one at most ``timeout`` seconds (None or
+    /// ``math.inf``: no limit).
     ///
     /// Raises:
     ///     ChanClosed: the channel is closed and its buffer drained.
-    fn recv(slf: Bound<'_, Self>) -> Token {
-        Await::token(RecvOp {
-            ch: slf.unbind(),
-            iter: false,
-        })
+    ///     Timeout: nothing arrived within ``timeout``.
+    ///     Cancelled: the G was cancelled meanwhile (no value was taken).
+    #[pyo3(signature = (timeout=None))]
+    fn recv(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Token> {
+        let timeout = timeout_arg(timeout)?;
+        Ok(Await::token_with(
+            RecvOp {
+                ch: slf.unbind(),
+                iter: false,
+            },
+            timeout,
+        ))
     }
 
     /// Close the channel: waiting receivers and senders are woken (senders

@@ -4,7 +4,8 @@
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyException, PyOverflowError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
+    PyBaseException, PyException, PyOverflowError, PyRuntimeError, PyTimeoutError, PyTypeError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 
@@ -19,6 +20,14 @@ create_exception!(
     Timeout,
     PyTimeoutError,
     "A gmprt operation's deadline passed (a TimeoutError)."
+);
+create_exception!(
+    gmprt,
+    Cancelled,
+    PyBaseException,
+    "Raised at a G's park point (an await, or a _blocking call) once it is cancelled: by \
+     g.cancel(), by its gmprt.Group, by a deadline scope, or at shutdown. A BaseException, \
+     so that `except Exception` does not swallow it; let it propagate."
 );
 create_exception!(
     gmprt,

@@ -2,25 +2,30 @@
 //!
 //! The outcome is written once, by the M that finishes the G. Waiters are
 //! either Gs (a [`Waker`] each, from `await g`) or threads blocked in
-//! `g.join()` (the condvar). The mutex is never held across a call into
+//! `g.join()` (unparked). The mutex is never held across a call into
 //! Python or a drop of a Python object: either could switch the GIL to a
 //! thread that then blocks on the same mutex while attached.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
 use std::time::Instant;
 
 use gmprt_core::Waker;
-use pyo3::exceptions::{PyRuntimeError, PyTimeoutError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+use crate::cancel::{self, Scope, Until};
+use crate::errors::{Cancelled, Timeout};
 use crate::lock::{lock, unpoison};
 use crate::rt;
-use crate::time::deadline;
+use crate::time::{deadline, ParkedTimer};
 use crate::token::{current_g, Poll, Token, Wait};
 
 struct State {
     outcome: Option<Outcome>,
     waiters: Vec<Waker>,
+    /// Threads blocked in `join()`.
+    joiners: Vec<Thread>,
     /// Someone saw the outcome (or it needs no report): an error is not
     /// reported as unobserved.
     observed: bool,
@@ -31,7 +36,7 @@ enum Outcome {
     /// Boxed: a `PyErr` is ~64 bytes and every live G has a handle.
     Err(Box<PyErr>),
     /// The runtime stopped first; the G was closed.
-    Cancelled,
+    Closed,
 }
 
 /// A running or finished G, as returned by :func:`gmprt.go`.
@@ -46,20 +51,35 @@ pub struct GHandle {
     /// What the G runs; its name is computed only when printed.
     func: Py<PyAny>,
     state: Mutex<State>,
-    finished: Condvar,
+    /// The G's root cancel scope (`cancel()`).
+    root: Arc<Scope>,
 }
 
 impl GHandle {
-    pub(crate) fn new(id: u64, func: Py<PyAny>) -> GHandle {
+    pub(crate) fn new(id: u64, func: Py<PyAny>, root: Arc<Scope>) -> GHandle {
         GHandle {
             id,
             func,
             state: Mutex::new(State {
                 outcome: None,
                 waiters: Vec::new(),
+                joiners: Vec::new(),
                 observed: false,
             }),
-            finished: Condvar::new(),
+            root,
+        }
+    }
+
+    /// Marks the outcome as seen (a Group collected it).
+    pub(crate) fn observe(&self) {
+        lock(&self.state).observed = true;
+    }
+
+    /// The G's exception, if it finished with one.
+    pub(crate) fn error(&self, py: Python<'_>) -> Option<PyErr> {
+        match lock(&self.state).outcome.as_ref() {
+            Some(Outcome::Err(e)) => Some(e.clone_ref(py)),
+            _ => None,
         }
     }
 
@@ -69,6 +89,10 @@ impl GHandle {
     }
 
     pub(crate) fn is_done(&self, _py: Python<'_>) -> bool {
+        self.is_done_nogil()
+    }
+
+    fn is_done_nogil(&self) -> bool {
         lock(&self.state).outcome.is_some()
     }
 
@@ -90,7 +114,7 @@ impl GHandle {
         match st.outcome.as_ref().expect("outcome of a running G") {
             Outcome::Ok(v) => Ok(v.clone_ref(py)),
             Outcome::Err(e) => Err(e.clone_ref(py)),
-            Outcome::Cancelled => Err(PyRuntimeError::new_err(format!(
+            Outcome::Closed => Err(Cancelled::new_err(format!(
                 "G {} was cancelled: the runtime stopped before it finished",
                 self.id
             ))),
@@ -108,8 +132,11 @@ impl GHandle {
         // await or join this G.
         // SAFETY: reading the refcount of a live object while attached.
         let orphan = unsafe { pyo3::ffi::Py_REFCNT(slf.as_ptr()) } <= 1;
+        // A cancelled G did what it was told: that is no failure to report.
         let report = match &result {
-            Err(e) if orphan && !surfaced => Some(e.clone_ref(py)),
+            Err(e) if orphan && !surfaced && !e.is_instance_of::<Cancelled>(py) => {
+                Some(e.clone_ref(py))
+            }
             _ => None,
         };
         let outcome = match result {
@@ -123,8 +150,8 @@ impl GHandle {
     }
 
     /// Shutdown closed this G before it finished.
-    pub(crate) fn cancel(&self) {
-        self.finish_with(Outcome::Cancelled, true);
+    pub(crate) fn closed(&self) {
+        self.finish_with(Outcome::Closed, true);
     }
 
     fn finish_with(&self, outcome: Outcome, observed: bool) {
@@ -135,8 +162,11 @@ impl GHandle {
         st.outcome = Some(outcome);
         st.observed |= observed;
         let waiters = std::mem::take(&mut st.waiters);
+        let joiners = std::mem::take(&mut st.joiners);
         drop(st);
-        self.finished.notify_all();
+        for t in joiners {
+            t.unpark();
+        }
         for w in waiters {
             w.wake();
         }
@@ -157,7 +187,7 @@ impl GHandle {
     }
 
     fn __await__(slf: Bound<'_, Self>) -> Token {
-        Token::wait(Join(slf.unbind()))
+        Token::wait(Join::new(slf.unbind()))
     }
 
     /// Blocks until the G finishes; returns its result or raises its
@@ -166,12 +196,13 @@ impl GHandle {
     /// P to another M and releases the GIL, so the runtime keeps running.
     ///
     /// Raises:
-    ///     TimeoutError: the G did not finish within ``timeout`` seconds.
+    ///     gmprt.Timeout: the G did not finish within ``timeout`` seconds
+    ///         (None or ``math.inf``: no limit).
+    ///     gmprt.Cancelled: the G was cancelled, or the caller was while
+    ///         it waited.
     ///     RuntimeError: a G joins itself.
     #[pyo3(signature = (timeout=None))]
     fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        // Capped far in the future (`time::after`): `timeout=1e20` or
-        // `inf` waits without limit instead of overflowing a Duration.
         let deadline = deadline(timeout)?;
         if current_g() == Some(self.id) {
             return Err(PyRuntimeError::new_err(format!(
@@ -180,31 +211,75 @@ impl GHandle {
             )));
         }
         if !self.is_done(py) {
-            let wait = || {
-                let mut st = lock(&self.state);
-                while st.outcome.is_none() {
-                    st = match deadline {
-                        None => unpoison(self.finished.wait(st)),
-                        Some(d) => {
-                            let left = d.saturating_duration_since(Instant::now());
-                            if left.is_zero() {
-                                break;
-                            }
-                            unpoison(self.finished.wait_timeout(st, left)).0
-                        }
-                    };
+            let task = cancel::current();
+            let until = rt::block_in_g(py, || {
+                lock(&self.state).joiners.push(std::thread::current());
+                cancel::wait_until(&task, deadline, || self.is_done_nogil())
+            });
+            match until {
+                Until::Done => {}
+                Until::TimedOut => {
+                    return Err(Timeout::new_err(format!(
+                        "G {} did not finish within {} s",
+                        self.id,
+                        timeout.unwrap_or_default()
+                    )))
                 }
-            };
-            rt::block_in_g(py, wait);
-            if !self.is_done(py) {
-                return Err(PyTimeoutError::new_err(format!(
-                    "G {} did not finish within {} s",
-                    self.id,
-                    timeout.unwrap_or_default()
-                )));
+                Until::Cancelled(scope) => return Err(scope.exception()),
             }
         }
         self.outcome(py)
+    }
+
+    /// Wait for the G to finish, at most ``timeout`` seconds: ``await
+    /// g.wait(timeout=1.0)`` returns its result or raises its exception,
+    /// like ``await g``.
+    ///
+    /// Raises:
+    ///     gmprt.Timeout: the G did not finish in time (it keeps running).
+    #[pyo3(signature = (timeout=None))]
+    fn wait(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Token> {
+        let until = deadline(timeout)?;
+        Ok(Token::wait(Join {
+            g: slf.unbind(),
+            until,
+            timeout: timeout.unwrap_or_default(),
+            timer: ParkedTimer::default(),
+        }))
+    }
+
+    /// Cancel the G: :class:`gmprt.Cancelled` is raised at the await (or
+    /// ``_blocking`` call) it is parked in, at once, or at its next one if
+    /// it is running. A sync G inside a C call gets it at its next gmprt
+    /// call. The G may catch it to clean up (``with gmprt.shield():`` to
+    /// await during cleanup); ``await g`` then raises ``Cancelled`` unless
+    /// the G returned a value anyway. Works from any thread.
+    ///
+    /// Returns:
+    ///     False if the G had already finished, else True.
+    #[pyo3(signature = (msg=None))]
+    fn cancel(&self, py: Python<'_>, msg: Option<String>) -> bool {
+        if self.is_done(py) {
+            return false;
+        }
+        let msg = msg.unwrap_or_else(|| format!("G {} was cancelled", self.id));
+        self.root.cancel(msg);
+        true
+    }
+
+    /// The exception the G finished with, or None (for a Group).
+    fn _exception(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.error(py).map(|e| e.into_value(py).into_any())
+    }
+
+    /// Whether the G finished by being cancelled (it ended with
+    /// :class:`gmprt.Cancelled`, or the runtime stopped before it ended).
+    fn cancelled(&self, py: Python<'_>) -> bool {
+        match lock(&self.state).outcome.as_ref() {
+            Some(Outcome::Closed) => true,
+            Some(Outcome::Err(e)) => e.is_instance_of::<Cancelled>(py),
+            _ => false,
+        }
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -213,13 +288,31 @@ impl GHandle {
     }
 }
 
-/// `await g`.
-struct Join(Py<GHandle>);
+/// `await g` and `await g.wait(timeout)`.
+struct Join {
+    g: Py<GHandle>,
+    until: Option<Instant>,
+    /// For the message.
+    timeout: f64,
+    timer: ParkedTimer,
+}
+
+impl Join {
+    pub(crate) fn new(g: Py<GHandle>) -> Join {
+        Join {
+            g,
+            until: None,
+            timeout: 0.0,
+            timer: ParkedTimer::default(),
+        }
+    }
+}
 
 impl Wait for Join {
     fn poll(&self, py: Python<'_>) -> Poll {
-        let h = self.0.get();
+        let h = self.g.get();
         if h.is_done(py) {
+            self.timer.cancel();
             Poll::Ready(h.outcome(py))
         } else if current_g() == Some(h.id) {
             // It would wait for itself forever.
@@ -227,17 +320,31 @@ impl Wait for Join {
                 "G {} cannot await itself",
                 h.id
             ))))
+        } else if self.until.is_some_and(|u| Instant::now() >= u) {
+            Poll::Ready(Err(Timeout::new_err(format!(
+                "G {} did not finish within {} s",
+                h.id, self.timeout
+            ))))
         } else {
             Poll::Pending
         }
     }
 
     fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
-        self.0.get().add_waiter(waker)
+        if let Some(u) = self.until {
+            // Fails only while the runtime stops.
+            let _ = self.timer.arm(u, waker.clone());
+        }
+        self.g.get().add_waiter(waker)
     }
 
     fn describe(&self) -> String {
-        format!("join G {}", self.0.get().id)
+        format!("join G {}", self.g.get().id)
+    }
+
+    fn cancel(&self, _py: Python<'_>) -> bool {
+        self.timer.cancel();
+        true
     }
 }
 
@@ -254,6 +361,9 @@ impl Drop for GHandle {
             // dealloc may run in the middle of an unwind (a frame clearing
             // while GeneratorExit propagates): keep that exception intact.
             Python::try_attach(|py| {
+                if e.is_instance_of::<Cancelled>(py) {
+                    return;
+                }
                 let unwinding = PyErr::take(py);
                 let name = self.name(py);
                 rt::report_unobserved(py, id, &name, *e);

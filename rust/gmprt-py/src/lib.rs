@@ -9,6 +9,7 @@
 //!    exceptions);
 //! 2. `rt`: which runtime is running, its event pipe, and the services Gs
 //!    need from it (`sched`, `block_in_g`, `main_done`, `fatal`, reports);
+//!    `cancel`: cancel scopes and the check every park point makes;
 //! 3. `token`: the awaitable protocol (Go's gopark discipline);
 //! 4. `time` (`sleep` and deadlines), `handle` (`gmprt.G`), `body` (a
 //!    Python G's body: steps a coroutine or calls a function);
@@ -19,6 +20,7 @@
 //! 7. `lib`, registering everything on the module.
 
 mod body;
+mod cancel;
 mod chan;
 mod errors;
 mod handle;
@@ -34,7 +36,7 @@ mod token;
 
 use pyo3::prelude::*;
 
-use errors::{ChanClosed, ChanEmpty, Deadlock, Timeout};
+use errors::{Cancelled, ChanClosed, ChanEmpty, Deadlock, Timeout};
 use token::Token;
 
 #[pymodule(gil_used = false)]
@@ -42,6 +44,14 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(runtime::run, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::go, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime::_go_linked, m)?)?;
+    m.add_function(wrap_pyfunction!(cancel::timeout, m)?)?;
+    m.add_function(wrap_pyfunction!(cancel::move_on_after, m)?)?;
+    m.add_function(wrap_pyfunction!(cancel::shield, m)?)?;
+    m.add_function(wrap_pyfunction!(cancel::deadline, m)?)?;
+    m.add_function(wrap_pyfunction!(cancel::_group_scope, m)?)?;
+    m.add_class::<cancel::CancelScope>()?;
+    m.add("Cancelled", py.get_type::<Cancelled>())?;
     m.add_function(wrap_pyfunction!(runtime::stats, m)?)?;
     m.add_function(wrap_pyfunction!(time::sleep, m)?)?;
     m.add_function(wrap_pyfunction!(net::listen, m)?)?;

@@ -376,6 +376,12 @@ impl Wait for Recv {
     fn describe(&self) -> String {
         "net recv".into()
     }
+
+    /// Nothing was read yet: the bytes stay in the socket.
+    fn cancel(&self, _py: Python<'_>) -> bool {
+        lock(&self.wait).cancel();
+        true
+    }
 }
 
 /// `await conn.send(data)` and `await conn.sendall(data)` (`all`).
@@ -436,6 +442,13 @@ impl Wait for Send {
 
     fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
         lock(&self.st).0.park(waker)
+    }
+
+    /// What a sendall already sent stays sent (a cancelled sendall may have
+    /// sent part of the data, as a timed-out one may).
+    fn cancel(&self, _py: Python<'_>) -> bool {
+        lock(&self.st).0.cancel();
+        true
     }
 
     fn describe(&self) -> String {
@@ -540,6 +553,12 @@ impl Wait for Accept {
     fn describe(&self) -> String {
         format!("net accept on {}", self.ln.get().ln.local_addr())
     }
+
+    /// No connection was taken: it stays in the backlog.
+    fn cancel(&self, _py: Python<'_>) -> bool {
+        lock(&self.wait).cancel();
+        true
+    }
 }
 
 /// Listen for TCP connections on ``host``:``port``.
@@ -607,6 +626,11 @@ impl Wait for Dial {
 
     fn describe(&self) -> String {
         format!("net dial {}", self.target)
+    }
+
+    fn cancel(&self, _py: Python<'_>) -> bool {
+        lock(&self.dial).cancel();
+        true
     }
 }
 
@@ -676,6 +700,11 @@ impl Wait for FdWait {
 
     fn describe(&self) -> String {
         format!("{} fd {}", self.what, self.fd)
+    }
+
+    fn cancel(&self, _py: Python<'_>) -> bool {
+        lock(&self.op).cancel();
+        true
     }
 }
 

@@ -24,9 +24,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gmprt_core::{Done, Notify, Op, Waker};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+use crate::cancel::{self, Until};
 use crate::errors::Timeout;
 use crate::lock::{lock, unpoison};
 use crate::rt;
@@ -118,6 +119,8 @@ const QUEUED: u8 = 3;
 /// the park that stores it and once by the poll that takes it.
 pub(crate) struct Await<B: Blocking> {
     b: B,
+    /// The await's `timeout=` (else the operation's own, a select's).
+    timeout: Option<Duration>,
     phase: AtomicU8,
     st: Mutex<St<B::T>>,
 }
@@ -132,8 +135,15 @@ fn misuse(phase: u8) -> PyErr {
 
 impl<B: Blocking> Await<B> {
     pub(crate) fn token(b: B) -> Token {
+        Self::token_with(b, None)
+    }
+
+    /// An await that gives up with `gmprt.Timeout` after `timeout`.
+    pub(crate) fn token_with(b: B, timeout: Option<Duration>) -> Token {
+        let timeout = timeout.or_else(|| b.timeout());
         Token::wait(Await {
             b,
+            timeout,
             phase: AtomicU8::new(FRESH),
             st: Mutex::new(St::Empty),
         })
@@ -151,8 +161,7 @@ impl<B: Blocking> Await<B> {
     /// holds the `BUSY` phase (or `QUEUED`, re-queueing).
     fn queue(&self, py: Python<'_>, waker: Waker) -> bool {
         let timeout = self
-            .b
-            .timeout()
+            .timeout
             .and_then(|t| Instant::now().checked_add(t))
             .map(|when| (when, waker.clone()));
         let (st, parked) = match self.b.attempt(py, Some(Notify::G(waker))) {
@@ -211,6 +220,11 @@ impl<B: Blocking> Wait for Await<B> {
                     }
                     None => None,
                 };
+                if done == Some(Done::Expired) {
+                    drop(deadline);
+                    drop(op.take_all());
+                    return Poll::Ready(self.b.timed_out(py, self.timeout.unwrap_or_default()));
+                }
                 match done {
                     Some(d) => {
                         if let Some(dl) = deadline {
@@ -259,6 +273,37 @@ impl<B: Blocking> Wait for Await<B> {
     fn describe(&self) -> String {
         self.b.describe()
     }
+
+    fn cancel(&self, py: Python<'_>) -> bool {
+        if self.phase.load(Acquire) != QUEUED {
+            // Never queued: nothing happened, nothing to undo.
+            return true;
+        }
+        match self.take() {
+            St::Parked(mut op, deadline) => {
+                drop(deadline);
+                // The one CAS that decides between a claimer and us (the
+                // sudog protocol): Expired means nobody touched it.
+                match op.done().unwrap_or_else(|| op.cancel()) {
+                    Done::Expired => {
+                        // An unsent value comes back here, and goes.
+                        drop(op.take_all());
+                        true
+                    }
+                    d => {
+                        let r = self.b.complete(py, &mut op, d);
+                        self.put(St::Ready(Box::new(r)));
+                        false
+                    }
+                }
+            }
+            St::Ready(r) => {
+                self.put(St::Ready(r));
+                false
+            }
+            St::Empty => true,
+        }
+    }
 }
 
 impl<B: Blocking> Drop for Await<B> {
@@ -272,7 +317,8 @@ impl<B: Blocking> Drop for Await<B> {
 }
 
 /// The `_blocking` form: runs `b` to completion on the calling thread,
-/// waiting at most `timeout`.
+/// waiting at most `timeout`, or until the calling task is cancelled (its
+/// scopes' deadlines included).
 pub(crate) fn block<B: Blocking>(
     py: Python<'_>,
     b: &B,
@@ -283,32 +329,37 @@ pub(crate) fn block<B: Blocking>(
         Attempt::Parked(op) => op,
         Attempt::Wait => unreachable!("an attempt with a waker queues"),
     };
-    if timeout != Some(Duration::ZERO) {
-        let deadline = timeout.map(|t| Instant::now() + t);
+    let until = if timeout == Some(Duration::ZERO) {
+        Until::TimedOut
+    } else {
+        let deadline = cancel::deadline_in(timeout);
+        let task = cancel::current();
         let waiting = &op;
         rt::block_in_g(py, move || {
-            waiting.wait(deadline);
-        });
-    }
+            cancel::wait_until(&task, deadline, || waiting.done().is_some())
+        })
+    };
+    // The one CAS that decides between a claimer and us: a completion that
+    // won is delivered even if we timed out or were cancelled.
     let done = match op.done() {
         Some(d) => d,
         None => op.cancel(),
     };
     if done == Done::Expired {
         drop(op.take_all());
-        return b.timed_out(py, timeout.unwrap_or_default());
+        return match until {
+            Until::Cancelled(scope) => Err(scope.exception()),
+            _ => b.timed_out(py, timeout.unwrap_or_default()),
+        };
     }
     b.complete(py, &mut op, done)
 }
 
 /// A `timeout=` argument: None (wait forever) or seconds >= 0.
+/// Through the one parser (`cancel::seconds`): `inf` is no limit.
 pub(crate) fn timeout_arg(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
         None => Ok(None),
-        // Too long for a Duration (or infinite): no limit.
-        Some(t) if t >= 0.0 => Ok(Duration::try_from_secs_f64(t).ok()),
-        Some(t) => Err(PyValueError::new_err(format!(
-            "timeout must be a number of seconds >= 0, or None to wait without limit; got {t}"
-        ))),
+        Some(t) => cancel::seconds(t, "timeout"),
     }
 }

@@ -175,11 +175,15 @@ pub(crate) fn report_unobserved(py: Python<'_>, id: u64, name: &str, e: PyErr) {
 
 /// Runs a blocking wait from synchronous code. On an M the P is handed off
 /// for the duration (Go's entersyscallblock); the GIL is released either way.
-pub(crate) fn block_in_g<F: FnOnce() + Send>(py: Python<'_>, f: F) {
+pub(crate) fn block_in_g<R: Send, F: FnOnce() -> R + Send>(py: Python<'_>, f: F) -> R {
     // Off an M (a foreign thread), `blocking` only counts the wait, so the
     // deadlock check knows a thread that may still wake Gs is alive.
     match sched() {
-        Some(s) => s.blocking(|| py.detach(f)),
+        Some(s) => {
+            let mut out = None;
+            s.blocking(|| out = Some(py.detach(f)));
+            out.expect("blocking ran its wait")
+        }
         None => py.detach(f),
     }
 }

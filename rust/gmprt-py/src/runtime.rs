@@ -16,11 +16,18 @@
 //!
 //! # Shutdown
 //!
-//! `run()` stops the scheduler, waits (detached, bounded) for every M to
-//! finish its current step and exit, joins the threads, then closes every
-//! unfinished G while attached on this thread, so their `finally` blocks run
-//! with the interpreter intact. A sync G stuck in a blocking call cannot be
-//! joined; its thread is left to finish alone (daemon semantics).
+//! When `main` returns (or raises), the Gs still alive are *cancelled*
+//! (`cancel::begin_shutdown` + `Sched::interrupt_all`): `gmprt.Cancelled`
+//! at their park points, so their `finally` blocks run while the runtime
+//! still serves them, and may await cleanup under `gmprt.shield()`. `run()`
+//! waits up to [`CANCEL_GRACE`] for them to end. Then it stops the
+//! scheduler, waits (detached, bounded) for every M to finish its current
+//! step and exit, joins the threads, and closes what is still unfinished
+//! while attached on this thread (a G that swallowed its `Cancelled` and
+//! kept waiting is reported and abandoned there). A sync G stuck in a
+//! blocking call cannot be joined; its thread is left to finish alone
+//! (daemon semantics). Ctrl-C and a deadlock skip the cancel phase: the
+//! user asked to stop now, and deadlocked Gs are listed as they sleep.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::*;
@@ -33,8 +40,9 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyType
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use crate::body::PyBody;
-use crate::errors::{int_arg, Deadlock};
+use crate::body::{PyBody, Spawn};
+use crate::cancel::{self, Task};
+use crate::errors::{int_arg, Cancelled, Deadlock};
 use crate::handle::GHandle;
 use crate::hooks::PyHooks;
 use crate::lock::lock;
@@ -50,6 +58,15 @@ const MAX_THREADS: i64 = 1_000_000;
 
 /// How long `run()` waits for Ms to finish their current step at shutdown.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the Gs left when `main` returns have to end once cancelled
+/// (their `finally` blocks run meanwhile). Long enough for cleanup that
+/// awaits a socket or two; short enough that a G that will not end cannot
+/// hold up the program noticeably.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// How often `run()` looks whether the cancelled Gs have all ended.
+const CANCEL_POLL: Duration = Duration::from_millis(2);
 
 /// The default `procs`. On a GIL build only one M runs Python at a time, so
 /// more Ps only add GIL handoffs; measured in benches/procs.py (README).
@@ -97,13 +114,15 @@ fn new_g(
     f: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
     kwargs: Option<Bound<'_, PyDict>>,
-    is_main: bool,
+    how: Spawn,
 ) -> PyResult<Py<GHandle>> {
     let func = f.clone().unbind();
     let mut out: PyResult<Py<GHandle>> = Err(PyRuntimeError::new_err("unreachable"));
+    let coro = f.clone();
     let spawned = sched.spawn_with(|id| {
-        let made = Py::new(py, GHandle::new(id, func)).and_then(|h| {
-            let body = PyBody::new(py, f, args, kwargs, h.clone_ref(py), is_main)?;
+        let root = how.task.root().clone();
+        let made = Py::new(py, GHandle::new(id, func, root)).and_then(|h| {
+            let body = PyBody::new(py, f, args, kwargs, h.clone_ref(py), how)?;
             Ok((h, body))
         });
         match made {
@@ -117,7 +136,22 @@ fn new_g(
             }
         }
     });
-    spawned.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    if let Err(e) = spawned {
+        // A coroutine object that will never run: close it, or Python
+        // warns that it was never awaited (a G calling go() while the
+        // runtime stops is shutting down, not forgetting an await).
+        // SAFETY: a type check on a live object.
+        if unsafe { pyo3::ffi::PyCoro_CheckExact(coro.as_ptr()) } != 0 {
+            let _ = coro.call_method0("close");
+        }
+        // Inside a G the runtime is cancelling, that is what it is.
+        if crate::token::current_g().is_some() {
+            return Err(Cancelled::new_err(format!(
+                "gmprt.go() in a G while the runtime stops: {e}"
+            )));
+        }
+        return Err(PyRuntimeError::new_err(e.to_string()));
+    }
     out
 }
 
@@ -136,7 +170,11 @@ impl gmprt_core::Body for Noop {
 /// scheduler) or a plain function (a sync G, called once on an M; if it
 /// blocks in C, its P goes to another M). Callable from inside a G or from
 /// any thread while ``gmprt.run()`` is running. The new G runs in a copy of
-/// the caller's ``contextvars`` context.
+/// the caller's ``contextvars`` context, and inherits the caller's
+/// deadline (``gmprt.timeout()`` scopes around the call): past it, the new
+/// G is cancelled too, as a Go context bounds the goroutines a request
+/// starts. It does not inherit cancellation otherwise: use a
+/// :class:`gmprt.Group` for Gs that must end with their parent.
 ///
 /// Raises:
 ///     TypeError: ``fn`` is not callable.
@@ -156,7 +194,42 @@ pub(crate) fn go(
              (in a G, or from any thread while run() is running)",
         )
     })?;
-    new_g(py, &sched, fn_, args, kwargs, false)
+    let how = Spawn {
+        task: Task::new_g(None, cancel::inherited_deadline()),
+        on_done: None,
+        is_main: false,
+    };
+    new_g(py, &sched, fn_, args, kwargs, how)
+}
+
+/// A Group's ``go``: the new G's root scope lives inside ``scope`` (the
+/// caller's innermost scope if None), so a cancel of the group, or of
+/// anything around it, reaches the G; ``on_done(g)`` is called when it
+/// finishes.
+#[pyfunction]
+#[pyo3(signature = (scope, on_done, fn_, /, *args, **kwargs))]
+pub(crate) fn _go_linked(
+    py: Python<'_>,
+    scope: Option<&Bound<'_, cancel::CancelScope>>,
+    on_done: Py<PyAny>,
+    fn_: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    kwargs: Option<Bound<'_, PyDict>>,
+) -> PyResult<Py<GHandle>> {
+    check_spawnable(&fn_, "Group.go()")?;
+    let sched = sched().ok_or_else(|| {
+        PyRuntimeError::new_err("Group.go() needs a running runtime (inside gmprt.run())")
+    })?;
+    let parent = match scope {
+        Some(s) => s.get().entered_scope()?,
+        None => cancel::current().top(),
+    };
+    let how = Spawn {
+        task: Task::new_g(Some(parent), None),
+        on_done: Some(on_done),
+        is_main: false,
+    };
+    new_g(py, &sched, fn_, args, kwargs, how)
 }
 
 /// Run ``main(*args)`` as the first G of a new runtime and return its
@@ -217,7 +290,14 @@ pub(crate) fn run(
     let signals = WakeupFd::install(py, rs.ev.wake_w.as_raw_fd());
     let interval = SwitchInterval::lower(py);
     let result = run_main(py, &rs, main, args);
+    let mut result = result;
+    if result.is_ok() || matches!(&result, Err(Stop::Err(e)) if !is_fatal(py, e)) {
+        if let Some(interrupted) = cancel_leftovers(py, &rs) {
+            result = Err(Stop::Err(interrupted));
+        }
+    }
     let leftovers = shutdown(py, &rs);
+    cancel::end_shutdown();
     drop(interval);
     drop(signals);
     let result = match result {
@@ -283,7 +363,12 @@ fn run_main(
     main: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
 ) -> Result<Py<PyAny>, Stop> {
-    let handle = new_g(py, &rs.sched, main, args, None, true)?;
+    let how = Spawn {
+        task: Task::new_g(None, None),
+        on_done: None,
+        is_main: true,
+    };
+    let handle = new_g(py, &rs.sched, main, args, None, how)?;
     let ev = &rs.ev;
     // Set while the deadlock condition holds but a plain Python thread is
     // alive that may still wake a G: look again every `DEADLOCK_RECHECK`.
@@ -363,6 +448,31 @@ fn deadlock_report(parked: &[String]) -> String {
         msg.push_str(line);
     }
     msg
+}
+
+/// `main` ended with Gs still alive: cancel them all and give them
+/// [`CANCEL_GRACE`] to end. A Ctrl-C meanwhile cuts it short (the
+/// `KeyboardInterrupt` is returned, to leave `run()`).
+fn cancel_leftovers(py: Python<'_>, rs: &RunState) -> Option<PyErr> {
+    if rs.sched.stats().goroutines == 0 {
+        return None;
+    }
+    cancel::begin_shutdown();
+    rs.sched.interrupt_all();
+    let until = std::time::Instant::now() + CANCEL_GRACE;
+    while rs.sched.stats().goroutines > 0 && std::time::Instant::now() < until {
+        let sched = rs.sched.clone();
+        // A G spawned meanwhile (by a finally block) is cancelled when it
+        // first runs; this only waits.
+        py.detach(move || {
+            let _ = sched;
+            std::thread::sleep(CANCEL_POLL);
+        });
+        if let Err(e) = py.check_signals() {
+            return Some(e);
+        }
+    }
+    None
 }
 
 /// Stops the runtime, joins its threads and closes every unfinished G;
@@ -491,4 +601,5 @@ pub(crate) fn after_fork_child() {
     rt::forget_after_fork();
     Sched::after_fork_child();
     crate::token::after_fork_child();
+    crate::cancel::after_fork_child();
 }

@@ -79,9 +79,16 @@ impl PyWaitGroup {
         self.wg.count()
     }
 
-    /// Wait until the counter is zero.
-    fn wait(slf: Bound<'_, Self>) -> Token {
-        Await::token(WgWait(slf.unbind()))
+    /// Wait until the counter is zero, at most ``timeout`` seconds.
+    ///
+    /// Raises:
+    ///     Timeout: the counter did not reach zero within ``timeout``.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Token> {
+        Ok(Await::token_with(
+            WgWait(slf.unbind()),
+            timeout_arg(timeout)?,
+        ))
     }
 
     /// ``wait`` for synchronous code: blocks until the counter is zero.
@@ -162,9 +169,17 @@ impl PyMutex {
         PyMutex { mu: Mutex::new() }
     }
 
-    /// Wait for the lock and take it.
-    fn lock(slf: Bound<'_, Self>) -> Token {
-        Await::token(Acquire::Mutex(slf.unbind()))
+    /// Wait for the lock (at most ``timeout`` seconds) and take it. A
+    /// cancelled or timed-out lock never leaves the mutex held.
+    ///
+    /// Raises:
+    ///     Timeout: not locked within ``timeout``.
+    #[pyo3(signature = (timeout=None))]
+    fn lock(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Token> {
+        Ok(Await::token_with(
+            Acquire::Mutex(slf.unbind()),
+            timeout_arg(timeout)?,
+        ))
     }
 
     /// Release the lock (to the longest waiter, if any).
@@ -198,7 +213,7 @@ impl PyMutex {
     }
 
     fn __aenter__(slf: Bound<'_, Self>) -> Token {
-        Self::lock(slf)
+        Await::token(Acquire::Mutex(slf.unbind()))
     }
 
     #[pyo3(signature = (*_exc))]
@@ -259,9 +274,17 @@ impl PySemaphore {
         })
     }
 
-    /// Wait for a permit and take it.
-    fn acquire(slf: Bound<'_, Self>) -> Token {
-        Await::token(Acquire::Semaphore(slf.unbind()))
+    /// Wait for a permit (at most ``timeout`` seconds) and take it. A
+    /// cancelled or timed-out acquire never keeps a permit.
+    ///
+    /// Raises:
+    ///     Timeout: no permit within ``timeout``.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Token> {
+        Ok(Await::token_with(
+            Acquire::Semaphore(slf.unbind()),
+            timeout_arg(timeout)?,
+        ))
     }
 
     /// Give a permit back (to the longest waiter, if any).
@@ -303,7 +326,7 @@ impl PySemaphore {
     }
 
     fn __aenter__(slf: Bound<'_, Self>) -> Token {
-        Self::acquire(slf)
+        Await::token(Acquire::Semaphore(slf.unbind()))
     }
 
     #[pyo3(signature = (*_exc))]

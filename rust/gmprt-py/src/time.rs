@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use gmprt_core::netpoll::Handle;
 use gmprt_core::timer::TimerKey;
 use gmprt_core::Waker;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+use crate::cancel;
 use crate::lock::lock;
 use crate::rt;
 use crate::token::{Op, Poll, Token, Wait};
@@ -24,21 +25,21 @@ use crate::token::{Op, Poll, Token, Wait};
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The instant `seconds` from now. `what` names the argument in errors.
+/// Through the one parser (`cancel::seconds`); `inf` sleeps "forever".
 pub(crate) fn after(seconds: f64, what: &str) -> PyResult<Instant> {
-    if seconds.is_nan() || seconds < 0.0 {
-        return Err(PyValueError::new_err(format!(
-            "{what} must be >= 0, got {seconds}"
-        )));
-    }
-    let d = Duration::try_from_secs_f64(seconds)
+    let d = cancel::seconds(seconds, what)?
         .unwrap_or(FOREVER)
         .min(FOREVER);
     Ok(Instant::now() + d)
 }
 
-/// A `timeout=` argument (seconds, or None for no limit) as a deadline.
+/// A `timeout=` argument (seconds, or None or `inf` for no limit) as a
+/// deadline.
 pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
-    timeout.map(|t| after(t, "timeout")).transpose()
+    match timeout {
+        None => Ok(None),
+        Some(t) => Ok(cancel::deadline_in(cancel::seconds(t, "timeout")?)),
+    }
 }
 
 /// The netpoller of the runtime the calling G belongs to.
@@ -134,6 +135,11 @@ impl Wait for Sleep {
 
     fn describe(&self) -> String {
         "sleep".into()
+    }
+
+    fn cancel(&self, _py: Python<'_>) -> bool {
+        self.timer.cancel();
+        true
     }
 }
 

@@ -57,6 +57,16 @@ pub(crate) trait Wait: Send + Sync + 'static {
 
     /// Deadline-free description for deadlock reports ("chan receive").
     fn describe(&self) -> String;
+
+    /// Driver only: the G was cancelled while this wait was registered (or
+    /// just before registering it). Withdraw it; return false if the
+    /// operation completed meanwhile, so that it is delivered (the next
+    /// `poll` returns it) and the cancel lands at the next park point
+    /// instead: a cancelled wait never consumes or delivers a value.
+    fn cancel(&self, py: Python<'_>) -> bool {
+        let _ = py;
+        true
+    }
 }
 
 /// What a token does.
