@@ -18,6 +18,7 @@
 //! each park in a state-word model has exactly one party that enqueues the
 //! G; each G in a scheduler model runs each of its steps exactly once.
 
+mod chan;
 mod g;
 mod netpoll;
 mod runq;
