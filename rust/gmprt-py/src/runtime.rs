@@ -235,8 +235,10 @@ pub(crate) fn _go_linked(
 /// Run ``main(*args)`` as the first G of a new runtime and return its
 /// result (or raise its exception).
 ///
-/// When ``main`` returns, the Gs still alive are closed (their ``finally``
-/// blocks run), every thread of the runtime is joined, and ``run()``
+/// When ``main`` returns, the Gs still alive are cancelled
+/// (:class:`gmprt.Cancelled` at their park point; their ``finally`` blocks
+/// run, and may await under ``gmprt.shield()``) and get 1 s to end; what is
+/// left is closed, every thread of the runtime is joined, and ``run()``
 /// returns; it can be called again afterwards. Ctrl-C raises
 /// ``KeyboardInterrupt`` from ``run()`` promptly, whatever the Gs are doing.
 ///
