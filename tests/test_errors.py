@@ -369,3 +369,89 @@ def test_a_g_awaiting_its_own_handle_raises_instead_of_hanging():
         return "ok"
 
     assert gmprt.run(main) == "ok"
+
+
+# --- issue 10, item 9: misuse says what went wrong ----------------------------------
+
+
+def test_a_never_awaited_token_warns(run_script):
+    proc = run_script(
+        """
+        import gmprt
+        async def main():
+            ch = gmprt.Chan(1)
+            ch.send(1)            # forgot the await: nothing is sent
+            return len(ch)
+        print(gmprt.run(main))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0"
+    assert "RuntimeWarning" in proc.stderr, proc.stderr
+    assert "chan send" in proc.stderr and "never awaited" in proc.stderr, proc.stderr
+
+
+def test_a_never_awaited_token_warns_in_process():
+    async def main():
+        gmprt.sleep(1)
+        return "ok"
+
+    with pytest.warns(RuntimeWarning, match=r"\(sleep\) was never awaited"):
+        assert gmprt.run(main) == "ok"
+        gc.collect()
+
+
+def test_one_awaitable_awaited_by_two_gs_is_refused(procs):
+    ch = gmprt.Chan()
+    tok = ch.recv()
+
+    async def first():
+        return await tok
+
+    async def second():
+        with pytest.raises(RuntimeError, match="already awaited by G"):
+            await tok
+        return "refused"
+
+    async def main():
+        g1 = gmprt.go(first)
+        await gmprt.sleep(0.01)  # g1 is parked on tok
+        assert await gmprt.go(second) == "refused"
+        await ch.send("v")
+        return await g1.wait(timeout=10)
+
+    assert gmprt.run(main, procs=procs) == "v"
+
+
+def test_a_failure_still_referenced_at_the_end_of_run_is_reported(run_script):
+    proc = run_script(
+        """
+        import gmprt
+        kept = []
+        async def fails():
+            raise ValueError("nobody looked")
+        async def main():
+            kept.append(gmprt.go(fails))
+            await gmprt.sleep(0.01)
+        gmprt.run(main)
+        print("returned", len(kept))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "returned 1" in proc.stdout
+    assert proc.stderr.count("nobody looked") == 1, proc.stderr
+    assert "never awaited or joined" in proc.stderr
+
+
+def test_a_failure_awaited_later_is_not_reported(capfd):
+    async def fails():
+        raise ValueError("seen")
+
+    async def main():
+        g = gmprt.go(fails)
+        await gmprt.sleep(0.01)
+        with pytest.raises(ValueError):
+            await g
+
+    gmprt.run(main)
+    assert "seen" not in capfd.readouterr().err

@@ -184,3 +184,40 @@ def test_recv_of_zero_or_negative_bytes_names_max_bytes():
             ln.close()
 
     gmprt.run(main)
+
+
+# --- item 10: defaulted integer arguments name themselves too --------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: gmprt.Chan(2**70), "channel capacity"),
+        (lambda: gmprt.Chan(-1), "channel capacity"),
+        (lambda: gmprt.WaitGroup().add(2**70), "WaitGroup.add"),
+        (lambda: gmprt.net.listen("127.0.0.1", 0, backlog=2**70), "backlog"),
+    ],
+)
+def test_huge_defaulted_ints_raise_value_error_naming_them(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_huge_recv_size_names_max_bytes():
+    async def main():
+        ln = gmprt.net.listen("127.0.0.1", 0)
+        c = await gmprt.net.dial(*ln.address)
+        s = await ln.accept()
+        try:
+            with pytest.raises(ValueError, match="max_bytes"):
+                c.recv(2**70)
+            with pytest.raises(TypeError, match="max_bytes"):
+                c.recv("10")
+            await s.sendall(b"hi")
+            return await c.recv()
+        finally:
+            c.close()
+            s.close()
+            ln.close()
+
+    assert gmprt.run(main) == b"hi"

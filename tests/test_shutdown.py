@@ -187,7 +187,9 @@ def test_leftover_unstarted_g_in_subprocess_no_warning(run_script):
     assert "Warning" not in proc.stderr, proc.stderr
 
 
-def test_await_inside_finally_during_shutdown_is_reported(run_script):
+def test_await_inside_finally_during_shutdown_works(run_script):
+    # main returned: the leftover G gets one Cancelled at its park point, and
+    # its finally block may still wait for cleanup (the grace bounds it).
     proc = run_script(
         """
         import gmprt
@@ -212,10 +214,12 @@ def test_await_inside_finally_during_shutdown_is_reported(run_script):
         """
     )
     assert_clean_exit(proc)
-    assert proc.stdout.splitlines() == ["main returned", "run returned"], proc.stdout
-    # The G's failure to close is reported, not silently dropped.
-    assert "Error" in proc.stderr, proc.stderr
-    assert "stubborn" in proc.stderr, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "after await in finally",
+        "main returned",
+        "run returned",
+    ], proc.stdout
+    assert "Error" not in proc.stderr, proc.stderr
 
 
 def test_run_again_after_shutdown_with_leftovers(procs):
@@ -817,3 +821,58 @@ def test_a_child_forked_inside_a_g_gets_a_fresh_runtime(procs):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "0", (proc.stdout, proc.stderr)
+
+
+# --- issue 11: shutdown cancels the Gs left ------------------------------------------
+
+
+def test_leftovers_are_cancelled_and_finally_can_wait(procs):
+    log = []
+
+    async def child(ch):
+        try:
+            await ch.recv()
+        except gmprt.Cancelled:
+            log.append("cancelled")
+            await gmprt.sleep(0.01)  # the runtime still serves it
+            log.append("cleaned")
+            raise
+
+    async def main():
+        ch = gmprt.Chan()
+        for _ in range(3):
+            gmprt.go(child, ch)
+        await gmprt.sleep(0.01)
+
+    gmprt.run(main, procs=procs)
+    assert log.count("cancelled") == 3 and log.count("cleaned") == 3, log
+
+
+def test_go_mid_step_at_shutdown_is_quiet(run_script):
+    # A G still mid-step on another P when main returns calls go(coroutine):
+    # that is shutdown, not a forgotten await (it used to print "never
+    # awaited" about 1 run in 10 at procs=2). Loop until it would have
+    # shown, bounded.
+    proc = run_script(
+        """
+        import warnings, gmprt
+        warnings.simplefilter("error")
+        async def leaf():
+            pass
+        async def spawner():
+            while True:
+                for _ in range(100):
+                    gmprt.go(leaf())
+                await gmprt.sleep(0)
+        async def main():
+            gmprt.go(spawner)
+            await gmprt.sleep(0.002)
+        for _ in range(40):
+            gmprt.run(main, procs=2)
+        print("ok")
+        """
+    )
+    assert_clean_exit(proc)
+    assert proc.stdout.strip() == "ok"
+    assert "never awaited" not in proc.stderr, proc.stderr
+    assert "Error" not in proc.stderr, proc.stderr

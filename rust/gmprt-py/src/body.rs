@@ -20,7 +20,7 @@ use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::cancel::{Current, Task};
+use crate::cancel::{self, Current, Task};
 use crate::handle::GHandle;
 use crate::rt;
 use crate::time::ParkedTimer;
@@ -58,6 +58,8 @@ pub(crate) struct PyBody {
     parked_on: Option<Py<Token>>,
     /// Its cancel scopes (`cancel`).
     task: Arc<Task>,
+    /// Its first step began (`Task::start` was called).
+    started: bool,
     /// Called with the handle once the G finished (a Group's bookkeeping).
     on_done: Option<Py<PyAny>>,
     /// Armed at a park while the task has a deadline (one timer per park,
@@ -102,6 +104,7 @@ impl PyBody {
             is_main: how.is_main,
             parked_on: None,
             task: how.task,
+            started: false,
             on_done: how.on_done,
             deadline_timer: ParkedTimer::default(),
         })
@@ -111,9 +114,15 @@ impl PyBody {
     /// context.
     fn drive(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
         let mut throw: Option<PyErr> = None;
-        if matches!(self.code, Some(Code::Call { .. })) {
+        if !self.started {
+            self.started = true;
             // Cancelled before it ever ran: it never runs (asyncio's rule).
             if let Some(scope) = self.task.start(cx.gref()) {
+                if let Some(Code::Coro(coro)) = &self.code {
+                    // Closing an unstarted coroutine is silent; dropping
+                    // it would warn that it was never awaited.
+                    let _ = coro.bind(py).call_method0(pyo3::intern!(py, "close"));
+                }
                 return self.finish(py, Err(scope.exception()));
             }
         } else if let Some(tok) = self.parked_on.take() {
@@ -122,6 +131,8 @@ impl PyBody {
                 if let Op::Wait(w) = &tok.get().op {
                     if w.cancel(py) {
                         throw = Some(scope.exception());
+                    } else {
+                        self.task.postpone(&scope);
                     }
                 }
             }
@@ -171,6 +182,8 @@ impl PyBody {
                                 if let Some(scope) = self.task.check() {
                                     if w.cancel(py) {
                                         throw = Some(scope.exception());
+                                    } else {
+                                        self.task.postpone(&scope);
                                     }
                                     continue;
                                 }
@@ -228,6 +241,9 @@ impl PyBody {
         GHandle::complete(self.handle.bind(py), result, observed);
         self.done_callback(py);
         if self.is_main {
+            // From now on every G is cancelled at its next park point, and
+            // one not started yet never starts (runtime.rs, "Shutdown").
+            cancel::begin_shutdown();
             rt::main_done();
         }
         Step::Done
@@ -413,6 +429,7 @@ fn report_abandoned(py: Python<'_>, id: u64, name: &str) {
 /// generator (`go(agen_fn)`). None for an ordinary result.
 fn misuse(v: &Bound<'_, PyAny>) -> Option<String> {
     if let Ok(tok) = v.cast_exact::<Token>() {
+        tok.get().forget();
         return Some(format!(
             "an unawaited gmprt awaitable ({})",
             tok.get().describe()

@@ -129,6 +129,9 @@ pub(crate) struct Scope {
     cancelled: AtomicBool,
     /// Set before `cancelled` when the deadline is what cancelled it.
     expired: AtomicBool,
+    /// A G's root: the shutdown's `Cancelled` was raised in it (once; see
+    /// `shut_down`).
+    shutdown_delivered: AtomicBool,
     msg: Mutex<Option<String>>,
     deadline: Option<Instant>,
     /// The earliest deadline on the walk from here outwards (computed once:
@@ -161,6 +164,7 @@ impl Scope {
             kind,
             cancelled: AtomicBool::new(false),
             expired: AtomicBool::new(false),
+            shutdown_delivered: AtomicBool::new(false),
             msg: Mutex::new(None),
             deadline,
             eff_deadline,
@@ -237,12 +241,25 @@ impl Scope {
 
     /// The exception a park point inside this cancelled scope raises.
     pub(crate) fn exception(&self) -> PyErr {
+        if !self.is_cancelled() && self.kind == Kind::Root {
+            return Cancelled::new_err(
+                "gmprt.run()'s main returned: the Gs left are cancelled (their finally \
+                 blocks may still wait for a 1 s grace)",
+            );
+        }
         Cancelled::new_err(self.message())
     }
 
-    /// Whether `run()`'s shutdown cancels this scope (a G's root).
+    /// Whether `run()`'s shutdown cancels this scope (a G's root) now. Once
+    /// per G, unlike every other cancel: asyncio's rule, so a `finally`
+    /// block can still wait for its cleanup (the grace bounds it), and a G
+    /// that catches the `Cancelled` and waits again does not spin inside
+    /// one step, where nothing could stop it.
     fn shut_down(&self) -> bool {
-        self.kind == Kind::Root && self.wake.is_g && SHUTTING_DOWN.load(Acquire)
+        self.kind == Kind::Root
+            && self.wake.is_g
+            && SHUTTING_DOWN.load(Acquire)
+            && !self.shutdown_delivered.swap(true, Relaxed)
     }
 }
 
@@ -334,6 +351,13 @@ impl Task {
             self.wake.flags.fetch_or(HINT, Relaxed);
         }
         found
+    }
+
+    /// The cancel `check` returned was not raised after all (the wait
+    /// completed first): it lands at the next park point instead.
+    pub(crate) fn postpone(&self, scope: &Scope) {
+        scope.shutdown_delivered.store(false, Relaxed);
+        self.wake.flags.fetch_or(HINT, Relaxed);
     }
 
     /// The earliest deadline this task's parks must wake up for.

@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
 
-use crate::errors::{int_in, ChanClosed, ChanEmpty};
+use crate::errors::{int_or, ChanClosed, ChanEmpty};
 use crate::parked::{block, timeout_arg, Attempt, Await, Blocking};
 use crate::token::Token;
 
@@ -67,11 +67,11 @@ impl PyChan {
 #[pymethods]
 impl PyChan {
     #[new]
-    #[pyo3(signature = (capacity=0))]
-    fn new(capacity: i64) -> PyResult<PyChan> {
+    #[pyo3(signature = (capacity=None), text_signature = "(capacity=0)")]
+    fn new(capacity: Option<&Bound<'_, PyAny>>) -> PyResult<PyChan> {
         // 0: unbuffered. The buffer grows as used, so a huge capacity
         // allocates nothing up front.
-        let cap = int_in(capacity, "channel capacity", 0, i64::MAX)? as usize;
+        let cap = int_or(capacity, 0, "channel capacity", 0, i64::MAX)? as usize;
         Ok(PyChan { ch: Chan::new(cap) })
     }
 

@@ -64,8 +64,23 @@ pub(crate) fn int_arg(obj: &Bound<'_, PyAny>, what: &str, lo: i64, hi: i64) -> P
     }
 }
 
-/// As [`int_arg`], for an argument PyO3 already made an `i64` (one with a
-/// default value).
+/// As [`int_arg`], for an optional argument with a default: PyO3 would
+/// convert it itself and say only "out of range integral type conversion
+/// attempted" for a number past 64 bits.
+pub(crate) fn int_or(
+    obj: Option<&Bound<'_, PyAny>>,
+    default: i64,
+    what: &str,
+    lo: i64,
+    hi: i64,
+) -> PyResult<i64> {
+    match obj {
+        None => Ok(default),
+        Some(o) => int_arg(o, what, lo, hi),
+    }
+}
+
+/// As [`int_arg`], for an argument PyO3 already made an `i64`.
 pub(crate) fn int_in(v: i64, what: &str, lo: i64, hi: i64) -> PyResult<i64> {
     if (lo..=hi).contains(&v) {
         Ok(v)

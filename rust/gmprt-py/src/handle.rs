@@ -143,10 +143,30 @@ impl GHandle {
             Ok(v) => Outcome::Ok(v),
             Err(e) => Outcome::Err(Box::new(e)),
         };
+        let watch = matches!(&outcome, Outcome::Err(e) if !surfaced && report.is_none()
+            && !e.is_instance_of::<Cancelled>(py));
         me.finish_with(outcome, surfaced || report.is_some());
+        if watch {
+            rt::note_failed(slf.clone().into_any().unbind());
+        }
         if let Some(e) = report {
             rt::report_unobserved(py, me.id, &me.name(py), e);
         }
+    }
+
+    /// End of `run()`: a failure nobody awaited or joined is reported now
+    /// (not only when the handle is collected, which may be never).
+    pub(crate) fn report_if_unobserved(&self, py: Python<'_>) {
+        let e = {
+            let mut st = lock(&self.state);
+            let e = match (&st.outcome, st.observed) {
+                (Some(Outcome::Err(e)), false) => e.clone_ref(py),
+                _ => return,
+            };
+            st.observed = true;
+            e
+        };
+        rt::report_unobserved(py, self.id, &self.name(py), e);
     }
 
     /// Shutdown closed this G before it finished.

@@ -33,7 +33,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::{int_arg, int_in, Timeout};
+use crate::errors::{int_arg, int_or, Timeout};
 use crate::lock::lock;
 use crate::rt;
 use crate::time::deadline;
@@ -244,9 +244,13 @@ impl Conn {
     ///     ConnectionResetError: the peer reset the connection.
     ///     OSError: the connection is closed.
     ///     ValueError: ``max_bytes < 1``.
-    #[pyo3(signature = (max_bytes=65536, *, timeout=None))]
-    fn recv(slf: Bound<'_, Self>, max_bytes: i64, timeout: Option<f64>) -> PyResult<Token> {
-        let max_bytes = int_in(max_bytes, "max_bytes", 1, i64::MAX)? as usize;
+    #[pyo3(signature = (max_bytes=None, *, timeout=None), text_signature = "(self, /, max_bytes=65536, *, timeout=None)")]
+    fn recv(
+        slf: Bound<'_, Self>,
+        max_bytes: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Token> {
+        let max_bytes = int_or(max_bytes, 65536, "max_bytes", 1, i64::MAX)? as usize;
         Ok(Token::wait(Recv {
             wait: Mutex::new(IoWait::new(deadline(timeout)?)),
             conn: slf.unbind(),
@@ -574,16 +578,16 @@ impl Wait for Accept {
 ///     OSError: the address is in use, or cannot be bound.
 ///     ValueError: ``port`` outside 0 to 65535, or ``backlog < 0``.
 #[pyfunction]
-#[pyo3(signature = (host, port, *, backlog=1024, reuse_port=false))]
+#[pyo3(signature = (host, port, *, backlog=None, reuse_port=false), text_signature = "(host, port, *, backlog=1024, reuse_port=False)")]
 pub(crate) fn listen(
     py: Python<'_>,
     host: &str,
     port: &Bound<'_, PyAny>,
-    backlog: i64,
+    backlog: Option<&Bound<'_, PyAny>>,
     reuse_port: bool,
 ) -> PyResult<Listener> {
     let port = int_arg(port, "port", 0, 65535)? as u16;
-    let backlog = int_in(backlog, "backlog", 0, i64::from(i32::MAX))? as i32;
+    let backlog = int_or(backlog, 1024, "backlog", 0, i64::from(i32::MAX))? as i32;
     let addr = if host.is_empty() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
     } else {

@@ -47,6 +47,9 @@ pub(crate) struct Events {
     pub(crate) deadlock: AtomicBool,
     /// Long steps seen by sysmon: (G id, thread ident, held).
     pub(crate) long_steps: Mutex<Vec<(u64, u64, Duration)>>,
+    /// Handles of failed Gs still referenced when they failed (`gmprt.G`
+    /// objects, untyped: `handle` sits above this file).
+    pub(crate) failed: Mutex<Vec<Py<PyAny>>>,
 }
 
 static CURRENT: Mutex<Option<Arc<RunState>>> = Mutex::new(None);
@@ -120,6 +123,7 @@ pub(crate) fn install(
         broken: Mutex::new(None),
         deadlock: AtomicBool::new(false),
         long_steps: Mutex::new(Vec::new()),
+        failed: Mutex::new(Vec::new()),
     });
     let sched = Sched::new(config, hooks(ev.clone()));
     let rs = Arc::new(RunState { sched, ev });
@@ -132,14 +136,27 @@ pub(crate) fn uninstall() {
     *lock(&CURRENT) = None;
 }
 
-/// Called by the M that finishes the main G. Stops the scheduler at once
-/// (this M's next schedule sees it), like a Go program whose main returned:
-/// no other G starts a new step after main is done.
+/// Called by the M that finishes the main G: wakes `run()`, which cancels
+/// the Gs left and gives them a grace to end before it stops the
+/// scheduler (runtime.rs, "Shutdown"). The scheduler keeps running
+/// meanwhile, so their `finally` blocks can still wait for things.
 pub(crate) fn main_done() {
     if let Some(rs) = current() {
-        rs.sched.stop();
         rs.ev.wake();
     }
+}
+
+/// A G failed while someone still held its handle: if nobody has looked
+/// by the end of `run()`, `run()` reports it (`take_failed`).
+pub(crate) fn note_failed(handle: Py<PyAny>) {
+    if let Some(rs) = current() {
+        lock(&rs.ev.failed).push(handle);
+    }
+}
+
+/// The handles `note_failed` collected in the current runtime.
+pub(crate) fn take_failed(rs: &RunState) -> Vec<Py<PyAny>> {
+    std::mem::take(&mut *lock(&rs.ev.failed))
 }
 
 /// A KeyboardInterrupt/SystemExit escaped a G: stop the runtime with it.

@@ -300,6 +300,11 @@ pub(crate) fn run(
     }
     let leftovers = shutdown(py, &rs);
     cancel::end_shutdown();
+    for h in rt::take_failed(&rs) {
+        if let Ok(h) = h.bind(py).cast::<GHandle>() {
+            h.get().report_if_unobserved(py);
+        }
+    }
     drop(interval);
     drop(signals);
     let result = match result {
@@ -459,17 +464,18 @@ fn cancel_leftovers(py: Python<'_>, rs: &RunState) -> Option<PyErr> {
     if rs.sched.stats().goroutines == 0 {
         return None;
     }
+    // The main G's M already began the shutdown (body.rs); wake them all.
     cancel::begin_shutdown();
     rs.sched.interrupt_all();
     let until = std::time::Instant::now() + CANCEL_GRACE;
+    // Most cancelled Gs end within microseconds: look again soon, then
+    // less and less often.
+    let mut nap = Duration::from_micros(20);
     while rs.sched.stats().goroutines > 0 && std::time::Instant::now() < until {
-        let sched = rs.sched.clone();
         // A G spawned meanwhile (by a finally block) is cancelled when it
         // first runs; this only waits.
-        py.detach(move || {
-            let _ = sched;
-            std::thread::sleep(CANCEL_POLL);
-        });
+        py.detach(|| std::thread::sleep(nap));
+        nap = (nap * 2).min(CANCEL_POLL);
         if let Err(e) = py.check_signals() {
             return Some(e);
         }

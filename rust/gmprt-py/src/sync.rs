@@ -10,7 +10,7 @@ use gmprt_core::{Done, Notify, Op};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::errors::int_arg;
+use crate::errors::{int_arg, int_or};
 use crate::parked::{block, timeout_arg, Attempt, Await, Blocking};
 use crate::token::{Poll, Token, Wait};
 
@@ -63,8 +63,9 @@ impl PyWaitGroup {
     ///
     /// Raises:
     ///     ValueError: the counter would go negative (it is left unchanged).
-    #[pyo3(signature = (n=1))]
-    fn add(&self, n: i64) -> PyResult<()> {
+    #[pyo3(signature = (n=None), text_signature = "(self, /, n=1)")]
+    fn add(&self, n: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let n = int_or(n, 1, "WaitGroup.add()'s n", -i64::MAX, i64::MAX)?;
         self.wg.add(n).map_err(negative)
     }
 

@@ -21,7 +21,7 @@
 //! token still yields once, and the G goes to the back of the run queue.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering::*};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,10 @@ const DONE: u8 = 3;
 pub struct Token {
     pub(crate) op: Op,
     state: AtomicU8,
+    /// The G that awaits it (0 until the first `__next__`): a second G
+    /// awaiting the same token would take over its park and leave the
+    /// first asleep forever, so it is refused.
+    owner: AtomicU64,
     /// The ready result held over a budget yield.
     /// Boxed: a `PyErr` is ~64 bytes, and this is the rare path; a parked
     /// G keeps its token, so its size counts per G.
@@ -197,6 +201,7 @@ impl Token {
         Token {
             op,
             state: AtomicU8::new(FRESH),
+            owner: AtomicU64::new(0),
             stash: Mutex::new(None),
         }
     }
@@ -213,9 +218,44 @@ impl Token {
         }
     }
 
+    /// Reported another way (a G that returned it unawaited): no
+    /// "never awaited" warning when it is dropped.
+    pub(crate) fn forget(&self) {
+        self.state.store(DONE, Relaxed);
+    }
+
     /// Driver: the token just yielded was ready; it only wants a turn.
     pub(crate) fn is_budget_yield(&self) -> bool {
         self.state.load(Acquire) == BUDGET_YIELD
+    }
+}
+
+/// A token dropped without ever being awaited did nothing: warn, as Python
+/// does for a coroutine (a forgotten `await ch.send(v)` sends nothing).
+impl Drop for Token {
+    fn drop(&mut self) {
+        if *self.state.get_mut() != FRESH {
+            return;
+        }
+        let what = self.describe();
+        // Dealloc runs attached; try_attach refuses only during
+        // finalization. The dealloc may run while an exception unwinds:
+        // keep it intact.
+        Python::try_attach(|py| {
+            let unwinding = PyErr::take(py);
+            let msg = std::ffi::CString::new(format!(
+                "a gmprt awaitable ({what}) was never awaited: the operation did not happen \
+                 (a missing `await`?)"
+            ))
+            .unwrap_or_default();
+            let cat = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+            if let Err(e) = PyErr::warn(py, &cat, &msg, 1) {
+                e.write_unraisable(py, None);
+            }
+            if let Some(u) = unwinding {
+                u.restore(py);
+            }
+        });
     }
 }
 
@@ -239,6 +279,29 @@ enum Advance {
 }
 
 impl Token {
+    /// `__next__` outside any G: refused, or, for a G being closed at
+    /// shutdown, refused until its grace is used up.
+    fn outside_g(slf: &Bound<'_, Self>) -> PyResult<Advance> {
+        let closing = CLOSING_G.with(|c| c.get());
+        if closing != 0 {
+            if refuse_while_closing() {
+                // Suspend instead of raising: `close()` then stops with
+                // "coroutine ignored GeneratorExit" and the G is
+                // abandoned (body.rs, `cancel`).
+                return Ok(Advance::Yield(slf.clone().into_any().unbind()));
+            }
+            return Err(PyRuntimeError::new_err(format!(
+                "G {closing} awaited while the runtime was closing it: gmprt.run()'s main \
+                 returned, and a leftover G's finally block cannot wait for anything"
+            )));
+        }
+        Err(PyRuntimeError::new_err(
+            "a gmprt awaitable was awaited outside a gmprt G; gmprt operations \
+             work only in code run by gmprt.run() or gmprt.go(), not under asyncio \
+             or another event loop",
+        ))
+    }
+
     /// One resumption (`__next__` or `am_send`): poll, and either finish the
     /// await or yield the token to the driver.
     fn advance(slf: &Bound<'_, Self>) -> PyResult<Advance> {
@@ -252,25 +315,23 @@ impl Token {
                 "this gmprt awaitable was already awaited",
             ));
         }
-        if current_g().is_none() {
-            let closing = CLOSING_G.with(|c| c.get());
-            if closing != 0 {
-                if refuse_while_closing() {
-                    // Suspend instead of raising: `close()` then stops with
-                    // "coroutine ignored GeneratorExit" and the G is
-                    // abandoned (body.rs, `cancel`).
-                    return Ok(Advance::Yield(slf.clone().into_any().unbind()));
-                }
+        let Some(me) = current_g() else {
+            // Refused below: it was not forgotten, so no "never awaited".
+            tok.state.store(DONE, Release);
+            return Token::outside_g(slf);
+        };
+        // Relaxed: the CAS only decides who owns the token; the G's own
+        // state travels with its park (g.rs).
+        match tok.owner.compare_exchange(0, me, Relaxed, Relaxed) {
+            Ok(_) => {}
+            Err(owner) if owner == me => {}
+            Err(owner) => {
                 return Err(PyRuntimeError::new_err(format!(
-                    "G {closing} awaited while the runtime was closing it: gmprt.run()'s main \
-                     returned, and a leftover G's finally block cannot wait for anything"
-                )));
+                    "this gmprt awaitable ({}) is already awaited by G {owner}; each await \
+                     needs its own (call the operation again in this G)",
+                    tok.describe()
+                )))
             }
-            return Err(PyRuntimeError::new_err(
-                "a gmprt awaitable was awaited outside a gmprt G; gmprt operations \
-                 work only in code run by gmprt.run() or gmprt.go(), not under asyncio \
-                 or another event loop",
-            ));
         }
         let yield_self = || Ok(Advance::Yield(slf.clone().into_any().unbind()));
         let done = |r: PyResult<Py<PyAny>>| r.map(Advance::Return);
