@@ -33,6 +33,14 @@
 //! word the canceller sets `HINT` in; the two RMWs are ordered, so either the
 //! canceller sees `STARTED` (and the `GRef`) or the G sees `HINT`.
 //!
+//! # Shutdown
+//!
+//! When `main` returns, its M sets [`SHUTTING_DOWN`] and `run()` interrupts
+//! every G: each G's root counts as cancelled *once* (`Scope::shut_down`),
+//! so a `finally` block can still wait for its cleanup within the grace
+//! `run()` gives (runtime.rs, "Shutdown"), and a G not started yet never
+//! starts. Every other cancel is level-triggered.
+//!
 //! # Cost
 //!
 //! A park looks at one word (`flags`) and one global (shutdown): zero means
@@ -66,8 +74,9 @@ const DEADLINE: u8 = 2;
 const STARTED: u8 = 4;
 
 /// Set while `run()` cancels every G because `main` returned: every G's root
-/// scope counts as cancelled. Written by the thread in `run()` before it
-/// interrupts every G (`Sched::interrupt_all`); read by the walk.
+/// scope counts as cancelled, once. Written by the M that finishes `main`
+/// (and again by `run()`), before `run()` interrupts every G
+/// (`Sched::interrupt_all`); read by the walk.
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
 /// How a task is woken when a scope it is in is cancelled.
