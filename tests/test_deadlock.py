@@ -224,3 +224,50 @@ def test_deadlock_is_still_reported_once_the_thread_has_ended(procs):
         gmprt.run(main, procs=procs)
     t.join(timeout=5)
     assert done.is_set()
+
+
+# --- issue 10, item 3: a sync G asleep on a gmprt primitive is asleep -------------
+
+
+@pytest.mark.parametrize("form", ["recv", "send", "join", "wait", "lock", "acquire"])
+def test_sync_g_blocked_on_an_unreachable_primitive_is_a_deadlock(procs, form):
+    ch = gmprt.Chan()
+    wg = gmprt.WaitGroup()
+    mu = gmprt.Mutex()
+    sem = gmprt.Semaphore(1)
+
+    def stuck():
+        if form == "recv":
+            ch.recv_blocking()
+        elif form == "send":
+            ch.send_blocking(1)
+        elif form == "join":
+            gmprt.go(lambda: ch.recv_blocking()).join()
+        elif form == "wait":
+            wg.add(1)
+            wg.wait_blocking()
+        elif form == "lock":
+            mu.lock_blocking()
+            mu.lock_blocking()
+        else:
+            sem.acquire_blocking()
+            sem.acquire_blocking()
+
+    async def main():
+        await gmprt.go(stuck)
+
+    with pytest.raises(gmprt.Deadlock) as info:
+        gmprt.run(main, procs=procs)
+    assert "in a sync G" in str(info.value), str(info.value)
+
+
+def test_sync_g_waiting_with_a_timeout_is_not_a_deadlock(procs):
+    def waits():
+        with pytest.raises(gmprt.Timeout):
+            gmprt.Chan().recv_blocking(timeout=0.2)
+        return "timed out"
+
+    async def main():
+        return await gmprt.go(waits)
+
+    assert gmprt.run(main, procs=procs) == "timed out"

@@ -65,6 +65,8 @@ pub(crate) struct PyBody {
     /// Armed at a park while the task has a deadline (one timer per park,
     /// whatever the number of scopes): wakes the G to find it expired.
     deadline_timer: ParkedTimer,
+    /// Whether `deadline_timer` may be armed (its lock is skipped when not).
+    timer_armed: bool,
 }
 
 /// What one `send`/`throw` into a coroutine gave.
@@ -107,6 +109,7 @@ impl PyBody {
             started: false,
             on_done: how.on_done,
             deadline_timer: ParkedTimer::default(),
+            timer_armed: false,
         })
     }
 
@@ -126,7 +129,7 @@ impl PyBody {
                 return self.finish(py, Err(scope.exception()));
             }
         } else if let Some(tok) = self.parked_on.take() {
-            self.deadline_timer.cancel();
+            self.disarm();
             if let Some(scope) = self.task.check() {
                 if let Op::Wait(w) = &tok.get().op {
                     if w.cancel(py) {
@@ -189,13 +192,14 @@ impl PyBody {
                                 }
                                 if let Some(d) = self.task.deadline() {
                                     // Fails only while the runtime stops.
-                                    let _ = self.deadline_timer.arm(d, cx.waker());
+                                    self.timer_armed =
+                                        self.deadline_timer.arm(d, cx.waker()).is_ok();
                                 }
                                 if w.park(py, cx.waker()) {
                                     self.parked_on = Some(tok.clone().unbind());
                                     return Step::Park;
                                 }
-                                self.deadline_timer.cancel();
+                                self.disarm();
                                 // Ready meanwhile: resume now.
                                 continue;
                             }
@@ -225,7 +229,7 @@ impl PyBody {
 
     fn finish(&mut self, py: Python<'_>, result: PyResult<Py<PyAny>>) -> Step {
         self.code = None;
-        self.deadline_timer.cancel();
+        self.disarm();
         self.task.finish();
         let fatal = match &result {
             Err(e) => {
@@ -247,6 +251,12 @@ impl PyBody {
             rt::main_done();
         }
         Step::Done
+    }
+
+    fn disarm(&mut self) {
+        if std::mem::take(&mut self.timer_armed) {
+            self.deadline_timer.cancel();
+        }
     }
 
     /// Tells whoever asked (a Group) that the G finished; they observe its

@@ -147,8 +147,11 @@ pub(crate) struct Scope {
     /// the scopes outside never change).
     eff_deadline: Option<Instant>,
     parent: Option<Arc<Scope>>,
-    /// The task this scope is on.
-    wake: Arc<Wake>,
+    /// The task this scope is on (weak: the task holds its scopes; a
+    /// cancel that finds the task gone has nobody to wake).
+    task: Weak<Task>,
+    /// That task is a G (shutdown cancels those, not threads).
+    is_g: bool,
     /// Scopes whose parent is this one (same task or another), by address:
     /// a cancel reaches their tasks through here.
     linked: Mutex<HashMap<usize, Weak<Scope>>>,
@@ -159,7 +162,8 @@ impl Scope {
         kind: Kind,
         parent: Option<Arc<Scope>>,
         deadline: Option<Instant>,
-        wake: Arc<Wake>,
+        task: Weak<Task>,
+        is_g: bool,
     ) -> Arc<Scope> {
         let outer = match (&parent, kind == Kind::Shield) {
             (Some(p), false) => p.eff_deadline,
@@ -178,7 +182,8 @@ impl Scope {
             deadline,
             eff_deadline,
             parent,
-            wake,
+            task,
+            is_g,
             linked: Mutex::new(HashMap::new()),
         });
         if let Some(p) = &s.parent {
@@ -230,7 +235,9 @@ impl Scope {
     /// nested in it (a shield stops the descent: nothing under it can be
     /// cancelled by this scope).
     fn wake_all(&self) {
-        self.wake.interrupt();
+        if let Some(t) = self.task.upgrade() {
+            t.wake.interrupt();
+        }
         let linked: Vec<Arc<Scope>> = lock(&self.linked)
             .values()
             .filter_map(Weak::upgrade)
@@ -266,7 +273,7 @@ impl Scope {
     /// one step, where nothing could stop it.
     fn shut_down(&self) -> bool {
         self.kind == Kind::Root
-            && self.wake.is_g
+            && self.is_g
             && SHUTTING_DOWN.load(Acquire)
             && !self.shutdown_delivered.swap(true, Relaxed)
     }
@@ -274,35 +281,38 @@ impl Scope {
 
 /// A task (module docs): its scopes and how it is woken.
 pub(crate) struct Task {
-    wake: Arc<Wake>,
+    wake: Wake,
     root: Arc<Scope>,
     /// The innermost scope; the task's own (module docs, "Ownership").
     top: Mutex<Arc<Scope>>,
 }
 
 impl Task {
-    fn with_root(root: Arc<Scope>) -> Arc<Task> {
-        let wake = root.wake.clone();
-        if root.eff_deadline.is_some() {
-            wake.flags.fetch_or(DEADLINE, Relaxed);
-        }
-        Arc::new(Task {
-            wake,
-            top: Mutex::new(root.clone()),
-            root,
+    /// One allocation for the task and its wake, one for its root scope
+    /// (spawn pays for both on every G).
+    fn with_root(parent: Option<Arc<Scope>>, deadline: Option<Instant>, is_g: bool) -> Arc<Task> {
+        Arc::new_cyclic(|me| {
+            let root = Scope::new(Kind::Root, parent, deadline, me.clone(), is_g);
+            let wake = Wake::new(is_g);
+            if root.eff_deadline.is_some() {
+                wake.flags.fetch_or(DEADLINE, Relaxed);
+            }
+            Task {
+                wake,
+                top: Mutex::new(root.clone()),
+                root,
+            }
         })
     }
 
     /// A G's task, started inside `parent` (a Group's scope: linked) or with
     /// a deadline copied from where `go()` was called.
     pub(crate) fn new_g(parent: Option<Arc<Scope>>, deadline: Option<Instant>) -> Arc<Task> {
-        let wake = Arc::new(Wake::new(true));
-        Task::with_root(Scope::new(Kind::Root, parent, deadline, wake))
+        Task::with_root(parent, deadline, true)
     }
 
     fn new_thread() -> Arc<Task> {
-        let wake = Arc::new(Wake::new(false));
-        Task::with_root(Scope::new(Kind::Root, None, None, wake))
+        Task::with_root(None, None, false)
     }
 
     pub(crate) fn root(&self) -> &Arc<Scope> {
@@ -378,9 +388,15 @@ impl Task {
         lock(&self.top).eff_deadline
     }
 
-    fn push(&self, kind: Kind, deadline: Option<Instant>) -> Arc<Scope> {
+    fn push(self: &Arc<Self>, kind: Kind, deadline: Option<Instant>) -> Arc<Scope> {
         let mut top = lock(&self.top);
-        let s = Scope::new(kind, Some(top.clone()), deadline, self.wake.clone());
+        let s = Scope::new(
+            kind,
+            Some(top.clone()),
+            deadline,
+            Arc::downgrade(self),
+            self.wake.is_g,
+        );
         *top = s.clone();
         self.set_deadline_flag(s.eff_deadline.is_some());
         s
@@ -424,12 +440,17 @@ impl Task {
     }
 
     /// Registers the calling thread to be unparked by a cancel while it
-    /// blocks, until the guard drops.
-    pub(crate) fn blocking(self: &Arc<Self>) -> Blocked {
+    /// blocks, until the guard drops. `what` says what a sync G waits on,
+    /// for a deadlock report.
+    pub(crate) fn blocking(self: &Arc<Self>, what: &str) -> Blocked {
         *lock(&self.wake.thread) = Some(std::thread::current());
         if self.wake.is_g {
+            let line = match crate::token::current_g() {
+                Some(id) => format!("G {id} [{what}, in a sync G]"),
+                None => format!("a sync G [{what}]"),
+            };
             BLOCKED_GS.with_registry(|r| {
-                r.insert(Arc::as_ptr(self) as usize, Arc::downgrade(self));
+                r.insert(Arc::as_ptr(self) as usize, (Arc::downgrade(self), line));
             });
         }
         Blocked(self.clone())
@@ -454,10 +475,14 @@ impl Drop for Blocked {
 /// unparks them (a parked coroutine G is reached by `interrupt_all`). A
 /// leaked map behind a pointer, so that a fork child can start a fresh one
 /// instead of locking a mutex a vanished thread may hold.
-struct Registry(AtomicPtr<Mutex<HashMap<usize, Weak<Task>>>>);
+/// Blocked sync Gs by task address: the task, and a line for a deadlock
+/// report.
+type BlockedGs = HashMap<usize, (Weak<Task>, String)>;
+
+struct Registry(AtomicPtr<Mutex<BlockedGs>>);
 
 impl Registry {
-    fn with_registry<R>(&self, f: impl FnOnce(&mut HashMap<usize, Weak<Task>>) -> R) -> R {
+    fn with_registry<R>(&self, f: impl FnOnce(&mut BlockedGs) -> R) -> R {
         let mut p = self.0.load(Acquire);
         if p.is_null() {
             let fresh = Box::into_raw(Box::default());
@@ -491,10 +516,19 @@ static BLOCKED_GS: Registry = Registry(AtomicPtr::new(std::ptr::null_mut()));
 pub(crate) fn begin_shutdown() {
     SHUTTING_DOWN.store(true, Release);
     let blocked: Vec<Arc<Task>> =
-        BLOCKED_GS.with_registry(|r| r.values().filter_map(Weak::upgrade).collect());
+        BLOCKED_GS.with_registry(|r| r.values().filter_map(|(t, _)| t.upgrade()).collect());
     for t in blocked {
         t.wake.interrupt();
     }
+}
+
+/// What each sync G blocked in a `_blocking` call waits on (a deadlock
+/// report: their Ms hold their bodies, so `Sched::reap` cannot list them).
+pub(crate) fn blocked_sync_gs() -> Vec<String> {
+    let mut lines: Vec<String> =
+        BLOCKED_GS.with_registry(|r| r.values().map(|(_, l)| l.clone()).collect());
+    lines.sort();
+    lines
 }
 
 /// `run()` returned: new runtimes start with nothing cancelled.
@@ -831,10 +865,11 @@ pub(crate) enum Until {
 /// Python.
 pub(crate) fn wait_until(
     task: &Arc<Task>,
+    what: &str,
     deadline: Option<Instant>,
     done: impl Fn() -> bool,
 ) -> Until {
-    let _registered = task.blocking();
+    let _registered = task.blocking(what);
     loop {
         if done() {
             return Until::Done;

@@ -232,10 +232,16 @@ impl GHandle {
         }
         if !self.is_done(py) {
             let task = cancel::current();
-            let until = rt::block_in_g(py, || {
+            let what = format!("join G {}", self.id);
+            let wait = || {
                 lock(&self.state).joiners.push(std::thread::current());
-                cancel::wait_until(&task, deadline, || self.is_done_nogil())
-            });
+                cancel::wait_until(&task, &what, deadline, || self.is_done_nogil())
+            };
+            let until = if deadline.is_none() && task.deadline().is_none() {
+                rt::block_asleep(py, wait)
+            } else {
+                rt::block_in_g(py, wait)
+            };
             match until {
                 Until::Done => {}
                 Until::TimedOut => {

@@ -335,9 +335,13 @@ pub(crate) fn block<B: Blocking>(
         let deadline = cancel::deadline_in(timeout);
         let task = cancel::current();
         let waiting = &op;
-        rt::block_in_g(py, move || {
-            cancel::wait_until(&task, deadline, || waiting.done().is_some())
-        })
+        let what = b.describe();
+        let wait = || cancel::wait_until(&task, &what, deadline, || waiting.done().is_some());
+        if deadline.is_none() && task.deadline().is_none() {
+            rt::block_asleep(py, wait)
+        } else {
+            rt::block_in_g(py, wait)
+        }
     };
     // The one CAS that decides between a claimer and us: a completion that
     // won is delivered even if we timed out or were cancelled.

@@ -205,6 +205,20 @@ pub(crate) fn block_in_g<R: Send, F: FnOnce() -> R + Send>(py: Python<'_>, f: F)
     }
 }
 
+/// [`block_in_g`] for a wait with no deadline on a gmprt primitive: the
+/// deadlock check counts the M as asleep (`Sched::blocking_asleep`), as it
+/// would a coroutine G parked on the same thing.
+pub(crate) fn block_asleep<R: Send, F: FnOnce() -> R + Send>(py: Python<'_>, f: F) -> R {
+    match sched() {
+        Some(s) => {
+            let mut out = None;
+            s.blocking_asleep(|| out = Some(py.detach(f)));
+            out.expect("blocking ran its wait")
+        }
+        None => py.detach(f),
+    }
+}
+
 /// A function's name for reports (`__qualname__`).
 pub(crate) fn describe(f: &Bound<'_, PyAny>) -> String {
     f.getattr("__qualname__")

@@ -298,7 +298,12 @@ pub(crate) fn run(
             result = Err(Stop::Err(interrupted));
         }
     }
-    let leftovers = shutdown(py, &rs);
+    // Sync Gs asleep in a `_blocking` call: listed for a deadlock report,
+    // then woken with Cancelled so that their Ms can be joined.
+    let asleep = cancel::blocked_sync_gs();
+    cancel::begin_shutdown();
+    let mut leftovers = shutdown(py, &rs);
+    leftovers.extend(asleep);
     cancel::end_shutdown();
     for h in rt::take_failed(&rs) {
         if let Ok(h) = h.bind(py).cast::<GHandle>() {

@@ -27,7 +27,8 @@ use crate::loom::lock;
 use crate::loom::sync::atomic::Ordering::*;
 
 impl Sched {
-    /// Go's `checkdead` condition: every M idle, nobody in a blocking call,
+    /// Go's `checkdead` condition: every M idle (or asleep on a runtime
+    /// primitive), nobody in a blocking call,
     /// every P idle with empty queues, Gs alive, and no G waiting on the
     /// netpoller or a timer (those can be woken from outside).
     pub(super) fn dead(&self) -> bool {
@@ -35,8 +36,11 @@ impl Sched {
         // counters must read zero too: with no waiter and no timer only a
         // break can end its wait (`sched` module docs, "Who polls").
         let polling = usize::from(self.netpoll.blocked());
+        // An M asleep in a sync G's wait on a runtime primitive with no
+        // deadline is as stuck as a parked G (`Sched::blocking_asleep`).
+        let asleep = self.nasleep.load(SeqCst);
         self.ngs.load(SeqCst) > 0
-            && self.nmidle.load(SeqCst) + polling == self.mcount.load(SeqCst)
+            && self.nmidle.load(SeqCst) + polling + asleep == self.mcount.load(SeqCst)
             && self.nblocking.load(SeqCst) == 0
             && self.npwait.load(SeqCst) == 0
             && self.npidle.load(SeqCst) == self.procs

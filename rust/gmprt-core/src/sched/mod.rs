@@ -218,6 +218,8 @@ pub struct Sched {
     npwait: AtomicUsize,
     /// Threads inside `blocking` (Ms and foreign threads alike).
     nblocking: AtomicUsize,
+    /// Ms inside `blocking_asleep`: asleep on a runtime primitive.
+    nasleep: AtomicUsize,
     /// Set when `newm` could not create an M (cap or OS refusal): why.
     pub(crate) thread_cap_hit: Mutex<Option<String>>,
     /// Every live M's sysmon-visible part.
@@ -288,6 +290,7 @@ impl Sched {
             netpoll: Netpoll::new(),
             npwait: AtomicUsize::new(0),
             nblocking: AtomicUsize::new(0),
+            nasleep: AtomicUsize::new(0),
             allm: Mutex::new(Vec::new()),
             thread_cap_hit: Mutex::new(None),
             sysmon_lock: Mutex::new(()),

@@ -20,7 +20,7 @@
 //! - `M::lent` (the slot this step's P was lent to) and `M::p`: the M's
 //!   own thread.
 //! - `Locked::pwait` and `npwait`: under `Sched::lock` (`idle.rs`).
-//! - `nblocking`, `handoffs`: counters, any thread.
+//! - `nblocking`, `nasleep`, `handoffs`: counters, any thread.
 //!
 //! # Lending the P
 //!
@@ -142,7 +142,7 @@ use std::ptr;
 use super::worker::M;
 use super::{Sched, P};
 use crate::loom::lock;
-use crate::loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::*};
+use crate::loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use crate::loom::sync::Arc;
 use crate::runq;
 
@@ -239,7 +239,23 @@ impl Sched {
     /// Counted as a blocking call for deadlock detection either way: a
     /// thread blocked here may wake Gs when it returns.
     pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
-        self.nblocking.fetch_add(1, SeqCst);
+        self.blocking_counted(&self.nblocking, f)
+    }
+
+    /// [`blocking`](Self::blocking) for a wait on one of the runtime's own
+    /// primitives with no deadline (a sync G in `recv_blocking()`): such an
+    /// M sleeps until a G (or a foreign thread, which the embedder
+    /// accounts for) wakes it, so for deadlock detection it is asleep, as a
+    /// parked G is, rather than busy in a call that may return by itself.
+    /// Off an M it is a plain `blocking`.
+    pub fn blocking_asleep<R>(&self, f: impl FnOnce() -> R) -> R {
+        let on_m = self.with_current(|_| ()).is_some();
+        let counter = if on_m { &self.nasleep } else { &self.nblocking };
+        self.blocking_counted(counter, f)
+    }
+
+    fn blocking_counted<R>(&self, counter: &AtomicUsize, f: impl FnOnce() -> R) -> R {
+        counter.fetch_add(1, SeqCst);
         let on_m = self.with_current(|m| {
             let sched = m.sched.clone();
             if m.lent.get().is_some() {
@@ -253,10 +269,12 @@ impl Sched {
             }
         });
         let r = f();
+        // Before exitsyscall: a returning M is busy again, so it must not
+        // read as asleep while it waits for a P (`dead` would misjudge).
+        counter.fetch_sub(1, SeqCst);
         if let Some((sched, g)) = on_m.flatten() {
             sched.exitsyscall(g);
         }
-        self.nblocking.fetch_sub(1, SeqCst);
         r
     }
 
