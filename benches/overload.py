@@ -61,6 +61,7 @@ def flood(host: str, port: int, rate: float, duration: float, timeout: float) ->
     first: dict[str, str] = {}
     lat_ok: list[float] = []
     lat_err: list[float] = []
+    lat_tmo: list[float] = []
     deadlines: deque[tuple[float, socket.socket]] = deque()
     live: dict[int, dict[str, Any]] = {}
     max_open = 0
@@ -76,6 +77,8 @@ def flood(host: str, port: int, rate: float, duration: float, timeout: float) ->
             lat_ok.append(time.monotonic() - st["t0"])
         elif what == "refused_clear":
             lat_err.append(time.monotonic() - st["t0"])
+        elif what == "timeout_error":
+            lat_tmo.append(time.monotonic() - st["t0"])
         try:
             sel.unregister(s)
         except (KeyError, ValueError):
@@ -147,6 +150,8 @@ def flood(host: str, port: int, rate: float, duration: float, timeout: float) ->
             line = st["buf"].split(b"\n", 1)[0].decode(errors="replace")
             if line.startswith("OK"):
                 finish(s, "ok")
+            elif line.startswith("ERR timeout"):  # the deadline scenario's reply
+                finish(s, "timeout_error", line)
             elif line.startswith("ERR"):
                 finish(s, "refused_clear", line)
             elif not data and not st["buf"]:
@@ -156,6 +161,7 @@ def flood(host: str, port: int, rate: float, duration: float, timeout: float) ->
     ms = lambda xs: [x * 1000 for x in xs]  # noqa: E731
     return {
         "requests": total,
+        "start_monotonic": start,
         "outcomes": outcomes,
         "first": first,
         "max_open": max_open,
@@ -165,6 +171,9 @@ def flood(host: str, port: int, rate: float, duration: float, timeout: float) ->
         "ok_max_ms": max(ms(lat_ok), default=0.0),
         "err_p50_ms": percentile(ms(lat_err), 50),
         "err_p99_ms": percentile(ms(lat_err), 99),
+        "timeout_p50_ms": percentile(ms(lat_tmo), 50),
+        "timeout_p99_ms": percentile(ms(lat_tmo), 99),
+        "timeout_max_ms": max(ms(lat_tmo), default=0.0),
     }
 
 

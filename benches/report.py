@@ -30,6 +30,8 @@ ORDER = [
     "cpu_hog",
     "parallel_c",
     "overload",
+    "cancel",
+    "deadline",
 ]
 
 TITLES = {
@@ -43,6 +45,8 @@ TITLES = {
     "cpu_hog": "CPU hog: one task loops 1 s in pure Python while others tick",
     "parallel_c": "parallel C work: tasks hash 1 MiB buffers with hashlib.sha256",
     "overload": "overload: slow upstream (1 s) and a flood of requests",
+    "cancel": "cancel: N tasks parked on a channel / queue, cancel all, wait for all",
+    "deadline": "deadline: a per-request deadline over a slow upstream, under a flood",
 }
 
 GOALS = {
@@ -56,6 +60,11 @@ GOALS = {
     "cpu_hog": "p99 tick delay < 50 ms",
     "parallel_c": "procs = all cores ≥ 1.6× faster than procs = 1, and ≥ 1.6× asyncio",
     "overload": "RSS stays flat with limits on; every refused request gets a clear error",
+    "cancel": "≥ 5× asyncio (µs per cancel to completion)",
+    "deadline": (
+        "tasks alive and RSS bounded by rate × deadline; every late request answered "
+        "with a timeout error"
+    ),
 }
 
 ADVANTAGE_NOTE = (
@@ -656,6 +665,201 @@ def r_overload(sc):
     return md, goal, head
 
 
+def r_cancel(sc):
+    res = sc["results"]
+    p = sc["params"]
+    g = res.get(GMPRT, {}).get("us_per_cancel")
+    rows = []
+    for name, fig in res.items():
+        if "us_per_cancel" not in fig:
+            rows.append([name, fig.get("how", ""), "—", "—", "—", "—", why_not(fig)])
+            continue
+        note = "; ".join(f"round failed: {f}" for f in fig.get("failed_rounds", []))
+        rows.append(
+            [
+                name,
+                fig.get("how", ""),
+                num(fig["us_per_cancel"]),
+                " / ".join(num(x) for x in fig.get("rounds_us", [])),
+                n_of(sc, name, fig),
+                "—" if name == GMPRT else xfmt(adv(g, fig["us_per_cancel"], True)),
+                note,
+            ]
+        )
+    md = (
+        "N tasks each parked on one channel (gmprt: `await ch.recv()` on a `gmprt.Chan`; "
+        "asyncio, uvloop: `await q.get()` on an `asyncio.Queue`); the clock runs from the "
+        "first cancel to the moment every task has finished, ÷ N. "
+        + (
+            f"Median of {p['rounds']} interleaved rounds, each contender in a fresh process "
+            "per round (all rounds shown). "
+            if p.get("rounds", 1) > 1
+            else "One round, each contender in a fresh process. "
+        )
+        + "Threads cannot be cancelled: the threading row wakes N "
+        "threads blocked on an Event each (set, then join), a cooperative stand-in that "
+        "could not stop a thread blocked anywhere else.\n\n"
+    )
+    md += table(
+        ["contender", "how", "µs/cancel", "rounds µs", "n", "gmprt adv.", "note"],
+        rows,
+        "llrrrrl",
+    )
+    md += threading_note(sc)
+    goal = Goal()
+    ratio_check(res, goal, "us_per_cancel", "asyncio", 5, True)
+    grp = res.get("gmprt-group", {}).get("us_per_cancel")
+    a = res.get("asyncio", {}).get("us_per_cancel")
+    if grp and a:
+        md += (
+            f"\n\nOne `grp.cancel()` of a Group holding all N: {num(grp)} µs per G, "
+            f"{xfmt(adv(grp, a, True))} asyncio."
+        )
+    others = ", ".join(
+        f"{n} {num(f['us_per_cancel'])} ({xfmt(adv(g, f['us_per_cancel'], True))})"
+        for n, f in res.items()
+        if not n.startswith(GMPRT) and "us_per_cancel" in f
+    )
+    return md, goal, {"gmprt": f"{num(g)} µs/cancel" if g else "—", "others": others}
+
+
+DEADLINE_OUTCOMES = [
+    ("timeout_error", "ERR timeout"),
+    ("ok", "OK"),
+    ("timed_out", "gave up, no reply"),
+    ("reset", "reset"),
+    ("closed_no_reply", "closed, no reply"),
+    ("other", "other"),
+]
+
+
+def r_deadline(sc):
+    res = sc["results"]
+    p = sc["params"]
+    rows = []
+    width = len(DEADLINE_OUTCOMES) + 7
+    for name, modes in res.items():
+        if "skipped" in modes or "failed" in modes:
+            rows.append([name, "—"] + ["—"] * width + [why_not(modes)])
+            continue
+        for mode in ("deadline", "no_deadline"):
+            r = modes.get(mode, {})
+            label = f"{p['deadline_s']:g} s" if mode == "deadline" else "none"
+            if "client" not in r:
+                rows.append([name, label] + ["—"] * width + [why_not(r)])
+                continue
+            c = r["client"]
+            out = c["outcomes"]
+            known = {k for k, _ in DEADLINE_OUTCOMES}
+            extra = {k: v for k, v in out.items() if k not in known}
+            note = "; ".join(
+                f"{k}: {v}"
+                for k, v in c.get("first", {}).items()
+                if k not in ("ok", "timeout_error")
+            )
+            if extra:
+                note = f"also {extra}; " + note
+            if not r.get("server_alive", True):
+                note = "SERVER DIED; " + note
+            tmo = (
+                f"{num(c.get('timeout_p50_ms'), 0)} / {num(c.get('timeout_p99_ms'), 0)}"
+                if out.get("timeout_error")
+                else "—"
+            )
+            rows.append(
+                [name, label, f"{c['requests']:,}"]
+                + [f"{out.get(k, 0):,}" for k, _ in DEADLINE_OUTCOMES]
+                + [
+                    tmo,
+                    f"{r['tasks_peak']:,}" if r.get("tasks_peak") is not None else "—",
+                    f"{r['tasks_at_flood_end']:,}"
+                    if r.get("tasks_at_flood_end") is not None
+                    else "—",
+                    num(r["rss_growth_mib"], 1),
+                    num(r.get("rss_late_growth_mib"), 1),
+                    f"{r['threads_peak']:,}",
+                    note.strip("; "),
+                ]
+            )
+    md = (
+        f"{p['requests']:,} requests: {p['rate']:,} new connections/s for {p['flood_s']:g} s, "
+        f"one request line each; the handler holds {p['state_kib']} KiB of state while it "
+        f"waits on a {p['upstream_s']:g} s upstream (a sleep), under a {p['deadline_s']:g} s "
+        "deadline (gmprt: `with gmprt.timeout()`; asyncio, uvloop: `async with "
+        "asyncio.timeout()`; threading, which cannot cancel a thread: a timeout passed to the "
+        "blocking call itself) or none; a late request is answered `ERR timeout: the upstream "
+        "did not answer within the ... deadline`. "
+        f"Clients give up after {p['client_timeout_s']:g} s. Tasks alive: "
+        '`gmprt.stats()["goroutines"]`, `len(asyncio.all_tasks())`, '
+        "`threading.active_count()`, sampled in the server every 50 ms (they include the "
+        "server's own one or two). Bounded means peak tasks ≤ "
+        f"{p['tasks_bound']:,} and peak RSS growth ≤ {p['rss_bound_mib']:g} MiB "
+        "(2 × rate × deadline requests in flight, state + 64 KiB each, + 16 MiB). "
+        "'RSS 2nd half' is how much the RSS still grew in the flood's second half "
+        "(about 0 when flat)."
+    )
+    if p.get("contenders"):
+        md += f" ({p['contenders']}.)"
+    md += "\n\n" + table(
+        ["server", "deadline", "requests"]
+        + [h for _, h in DEADLINE_OUTCOMES]
+        + [
+            "ERR timeout p50 / p99 ms",
+            "peak tasks",
+            "tasks at flood end",
+            "peak RSS growth MiB",
+            "RSS 2nd half MiB",
+            "peak threads",
+            "note",
+        ],
+        rows,
+    )
+    goal = Goal()
+    verdicts = []
+    for name, modes in res.items():
+        d = modes.get("deadline", {}) if isinstance(modes, dict) else {}
+        v = d.get("verdict")
+        if v is None:
+            if name == GMPRT:
+                goal.check(None, why_not(d) or why_not(modes))
+            continue
+        nd = modes.get("no_deadline", {})
+        nd_t = f" (none: {nd['tasks_peak']:,})" if nd.get("tasks_peak") is not None else ""
+        nd_r = f" (none: {num(nd['rss_growth_mib'], 1)})" if "rss_growth_mib" in nd else ""
+        tasks = f"peak tasks {d['tasks_peak']:,}{nd_t}, bound {p['tasks_bound']:,}"
+        rss = (
+            f"peak RSS growth {num(d['rss_growth_mib'], 1)} MiB{nd_r}, bound {p['rss_bound_mib']:g}"
+        )
+        n_tmo = d["client"]["outcomes"].get("timeout_error", 0)
+        ans = (
+            f"{n_tmo:,} of {d['client']['requests']:,} answered ERR timeout, "
+            f"{v['unclear']:,} otherwise"
+        )
+        if name == GMPRT:
+            goal.check(v["tasks_bounded"], "gmprt " + tasks)
+            goal.check(v["rss_bounded"], rss)
+            goal.check(v["all_answered"], ans)
+        else:
+            ok = v["tasks_bounded"] and v["rss_bounded"] and v["all_answered"]
+            verdicts.append(f"{name}: {'met' if ok else 'NOT MET'} ({tasks}; {rss}; {ans})")
+    if verdicts:
+        md += "\n\nThe same goal for the others: " + "; ".join(verdicts) + "."
+    g = res.get(GMPRT, {})
+    head = {"gmprt": "—", "others": ""}
+    if g.get("deadline", {}).get("tasks_peak") is not None and "client" in g.get("no_deadline", {}):
+        head["gmprt"] = (
+            f"{g['deadline']['tasks_peak']:,} Gs / +{num(g['deadline']['rss_growth_mib'], 1)} MiB"
+            f" with the deadline, {g['no_deadline']['tasks_peak']:,} / "
+            f"+{num(g['no_deadline']['rss_growth_mib'], 1)} without"
+        )
+    head["others"] = ", ".join(
+        f"{n} {m['deadline']['tasks_peak']:,} / +{num(m['deadline']['rss_growth_mib'], 1)} MiB"
+        for n, m in res.items()
+        if n != GMPRT and m.get("deadline", {}).get("tasks_peak") is not None
+    )
+    return md, goal, head
+
+
 RENDER = {
     "spawn": r_spawn,
     "ping_pong": r_ping_pong,
@@ -667,6 +871,8 @@ RENDER = {
     "cpu_hog": r_ticks(50),
     "parallel_c": r_parallel_c,
     "overload": r_overload,
+    "cancel": r_cancel,
+    "deadline": r_deadline,
 }
 
 
@@ -798,6 +1004,52 @@ def chart_overload(sc, path: Path, title: str) -> bool:
     return drawn
 
 
+def chart_deadline(sc, path: Path, title: str) -> bool:
+    plt = _plt()
+    p = sc["params"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    drawn = False
+    for name, modes in sc["results"].items():
+        if not isinstance(modes, dict):
+            continue
+        for mode, style in (("deadline", "-"), ("no_deadline", "--")):
+            r = modes.get(mode, {})
+            label = f"{name}, {'deadline' if mode == 'deadline' else 'no deadline'}"
+            # The contenders' lines mostly coincide: gmprt's on top, thicker.
+            kw = {"color": COLORS.get(name), "lw": 2.2 if name == GMPRT else 1.2}
+            kw["zorder"] = 3 if name == GMPRT else 2
+            if r.get("tasks_series"):
+                xs = [s[0] for s in r["tasks_series"]]
+                ys = [s[1] for s in r["tasks_series"]]
+                axes[0].plot(xs, ys, style, label=label, **kw)
+                drawn = True
+            if r.get("series"):
+                xs = [s[0] for s in r["series"]]
+                ys = [s[1] - r["rss_base_mib"] for s in r["series"]]
+                axes[1].plot(xs, ys, style, label=label, **kw)
+                drawn = True
+    axes[0].axhline(p["tasks_bound"], ls=":", color="grey", lw=1, label="bound")
+    axes[1].axhline(p["rss_bound_mib"], ls=":", color="grey", lw=1, label="bound")
+    for ax, ylabel in zip(
+        axes, ("tasks alive in the server", "server RSS growth (MiB)"), strict=True
+    ):
+        ax.axvline(p["flood_s"], color="black", lw=0.8, alpha=0.5)
+        ax.set(xlabel="seconds since the flood began (line: flood ends)", ylabel=ylabel)
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_title(
+        f"tasks alive ({p['deadline_s']:g} s deadline, {p['upstream_s']:g} s upstream)"
+    )
+    axes[1].set_title(f"RSS ({p['rate']:,} requests/s)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
 def chart_summary(summary: list[dict[str, Any]], path: Path, title: str) -> bool:
     """gmprt's advantage over asyncio in each scenario where both ran."""
     label = {"echo": "echo (vs asyncio streams)", "idle": "idle (vs asyncio streams)"}
@@ -837,6 +1089,8 @@ def vs_asyncio(name: str, sc: dict[str, Any]) -> float | None:
         return pair("us_per_task")
     if name == "ping_pong":
         return pair("us_per_rtt")
+    if name == "cancel":
+        return pair("us_per_cancel")
     if name == "fan_out":
         return pair("items_per_s", lower=False)
     if name == "idle":
@@ -957,6 +1211,8 @@ def render(results: dict[str, Any], out: Path, draw: bool = True) -> dict[str, A
                 png = f"{name}.png" if chart_ticks(sc, out / f"{name}.png", title, lim) else None
             elif name == "overload":
                 png = "overload.png" if chart_overload(sc, out / "overload.png", title) else None
+            elif name == "deadline":
+                png = "deadline.png" if chart_deadline(sc, out / "deadline.png", title) else None
             if png:
                 charts.append(png)
                 body += f"\n\n![{name}]({png})"

@@ -16,7 +16,8 @@ benches/results/quick/ with --quick):
 - ``report.md``: a table per scenario with gmprt's advantage over each
   contender and whether the BENCHMARKS.md goal is met;
 - PNG charts: summary, parked memory vs N, echo msgs/s vs connections, tick
-  delay distributions (blocking call, CPU hog), overload RSS over time;
+  delay distributions (blocking call, CPU hog), overload RSS over time,
+  deadline tasks alive and RSS over time;
 - ``README-snippet.md``: the summary table and a chart, as the README shows
   them (``--readme`` replaces the README's benchmark section with it).
 
@@ -60,6 +61,8 @@ MODULES = {
     "cpu_hog": "blocking",
     "parallel_c": "blocking",
     "overload": "overload",
+    "cancel": "cancel",
+    "deadline": "deadline",
 }
 
 

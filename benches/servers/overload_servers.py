@@ -1,9 +1,12 @@
-"""The overload scenario's servers (benches/overload.py), one per process.
+"""The overload and deadline scenarios' servers (benches/overload.py,
+benches/deadline.py), one per process.
 
     python benches/servers/overload_servers.py KIND [--limit N] [--upstream S]
-        [--state-kib K] [--host H] [--port P] [--procs N]
+        [--deadline D] [--samples FILE] [--state-kib K] [--host H] [--port P]
+        [--procs N]
 
-KIND is gmprt, asyncio or threading. Each connection carries one request, a
+KIND is gmprt, asyncio, uvloop (the asyncio server on uvloop's loop) or
+threading. Each connection carries one request, a
 line (``GET <id>\\n``). Serving it means holding K KiB of per-request state
 (a buffer the handler fills, standing in for a parsed request or a response
 being built) while waiting S seconds on a slow upstream (``gmprt.sleep``,
@@ -17,6 +20,19 @@ at N, decided when the connection is accepted: gmprt with a
 semaphore. A connection over the bound still has its request line read, then
 gets ``ERR 503 overloaded: ...`` and is closed: every refused request gets a
 clear error, never a reset or a silent close.
+
+``--deadline D`` (0, the default: none) bounds each request's upstream wait
+at D seconds, the way each runtime bounds work: gmprt with ``with
+gmprt.timeout(D):`` around the upstream call, asyncio with ``async with
+asyncio.timeout(D):``. Threads cannot be cancelled: the threading server can
+only pass the time left to the blocking call itself (a per-call timeout, as
+``socket.settimeout`` would), here ``threading.Event().wait(timeout)`` in
+place of the upstream sleep. A request whose deadline passes gets
+``ERR timeout: ...`` and is closed.
+
+``--samples FILE``: every 50 ms the server appends ``<monotonic time> <tasks
+alive>`` to FILE: ``gmprt.stats()["goroutines"]``,
+``len(asyncio.all_tasks())``, ``threading.active_count()``.
 
 Each prints ``listening on HOST:PORT`` once it accepts, serves until SIGINT
 or SIGTERM and exits 0.
@@ -35,7 +51,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 BACKLOG = 1024
-KINDS = ["gmprt", "asyncio", "threading"]
+KINDS = ["gmprt", "asyncio", "uvloop", "threading"]
+SAMPLE_S = 0.05
 
 
 def raise_nofile_limit() -> None:
@@ -64,12 +81,29 @@ def reply_err(limit: int) -> bytes:
     ).encode()
 
 
+def reply_timeout(deadline: float) -> bytes:
+    return f"ERR timeout: the upstream did not answer within the {deadline:g} s deadline\n".encode()
+
+
+class Samples:
+    """Appends ``<monotonic time> <tasks alive>`` lines to a file (``--samples``)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.f = open(path, "a", buffering=1) if path else None
+
+    def add(self, alive: int) -> None:
+        if self.f is not None:
+            self.f.write(f"{time.monotonic():.4f} {alive}\n")
+
+
 class Args(argparse.Namespace):
     kind: str
     host: str
     port: int
     limit: int
     upstream: float
+    deadline: float
+    samples: str | None
     state_kib: int
     procs: int | None
 
@@ -125,12 +159,23 @@ def serve_gmprt(a: Args) -> None:
             buf += data
         return buf
 
+    late = reply_timeout(a.deadline)
+
     async def handle(conn) -> None:
         try:
             line = await read_line(conn)
             state = b"x" * (a.state_kib * 1024)
-            await gmprt.sleep(a.upstream)
-            await conn.sendall(reply_ok(line, state))
+            if a.deadline:
+                try:
+                    with gmprt.timeout(a.deadline):
+                        await gmprt.sleep(a.upstream)
+                    reply = reply_ok(line, state)
+                except gmprt.Timeout:
+                    reply = late
+            else:
+                await gmprt.sleep(a.upstream)
+                reply = reply_ok(line, state)
+            await conn.sendall(reply)
         except (ConnectionError, TimeoutError):
             pass
         finally:
@@ -147,8 +192,17 @@ def serve_gmprt(a: Args) -> None:
         finally:
             conn.close()
 
+    samples = Samples(a.samples)
+
+    async def sampler() -> None:
+        while True:
+            samples.add(gmprt.stats()["goroutines"])
+            await gmprt.sleep(SAMPLE_S)
+
     async def main() -> None:
         ln = net.listen(a.host, a.port, backlog=BACKLOG)
+        if a.samples:
+            gmprt.go(sampler)
         announce(*ln.address[:2])
         if limiter:
             print(f"limiter: {limiter.kind}", file=sys.stderr, flush=True)
@@ -173,8 +227,10 @@ def serve_gmprt(a: Args) -> None:
 # -- asyncio ----------------------------------------------------------------------
 
 
-def serve_asyncio(a: Args) -> None:
+def serve_asyncio(a: Args, loop: str = "asyncio") -> None:
     err = reply_err(a.limit)
+    late = reply_timeout(a.deadline)
+    samples = Samples(a.samples)
 
     async def main() -> None:
         sem = asyncio.Semaphore(a.limit) if a.limit else None
@@ -191,8 +247,17 @@ def serve_asyncio(a: Args) -> None:
                 try:
                     line = await reader.readline()
                     state = b"x" * (a.state_kib * 1024)
-                    await asyncio.sleep(a.upstream)
-                    writer.write(reply_ok(line, state))
+                    if a.deadline:
+                        try:
+                            async with asyncio.timeout(a.deadline):
+                                await asyncio.sleep(a.upstream)
+                            reply = reply_ok(line, state)
+                        except TimeoutError:
+                            reply = late
+                    else:
+                        await asyncio.sleep(a.upstream)
+                        reply = reply_ok(line, state)
+                    writer.write(reply)
                     await writer.drain()
                 finally:
                     if sem is not None:
@@ -206,12 +271,27 @@ def serve_asyncio(a: Args) -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+
+        async def sampler() -> None:
+            while True:
+                samples.add(len(asyncio.all_tasks()))
+                await asyncio.sleep(SAMPLE_S)
+
         server = await asyncio.start_server(handle, a.host, a.port, backlog=BACKLOG)
+        tick = asyncio.create_task(sampler()) if a.samples else None
         announce(*server.sockets[0].getsockname()[:2])
         await stop.wait()
+        if tick is not None:
+            tick.cancel()
         server.close()
 
-    asyncio.run(main())
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    else:
+        asyncio.run(main())
 
 
 # -- threading ----------------------------------------------------------------------
@@ -219,6 +299,8 @@ def serve_asyncio(a: Args) -> None:
 
 def serve_threading(a: Args) -> None:
     err = reply_err(a.limit)
+    late = reply_timeout(a.deadline)
+    samples = Samples(a.samples)
 
     def read_line(conn: socket.socket) -> bytes:
         buf = b""
@@ -235,8 +317,15 @@ def serve_threading(a: Args) -> None:
                 conn.settimeout(30)
                 line = read_line(conn)
                 state = b"x" * (a.state_kib * 1024)
-                time.sleep(a.upstream)
-                conn.sendall(reply_ok(line, state))
+                if a.deadline and a.deadline < a.upstream:
+                    # No way to cancel a thread: the deadline has to be a
+                    # timeout on the blocking call itself.
+                    threading.Event().wait(a.deadline)
+                    reply = late
+                else:
+                    time.sleep(a.upstream)
+                    reply = reply_ok(line, state)
+                conn.sendall(reply)
         except OSError:
             pass
         finally:
@@ -260,6 +349,14 @@ def serve_threading(a: Args) -> None:
     signal.signal(signal.SIGTERM, stop)
     sem = threading.BoundedSemaphore(a.limit) if a.limit else None
     pool = ThreadPoolExecutor(a.limit) if a.limit else None
+
+    def sampler() -> None:
+        while True:
+            samples.add(threading.active_count())
+            time.sleep(SAMPLE_S)
+
+    if a.samples:
+        threading.Thread(target=sampler, daemon=True).start()
     with socket.create_server((a.host, a.port), backlog=BACKLOG) as ln:
         announce(*ln.getsockname()[:2])
         try:
@@ -289,11 +386,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="requests in flight; 0: no limit")
     p.add_argument("--upstream", type=float, default=1.0, help="seconds the upstream takes")
+    p.add_argument(
+        "--deadline", type=float, default=0.0, help="per-request upstream deadline; 0: none"
+    )
+    p.add_argument("--samples", default=None, help="append 'time tasks-alive' lines here")
     p.add_argument("--state-kib", type=int, default=64, help="per-request state held, KiB")
     p.add_argument("--procs", type=int, default=None, help="gmprt's Ps (default: its choice)")
     a = p.parse_args(argv, namespace=Args())
     raise_nofile_limit()
-    {"gmprt": serve_gmprt, "asyncio": serve_asyncio, "threading": serve_threading}[a.kind](a)
+    if a.kind == "uvloop":
+        serve_asyncio(a, "uvloop")
+    else:
+        {"gmprt": serve_gmprt, "asyncio": serve_asyncio, "threading": serve_threading}[a.kind](a)
     return 0
 
 
