@@ -823,6 +823,35 @@ def test_a_child_forked_inside_a_g_gets_a_fresh_runtime(procs):
     assert proc.stdout.strip() == "0", (proc.stdout, proc.stderr)
 
 
+@pytest.mark.parametrize(
+    ("tail", "code", "said"),
+    [
+        ("return 'child returned'", 0, ""),
+        ("raise ValueError('child failed')", 1, "child failed"),
+        ("await gmprt.sleep(0.01)", 1, "child waited on the parent's runtime"),
+    ],
+)
+def test_a_fork_child_returning_into_the_parents_g_exits(run_script, tail, code, said):
+    # The child of a fork inside a G used to hang once the G's step ended:
+    # the runtime it returned to has no threads in the child (issue 10,
+    # item 6). It now exits with the G's outcome.
+    proc = run_script(
+        f"""
+        import os, gmprt
+        async def main():
+            pid = os.fork()
+            if pid == 0:
+                {tail}
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+        print(gmprt.run(main))
+        """
+    )
+    assert_clean_exit(proc)
+    assert proc.stdout.strip() == str(code), (proc.stdout, proc.stderr)
+    assert said in proc.stderr, proc.stderr
+
+
 # --- issue 11: shutdown cancels the Gs left ------------------------------------------
 
 

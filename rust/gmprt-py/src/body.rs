@@ -259,6 +259,45 @@ impl PyBody {
         }
     }
 
+    /// The G forked (`os.fork()` inside it) and this is the child, whose
+    /// step just ended: the runtime the step would go back to has no
+    /// threads here (only the forking thread survives a fork), so nothing
+    /// could ever resume the G or run another. The child process ends
+    /// instead, with the G's outcome as its status (0 if it returned);
+    /// waiting on the parent's runtime is reported first.
+    fn exit_forked_child(&self, py: Python<'_>, step: Step) -> ! {
+        let code = match step {
+            Step::Done if self.handle.get().error(py).is_none() => 0,
+            Step::Done => {
+                if let Some(e) = self.handle.get().error(py) {
+                    e.print(py);
+                }
+                1
+            }
+            _ => {
+                let msg = format!(
+                    "gmprt: the child of an os.fork() inside G {} waited on the parent's \
+                     runtime, which has no threads in the child; the child exits. In a \
+                     forked child, exec, call os._exit(), or start its own gmprt.run()\n",
+                    self.handle.get().id
+                );
+                let _ = py
+                    .import("sys")
+                    .and_then(|s| s.getattr("stderr")?.call_method1("write", (msg,)));
+                1
+            }
+        };
+        for stream in ["stdout", "stderr"] {
+            let _ = py
+                .import("sys")
+                .and_then(|s| s.getattr(stream)?.call_method0("flush"));
+        }
+        // SAFETY: `_exit` ends the process at once; nothing after it runs,
+        // and skipping atexit is what a fork child must do (the parent's
+        // handlers are not the child's to run).
+        unsafe { libc::_exit(code) }
+    }
+
     /// Tells whoever asked (a Group) that the G finished; they observe its
     /// outcome, so it is never reported as unobserved.
     fn done_callback(&mut self, py: Python<'_>) {
@@ -348,7 +387,7 @@ impl Body for PyBody {
         let py = unsafe { Python::assume_attached() };
         let _in_g = InG::enter(cx.id());
         let _task = Current::enter(&self.task);
-        match Entered::enter(py, &self.ctx) {
+        let step = match Entered::enter(py, &self.ctx) {
             Ok(_ctx) => {
                 // A panic in the binding's own code (a bug: no input may
                 // cause one) must not leave the G's handle unfinished, or
@@ -368,7 +407,11 @@ impl Body for PyBody {
                 }
             }
             Err(e) => self.finish(py, Err(e)),
+        };
+        if rt::forked_mid_step() {
+            self.exit_forked_child(py, step);
         }
+        step
     }
 
     /// A G not yet called may be a plain function that blocks in C.

@@ -227,11 +227,27 @@ pub(crate) fn describe(f: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "<G>".into())
 }
 
+thread_local! {
+    /// Set in a fork child on the thread that forked: it is in the middle
+    /// of a step of a G of a runtime that does not exist in the child.
+    static FORKED_MID_STEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is a fork child's, still inside the step of
+/// a G of the parent's runtime (see `body.rs`, `exit_forked_child`).
+pub(crate) fn forked_mid_step() -> bool {
+    FORKED_MID_STEP.with(std::cell::Cell::get)
+}
+
 /// After `fork()`, in the child: no runtime is current. The parent's has no
 /// threads in the child; it is forgotten, never dropped (dropping would
 /// stop and join threads that do not exist, under locks they may have
 /// held).
+/// The thread that forked may be inside a G's step (`FORKED_MID_STEP`).
 pub(crate) fn forget_after_fork() {
+    if crate::token::current_g().is_some() {
+        FORKED_MID_STEP.with(|f| f.set(true));
+    }
     // try_lock: a thread of the parent may have held it at the fork, and
     // that thread is gone; then the slot stays (run() will say a runtime
     // is running) rather than deadlocking the child.

@@ -282,6 +282,13 @@ impl Token {
     /// `__next__` outside any G: refused, or, for a G being closed at
     /// shutdown, refused until its grace is used up.
     fn outside_g(slf: &Bound<'_, Self>) -> PyResult<Advance> {
+        if crate::rt::forked_mid_step() {
+            return Err(PyRuntimeError::new_err(
+                "this is the child of an os.fork() inside a G, and the child waited on the \
+                 parent's runtime, which has no threads here: in a forked child, exec, call \
+                 os._exit(), or start its own gmprt.run()",
+            ));
+        }
         let closing = CLOSING_G.with(|c| c.get());
         if closing != 0 {
             if refuse_while_closing() {
