@@ -19,6 +19,7 @@
 //! G; each G in a scheduler model runs each of its steps exactly once.
 
 mod g;
+mod idle;
 mod netpoll;
 mod runq;
 mod sched;

@@ -135,6 +135,9 @@ impl Sched {
     pub(super) fn park_m(&self, m: &M) -> bool {
         let mut handoff = None;
         self.hooks.blocking(&mut || handoff = Some(m.note.sleep()));
+        // An idle M is never counted in `nmspinning`: overwriting the flag
+        // below would leak the count.
+        debug_assert!(!m.spinning.get(), "an idle M still spinning");
         match handoff.expect("note sleep returned nothing") {
             Handoff::Run { p, spinning } => {
                 *m.p.borrow_mut() = Some(p);
@@ -155,8 +158,18 @@ impl Sched {
             // An M back from a blocking call is mid-step and cannot hand its
             // G to anyone: it needs a P. Between two steps we can give ours.
             // Acquire: pairs with the Release increment in `exitsyscall`.
-            if self.npwait.load(Acquire) > 0 && self.give_p_to_waiter(m) && !self.stopm(m) {
-                return;
+            if self.npwait.load(Acquire) > 0 && self.give_p_to_waiter(m) {
+                // A new M started spinning (`handoffp`) can meet the waiter
+                // at once. Going idle still counted in `nmspinning` would
+                // make every later `wakep` skip, stranding the next G
+                // (loom: `loom_tests::idle`): stop spinning and pass the
+                // role on, as a spinner that found work does.
+                if m.spinning.get() {
+                    self.reset_spinning(m);
+                }
+                if !self.stopm(m) {
+                    return;
+                }
             }
             let Some((g, inherit)) = self.find_runnable(m) else {
                 return;
