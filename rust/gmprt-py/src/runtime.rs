@@ -27,9 +27,11 @@ use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gmprt_core::api::DEFAULT_MAX_THREADS;
+use gmprt_core::api::{DEFAULT_IDLE_KEEPALIVE, DEFAULT_MAX_THREADS};
 use gmprt_core::{Config, Sched};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -172,7 +174,8 @@ pub(crate) fn go(
 ///     max_threads: cap on the runtime's OS threads (Go's
 ///         ``debug.SetMaxThreads``; default 10,000). Each G blocked in a
 ///         C call holds one; hitting the cap makes ``run()`` raise
-///         ``RuntimeError``.
+///         ``RuntimeError``. Idle threads beyond ``procs`` exit after
+///         10 s without work.
 ///     procs: how many Ps (Go's GOMAXPROCS). Default: 1 on GIL builds of
 ///         CPython (only one thread runs Python at a time, so more Ps only
 ///         add GIL handoffs; other Ms still take over from a G blocked in
@@ -212,7 +215,11 @@ pub(crate) fn run(
     }
     // As Go does at start: servers should not hit an arbitrary 1024 fds.
     gmprt_core::net::raise_nofile_limit();
-    let config = Config { procs, max_threads };
+    let config = Config {
+        procs,
+        max_threads,
+        idle_keepalive: idle_keepalive()?,
+    };
     let rs = rt::install(config, |ev| Box::new(PyHooks::new(ev)))?;
     let signals = WakeupFd::install(py, rs.ev.wake_w.as_raw_fd());
     let interval = SwitchInterval::lower(py);
@@ -227,6 +234,24 @@ pub(crate) fn run(
     };
     rt::uninstall();
     result
+}
+
+/// `GMPRT_IDLE_KEEPALIVE_MS`, a test knob (README): how long an idle M
+/// beyond `procs` waits for work before its thread exits, instead of
+/// `gmprt_core::api::DEFAULT_IDLE_KEEPALIVE`. Read by each `run()`.
+fn idle_keepalive() -> PyResult<Duration> {
+    const VAR: &str = "GMPRT_IDLE_KEEPALIVE_MS";
+    let Some(v) = std::env::var_os(VAR) else {
+        return Ok(DEFAULT_IDLE_KEEPALIVE);
+    };
+    v.to_str()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{VAR} must be a whole number of milliseconds (0 or more), got {v:?}"
+            ))
+        })
 }
 
 /// Why `run_main` ended without a result.
