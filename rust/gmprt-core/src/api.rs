@@ -111,11 +111,14 @@ pub trait Hooks: Send + Sync + 'static {
         wait()
     }
 
-    /// sysmon saw one step of G `g` hold its P for `held` (once per step,
-    /// past `sysmon::LONG_STEP`), on the OS thread `thread`. Called on the
-    /// sysmon thread: signal only, do not block or call into Python.
-    fn long_step(&self, g: u64, thread: u64, held: Duration) {
-        let _ = (g, thread, held);
+    /// sysmon saw one step of G `g`, on the OS thread `thread`, last for
+    /// `held` while that thread ran for `ran` of it (its CPU time, at least
+    /// `sysmon::LONG_STEP`; once per step). A step whose thread only waited
+    /// (for the GIL, a CPU, or in a blocking call) is not reported: see
+    /// "Long steps" in `sysmon`. Called on the sysmon thread: signal only,
+    /// do not block or call into Python.
+    fn long_step(&self, g: u64, thread: u64, held: Duration, ran: Duration) {
+        let _ = (g, thread, held, ran);
     }
 
     /// The runtime cannot go on (the thread limit was hit). Any thread;

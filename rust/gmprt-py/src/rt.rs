@@ -45,8 +45,8 @@ pub(crate) struct Events {
     pub(crate) broken: Mutex<Option<String>>,
     /// An M saw the deadlock condition; to be confirmed.
     pub(crate) deadlock: AtomicBool,
-    /// Long steps seen by sysmon: (G id, thread ident, held).
-    pub(crate) long_steps: Mutex<Vec<(u64, u64, Duration)>>,
+    /// Long steps seen by sysmon: (G id, thread ident, held, ran).
+    pub(crate) long_steps: Mutex<Vec<(u64, u64, Duration, Duration)>>,
 }
 
 static CURRENT: Mutex<Option<Arc<RunState>>> = Mutex::new(None);

@@ -329,8 +329,8 @@ fn run_main(
             return Err(PyRuntimeError::new_err(msg).into());
         }
         let long_steps = std::mem::take(&mut *lock(&ev.long_steps));
-        for (g, thread, held) in long_steps {
-            report_long_step(py, g, thread, held)?;
+        for (g, thread, held, ran) in long_steps {
+            report_long_step(py, g, thread, held, ran)?;
         }
         if handle.get().is_done(py) {
             return Ok(handle.get().outcome(py)?);
@@ -345,30 +345,46 @@ fn run_main(
     }
 }
 
-/// Prints where a G that held its P too long is now, from the thread in
-/// `run()` (the G's own thread may be stuck in C).
+/// The Python stack of OS thread `thread` (`threading.get_ident()`), from
+/// another thread: `sys._current_frames`.
+fn python_stack(py: Python<'_>, thread: u64) -> PyResult<String> {
+    let frames = py.import("sys")?.call_method0("_current_frames")?;
+    Ok(match frames.get_item(thread) {
+        Ok(frame) => py
+            .import("traceback")?
+            .call_method1("format_stack", (frame,))?
+            .extract::<Vec<String>>()?
+            .concat(),
+        Err(_) => "  (no Python frame)\n".to_string(),
+    })
+}
+
+/// Prints where a G whose step ran too long is now, from the thread in
+/// `run()`. sysmon reports only a step whose own thread was on the CPU
+/// for `ran` of its `held` (core `sysmon`, "Long steps").
 ///
 /// A `KeyboardInterrupt` (or `SystemExit`) raised while printing, as a
 /// Ctrl-C landing in the `traceback` import, is the user's and leaves
 /// `run()`; any other failure to print is itself printed.
-fn report_long_step(py: Python<'_>, g: u64, thread: u64, held: Duration) -> PyResult<()> {
+fn report_long_step(
+    py: Python<'_>,
+    g: u64,
+    thread: u64,
+    held: Duration,
+    ran: Duration,
+) -> PyResult<()> {
     let printed = (|| -> PyResult<()> {
-        let sys = py.import("sys")?;
-        let frames = sys.call_method0("_current_frames")?;
-        let stack = match frames.get_item(thread) {
-            Ok(frame) => py
-                .import("traceback")?
-                .call_method1("format_stack", (frame,))?
-                .extract::<Vec<String>>()?
-                .concat(),
-            Err(_) => "  (no Python frame)\n".to_string(),
-        };
+        let stack = python_stack(py, thread)?;
         let msg = format!(
-            "gmprt: G {g} has held its P for {} ms in one step (a blocking call or a long \
-             computation; its P went to another M). It is at:\n{stack}",
+            "gmprt: G {g} has held its P for {} ms in one step, its thread running for {} ms \
+             of it (a long computation in Python or in C; its P goes to another M when work \
+             waits). It is at:\n{stack}",
             held.as_millis(),
+            ran.as_millis(),
         );
-        sys.getattr("stderr")?.call_method1("write", (msg,))?;
+        py.import("sys")?
+            .getattr("stderr")?
+            .call_method1("write", (msg,))?;
         Ok(())
     })();
     match printed {

@@ -49,6 +49,7 @@ use std::time::Duration;
 use super::globalq::{GlobalOverflow, LOCAL_SHARE};
 use super::{MSlot, Sched, P};
 use crate::api::{BoxBody, Cx, Hooks, Step, Waker};
+use crate::cpuclock::CpuClock;
 use crate::g::GPtr;
 use crate::loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering::*};
 use crate::loom::sync::Arc;
@@ -121,6 +122,7 @@ impl Sched {
                     g: AtomicU64::new(0),
                     may_block: AtomicBool::new(false),
                     thread: thread_id(),
+                    cpu: CpuClock::current(),
                 }),
             };
             CURRENT.with(|c| c.set(&m));
