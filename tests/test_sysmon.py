@@ -347,3 +347,37 @@ def test_g_hogging_the_cpu_is_still_reported(procs, monkeypatch):
     assert f"G {hog_id} has held its P" in text, text
     assert "its thread running for" in text
     assert "in hog" in text
+
+
+def test_shutdown_says_what_a_stuck_g_is_doing(procs, run_script):
+    # At shutdown a G looping in pure Python was described as "still inside
+    # a blocking call". Say what each stuck thread really does.
+    proc = run_script(
+        f"""
+        import time, gmprt
+        stop = []
+        async def spinning_here():
+            deadline = time.monotonic() + 30
+            while not stop and time.monotonic() < deadline:
+                pass
+        def sleeping_here():
+            time.sleep(4)
+        async def main():
+            gmprt.go(spinning_here)
+            gmprt.go(sleeping_here)
+            await gmprt.sleep(0.2)
+        gmprt.run(main, procs={procs})
+        stop.append(1)
+        time.sleep(0.5)  # let the spinning step end before the interpreter does
+        print("run returned")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "inside a blocking call" not in proc.stderr, proc.stderr
+    if "left to finish alone" in proc.stderr:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("gmprt: G")]
+        running = [ln for ln in lines if "still running" in ln]
+        blocked = [ln for ln in lines if "still blocked in a call" in ln]
+        assert running and blocked, proc.stderr
+        assert "spinning_here" in proc.stderr.split(running[0])[1].split("gmprt: G")[0]
+        assert "sleeping_here" in proc.stderr.split(blocked[0])[1].split("gmprt: G")[0]

@@ -5,7 +5,8 @@
 //! a thread waiting for the GIL that another thread holds, or for a CPU on
 //! a busy machine, looks from outside exactly like one computing. sysmon
 //! reads an M's CPU clock to report a long step only when that M's own
-//! thread ran it ("Long steps", `sysmon`).
+//! thread ran it ("Long steps", `sysmon`), and the shutdown report tells a
+//! thread busy on the CPU from one blocked in a call.
 //!
 //! Linux: `pthread_getcpuclockid` on the thread itself, then
 //! `clock_gettime` on that clock from anywhere. Elsewhere there is no clock

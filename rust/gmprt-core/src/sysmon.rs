@@ -126,7 +126,63 @@ struct MTick {
     cpu_base: Option<Duration>,
 }
 
+/// An M still inside a step at shutdown, and whether its thread is busy on
+/// the CPU or blocked: for the report that its thread is left behind.
+#[derive(Clone, Debug)]
+pub struct StuckStep {
+    /// The G of the step.
+    pub g: u64,
+    /// Its thread (`pthread_self`, Python's `threading.get_ident()`).
+    pub thread: u64,
+    /// CPU time the thread used over `window`; None where there is no
+    /// thread CPU clock.
+    pub cpu: Option<Duration>,
+    /// How long it was watched.
+    pub window: Duration,
+}
+
+impl StuckStep {
+    /// Whether the thread ran (a Python loop, or C computing) rather than
+    /// waited (blocked in a call) while watched; None if unknown. Running
+    /// means using at least a tenth of the window: a blocked thread uses
+    /// next to none, a running one most of it even on a loaded machine.
+    pub fn running(&self) -> Option<bool> {
+        self.cpu.map(|cpu| cpu * 10 >= self.window)
+    }
+}
+
 impl Sched {
+    /// The Ms of this runtime still inside a step (the stuck ones, after a
+    /// `join` that timed out), watched for `window` to see whether each
+    /// thread runs or waits. Sleeps `window` when there is any. Any thread.
+    pub fn stuck_steps(&self, window: Duration) -> Vec<StuckStep> {
+        let ms: Vec<(Arc<MSlot>, u64, Option<Duration>)> = crate::loom::lock(&self.allm)
+            .iter()
+            .filter_map(|m| {
+                // Acquire: pairs with the Release in `MSlot::bump`.
+                let steps = m.steps.load(Acquire);
+                // Odd: inside a step.
+                (steps % 2 == 1).then(|| (m.clone(), steps, m.cpu.and_then(|c| c.now())))
+            })
+            .collect();
+        if ms.is_empty() {
+            return Vec::new();
+        }
+        std::thread::sleep(window);
+        ms.into_iter()
+            // The same step still: one that ended meanwhile is not stuck.
+            .filter(|(m, steps, _)| m.steps.load(Acquire) == *steps)
+            .map(|(m, _, before)| StuckStep {
+                g: m.g.load(Relaxed),
+                thread: m.thread,
+                cpu: before
+                    .zip(m.cpu.and_then(|c| c.now()))
+                    .map(|(b, a)| a.saturating_sub(b)),
+                window,
+            })
+            .collect()
+    }
+
     /// The sysmon thread's body. Exits when the runtime stops.
     pub(crate) fn sysmon(self: Arc<Self>) {
         let mut pticks = vec![Tick::new(0, Instant::now()); self.allp.len()];

@@ -104,3 +104,60 @@ fn a_step_whose_thread_runs_is_reported_once() {
     assert_eq!(g, id);
     assert!(ran >= LONG_STEP && held >= ran, "{got:?}");
 }
+
+/// At shutdown, a step still running on the CPU and one blocked in a call
+/// are told apart (`Sched::stuck_steps`), each naming its G.
+#[test]
+fn stuck_steps_tell_running_from_blocked() {
+    if CpuClock::current().is_none() {
+        return; // no thread CPU clock: nothing to tell them apart by
+    }
+    let s = Sched::new(
+        Config {
+            procs: 2,
+            ..Config::default()
+        },
+        Box::new(gmprt_core::NoHooks),
+    );
+    let release = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut ids = Vec::new();
+    for spin in [true, false] {
+        let (release, started) = (release.clone(), started.clone());
+        let deadline = Instant::now() + common::DEADLINE;
+        let id = s
+            .spawn(body(move |_| {
+                started.fetch_add(1, Release);
+                // Bounded either way by the test's deadline.
+                while !release.load(Acquire) && Instant::now() < deadline {
+                    if spin {
+                        std::hint::spin_loop();
+                    } else {
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                Step::Done
+            }))
+            .unwrap();
+        ids.push(id);
+    }
+    // Acquire: pairs with each G's Release increment.
+    wait_until(&s, "both Gs to start", || started.load(Acquire) == 2);
+    s.stop();
+    assert!(
+        !s.join(Duration::from_millis(50)),
+        "the Gs cannot have ended"
+    );
+    let stuck = s.stuck_steps(Duration::from_millis(100));
+    // Release: pairs with the Gs' Acquire loads.
+    release.store(true, Release);
+    assert!(s.join(common::DEADLINE), "an M did not exit");
+    let running = |g| {
+        stuck
+            .iter()
+            .find(|st| st.g == g)
+            .and_then(|st| st.running())
+    };
+    assert_eq!(running(ids[0]), Some(true), "the spinner: {stuck:?}");
+    assert_eq!(running(ids[1]), Some(false), "the sleeper: {stuck:?}");
+}

@@ -413,8 +413,7 @@ fn shutdown(py: Python<'_>, rs: &RunState) -> Vec<String> {
     let sched = rs.sched.clone();
     let joined = py.detach(move || sched.join(JOIN_TIMEOUT));
     if !joined {
-        let msg =
-            "gmprt: a G is still inside a blocking call; its thread is left to finish alone\n";
+        let msg = stuck_report(py, &rs.sched);
         let _ = py
             .import("sys")
             .and_then(|s| s.getattr("stderr")?.call_method1("write", (msg,)));
@@ -425,6 +424,43 @@ fn shutdown(py: Python<'_>, rs: &RunState) -> Vec<String> {
         body.cancel();
     }
     lines
+}
+
+/// How long a stuck M's thread is watched, after the join gave up, to
+/// tell one running (using CPU) from one blocked in a call.
+const STUCK_WATCH: Duration = Duration::from_millis(50);
+
+/// What each M that did not finish its step at shutdown is doing, and
+/// where: a thread busy on the CPU (a Python loop, or C computing) or one
+/// blocked in a call (using none). Watches them `STUCK_WATCH`, detached.
+fn stuck_report(py: Python<'_>, sched: &Arc<Sched>) -> String {
+    let s = sched.clone();
+    let stuck = py.detach(move || s.stuck_steps(STUCK_WATCH));
+    if stuck.is_empty() {
+        return "gmprt: an M did not exit in time; its thread is left to finish alone\n".into();
+    }
+    let mut msg = String::new();
+    for st in stuck {
+        let doing = match (st.running(), st.cpu) {
+            (Some(true), Some(cpu)) => format!(
+                "is still running (its thread used {} ms of CPU in the last {} ms: a Python \
+                 loop or a computation in C)",
+                cpu.as_millis(),
+                st.window.as_millis()
+            ),
+            (Some(false), _) => format!(
+                "is still blocked in a call (its thread used next to no CPU in the last {} ms)",
+                st.window.as_millis()
+            ),
+            _ => "is still inside one step".into(),
+        };
+        let stack = python_stack(py, st.thread).unwrap_or_default();
+        msg.push_str(&format!(
+            "gmprt: G {} {doing}; its thread is left to finish alone. It is at:\n{stack}",
+            st.g
+        ));
+    }
+    msg
 }
 
 /// Lowers CPython's GIL switch interval for the life of `run()`: an M that
