@@ -46,6 +46,17 @@ use crate::sched::Sched;
 /// Go's `sched.maxmcount` default.
 pub const DEFAULT_MAX_THREADS: usize = 10_000;
 
+/// How long an idle M beyond the `procs` the runtime keeps waits to be
+/// handed a P before its thread exits (tokio's blocking pool keeps idle
+/// threads 10 s; Go never frees an M). A burst of Gs blocked in calls
+/// makes one M each; afterwards they would otherwise stay until the
+/// runtime stops (389 threads after 1,000 sync Gs blocking 50 ms). The
+/// cost weighed: a new M costs tens of microseconds (a thread and, in
+/// Python, a thread state), so re-creating one every 10 s costs a few
+/// parts per million of a core, while blocking calls that recur within
+/// the keep-alive find their threads still there.
+pub const DEFAULT_IDLE_KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// What a G runs, boxed: the G header stores it (`g`), `Sched::spawn` takes
 /// it and `Sched::reap` hands it back. The core is generic over it: the
 /// bindings supply a Python coroutine stepper; tests supply Rust closures.
@@ -100,11 +111,14 @@ pub trait Hooks: Send + Sync + 'static {
         wait()
     }
 
-    /// sysmon saw one step of G `g` hold its P for `held` (once per step,
-    /// past `sysmon::LONG_STEP`), on the OS thread `thread`. Called on the
-    /// sysmon thread: signal only, do not block or call into Python.
-    fn long_step(&self, g: u64, thread: u64, held: Duration) {
-        let _ = (g, thread, held);
+    /// sysmon saw one step of G `g`, on the OS thread `thread`, last for
+    /// `held` while that thread ran for `ran` of it (its CPU time, at least
+    /// `sysmon::LONG_STEP`; once per step). A step whose thread only waited
+    /// (for the GIL, a CPU, or in a blocking call) is not reported: see
+    /// "Long steps" in `sysmon`. Called on the sysmon thread: signal only,
+    /// do not block or call into Python.
+    fn long_step(&self, g: u64, thread: u64, held: Duration, ran: Duration) {
+        let _ = (g, thread, held, ran);
     }
 
     /// The runtime cannot go on (the thread limit was hit). Any thread;
@@ -130,6 +144,10 @@ pub struct Config {
     pub procs: usize,
     /// Cap on OS threads (Ms), Go's `debug.SetMaxThreads`.
     pub max_threads: usize,
+    /// How long an idle M waits for work before it exits, while more Ms
+    /// than `procs` exist ([`DEFAULT_IDLE_KEEPALIVE`]; `sched/idle.rs`,
+    /// "Retiring idle Ms").
+    pub idle_keepalive: Duration,
 }
 
 impl Default for Config {
@@ -137,6 +155,7 @@ impl Default for Config {
         Config {
             procs: 1,
             max_threads: DEFAULT_MAX_THREADS,
+            idle_keepalive: DEFAULT_IDLE_KEEPALIVE,
         }
     }
 }

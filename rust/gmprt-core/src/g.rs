@@ -266,8 +266,9 @@ impl G {
     /// stale, and hand back its body if it had one.
     pub(crate) fn kill(&self) -> Option<BoxBody> {
         let cur = self.state.load(Acquire);
-        if Status::from_word(cur) == Status::Running {
-            // Still inside a step on an M that did not stop: it owns the body.
+        if matches!(Status::from_word(cur), Status::Running | Status::Notified) {
+            // Still inside a step on an M that did not stop: it owns the
+            // body (notified too: a wake or an interrupt during the step).
             return None;
         }
         self.state

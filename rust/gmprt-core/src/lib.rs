@@ -9,6 +9,8 @@
 //! - [`sched`]: Ps, Ms, the global queue, `findRunnable`, spinning Ms,
 //!   lending the P to sysmon; one file per mechanism under `sched/`.
 //! - [`sysmon`]: the thread that retakes the P of a step that runs long.
+//! - [`cpuclock`]: a thread's CPU time, so that a long step is reported
+//!   only when its thread really ran.
 //! - [`net`]: TCP listeners, connections, dialing and fd waits on the
 //!   netpoller, for Gs of any embedder (Rust-native ones in `tests/net.rs`).
 //! - [`chan`]: Go's channels and `select`; [`sync`]: `WaitGroup`,
@@ -25,7 +27,7 @@
 //! Each layer uses only the layers listed before it:
 //!
 //! 1. `g` and `loom` (the std/loom facade) at the bottom;
-//! 2. `runq`, `timer`, `park`;
+//! 2. `runq`, `timer`, `park`, `cpuclock`;
 //! 3. `netpoll` (on `timer`; it hands readied wakers back through its
 //!    `Ready` trait and never calls the scheduler);
 //! 4. `api` and `sched`, side by side: `api` is the face, `sched` the
@@ -42,6 +44,7 @@
 
 pub mod api;
 pub mod chan;
+pub mod cpuclock;
 pub mod g;
 mod loom;
 #[cfg(all(test, loom))]

@@ -7,6 +7,14 @@
 //! anyone before the M owns it and a wakeup can never be lost: a `wakeup` that
 //! comes before `sleep` leaves the handoff in the slot and `sleep` returns at
 //! once.
+//!
+//! An idle M sleeps with a deadline ([`Note::sleep_timeout`]): an M nobody
+//! needs for `Config::idle_keepalive` retires. Timing out only says that no
+//! handoff had arrived *yet*; whether one is on its way is decided under
+//! `Sched::lock` by whether the M is still listed idle (`sched/idle.rs`,
+//! "Retiring idle Ms").
+
+use std::time::{Duration, Instant};
 
 use crate::loom::sync::{Condvar, Mutex};
 
@@ -55,6 +63,36 @@ impl<P> Note<P> {
                 return h;
             }
             slot = crate::loom::unpoison(self.cv.wait(slot));
+        }
+    }
+
+    /// The M itself: sleep until handed something, or `timeout` passes with
+    /// nothing handed (None). A handoff that arrives at the deadline is
+    /// still returned: the slot is checked under its lock before giving up.
+    pub(crate) fn sleep_timeout(&self, timeout: Duration) -> Option<Handoff<P>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut slot = crate::loom::lock(&self.slot);
+        loop {
+            if let Some(h) = slot.take() {
+                return Some(h);
+            }
+            // loom's `wait_timeout` never times out; a model instead times
+            // out at once whenever the slot is empty, the earliest a real
+            // timeout could fire, so it explores the timeout racing every
+            // step of a handoff (`loom_tests::idle`).
+            if cfg!(loom) {
+                return None;
+            }
+            // No deadline (a keep-alive too large for `Instant`): untimed.
+            let Some(deadline) = deadline else {
+                slot = crate::loom::unpoison(self.cv.wait(slot));
+                continue;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            slot = crate::loom::unpoison(self.cv.wait_timeout(slot, left)).0;
         }
     }
 }

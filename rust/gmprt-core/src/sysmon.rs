@@ -31,6 +31,22 @@
 //! hand the P to an M that runs them. The poll and the injection are plain
 //! Rust (wakers and queues), so sysmon still never touches Python.
 //!
+//! # Long steps
+//!
+//! A coroutine step that runs past [`LONG_STEP`] is reported once
+//! ([`Hooks::long_step`]), but only when the M's own thread ran it: its
+//! CPU time (`cpuclock`) over the step must reach [`LONG_STEP`]. Wall time
+//! alone blames the innocent: an M whose G only yields can sit inside a
+//! step for 100 ms waiting for the GIL while a foreign Python thread holds
+//! it in a C call, or for a CPU on a loaded machine. The clock is read
+//! from sysmon, so steps pay nothing: first when a step is seen on a
+//! second look (the base; shorter steps never cost a read), then on each
+//! look once the step has lasted [`LONG_STEP`]. A step blocked in a C call
+//! inside a coroutine (`time.sleep`) uses no CPU and is not reported
+//! either: from outside it is indistinguishable from a wait for the GIL,
+//! and sysmon still hands its P to another M when work waits. Where the
+//! platform has no thread CPU clock, wall time is used, as before.
+//!
 //! # Pace
 //!
 //! 20 µs between looks, doubling after 50 idle looks up to 10 ms (Go's
@@ -54,8 +70,8 @@ pub const FORCE_PREEMPT: Duration = Duration::from_millis(10);
 /// two looks, if work waits. For steps that may block (`Body::may_block`).
 pub const SYSCALL_RETAKE: Duration = Duration::from_micros(20);
 
-/// A step holding its P longer than this is reported once (asyncio's debug
-/// mode warns at 100 ms too).
+/// A step whose thread has run this long (CPU time) is reported once
+/// (asyncio's debug mode warns at 100 ms too); module docs, "Long steps".
 pub const LONG_STEP: Duration = Duration::from_millis(100);
 
 /// How long runnable work may wait for an M after a failed `newm` before
@@ -101,11 +117,76 @@ impl Tick {
     }
 }
 
+/// What sysmon last saw of one M: its step count and when first seen, and
+/// its thread's CPU time at the second look at that step (module docs,
+/// "Long steps").
+struct MTick {
+    slot: Arc<MSlot>,
+    tick: Tick,
+    cpu_base: Option<Duration>,
+}
+
+/// An M still inside a step at shutdown, and whether its thread is busy on
+/// the CPU or blocked: for the report that its thread is left behind.
+#[derive(Clone, Debug)]
+pub struct StuckStep {
+    /// The G of the step.
+    pub g: u64,
+    /// Its thread (`pthread_self`, Python's `threading.get_ident()`).
+    pub thread: u64,
+    /// CPU time the thread used over `window`; None where there is no
+    /// thread CPU clock.
+    pub cpu: Option<Duration>,
+    /// How long it was watched.
+    pub window: Duration,
+}
+
+impl StuckStep {
+    /// Whether the thread ran (a Python loop, or C computing) rather than
+    /// waited (blocked in a call) while watched; None if unknown. Running
+    /// means using at least a tenth of the window: a blocked thread uses
+    /// next to none, a running one most of it even on a loaded machine.
+    pub fn running(&self) -> Option<bool> {
+        self.cpu.map(|cpu| cpu * 10 >= self.window)
+    }
+}
+
 impl Sched {
+    /// The Ms of this runtime still inside a step (the stuck ones, after a
+    /// `join` that timed out), watched for `window` to see whether each
+    /// thread runs or waits. Sleeps `window` when there is any. Any thread.
+    pub fn stuck_steps(&self, window: Duration) -> Vec<StuckStep> {
+        let ms: Vec<(Arc<MSlot>, u64, Option<Duration>)> = crate::loom::lock(&self.allm)
+            .iter()
+            .filter_map(|m| {
+                // Acquire: pairs with the Release in `MSlot::bump`.
+                let steps = m.steps.load(Acquire);
+                // Odd: inside a step.
+                (steps % 2 == 1).then(|| (m.clone(), steps, m.cpu.and_then(|c| c.now())))
+            })
+            .collect();
+        if ms.is_empty() {
+            return Vec::new();
+        }
+        std::thread::sleep(window);
+        ms.into_iter()
+            // The same step still: one that ended meanwhile is not stuck.
+            .filter(|(m, steps, _)| m.steps.load(Acquire) == *steps)
+            .map(|(m, _, before)| StuckStep {
+                g: m.g.load(Relaxed),
+                thread: m.thread,
+                cpu: before
+                    .zip(m.cpu.and_then(|c| c.now()))
+                    .map(|(b, a)| a.saturating_sub(b)),
+                window,
+            })
+            .collect()
+    }
+
     /// The sysmon thread's body. Exits when the runtime stops.
     pub(crate) fn sysmon(self: Arc<Self>) {
         let mut pticks = vec![Tick::new(0, Instant::now()); self.allp.len()];
-        let mut mticks: Vec<(Arc<MSlot>, Tick)> = Vec::new();
+        let mut mticks: Vec<MTick> = Vec::new();
         let mut stranded_since = None;
         let mut delay = MIN_DELAY;
         let mut idle_looks = 0u32;
@@ -198,31 +279,66 @@ impl Sched {
         }
     }
 
-    /// Reports, once per step, a step of a coroutine G that has run past
-    /// [`LONG_STEP`], whether or not its P was retaken meanwhile. Steps that
-    /// may block (plain functions run as Gs) are expected to, and are not
-    /// reported.
-    fn report_long_steps(&self, now: Instant, mticks: &mut Vec<(Arc<MSlot>, Tick)>) {
+    /// Reports, once per step, a step of a coroutine G whose thread has run
+    /// it for [`LONG_STEP`] of CPU time (module docs, "Long steps"),
+    /// whether or not its P was retaken meanwhile. Steps that may block
+    /// (plain functions run as Gs) are expected to, and are not reported.
+    fn report_long_steps(&self, now: Instant, mticks: &mut Vec<MTick>) {
         let allm = crate::loom::lock(&self.allm).clone();
-        mticks.retain(|(m, _)| allm.iter().any(|a| Arc::ptr_eq(a, m)));
+        mticks.retain(|t| allm.iter().any(|a| Arc::ptr_eq(a, &t.slot)));
         for m in allm {
-            let i = match mticks.iter().position(|(t, _)| Arc::ptr_eq(t, &m)) {
+            let i = match mticks.iter().position(|t| Arc::ptr_eq(&t.slot, &m)) {
                 Some(i) => i,
                 None => {
-                    mticks.push((m.clone(), Tick::new(u64::MAX, now)));
+                    mticks.push(MTick {
+                        slot: m.clone(),
+                        tick: Tick::new(u64::MAX, now),
+                        cpu_base: None,
+                    });
                     mticks.len() - 1
                 }
             };
-            let tick = &mut mticks[i].1;
+            let t = &mut mticks[i];
             // Acquire: pairs with the Release in `MSlot::bump`.
             let steps = m.steps.load(Acquire);
-            let held = tick.sample(steps, now);
+            let first_look = steps != t.tick.steps;
+            let held = t.tick.sample(steps, now);
+            if first_look {
+                t.cpu_base = None;
+            }
             let in_step = steps % 2 == 1;
-            if !in_step || tick.reported || held < LONG_STEP || m.may_block.load(Relaxed) {
+            if !in_step || t.tick.reported || m.may_block.load(Relaxed) {
                 continue;
             }
-            tick.reported = true;
-            self.hooks().long_step(m.g.load(Relaxed), m.thread, held);
+            let ran = match m.cpu {
+                // No CPU clock here: wall time, the best there is.
+                None => held,
+                // A step seen once may end before the next look: the
+                // clock is read only for steps that outlast a look.
+                Some(_) if first_look => continue,
+                Some(clock) => {
+                    let base = match t.cpu_base {
+                        Some(b) => b,
+                        None => {
+                            t.cpu_base = clock.now();
+                            continue;
+                        }
+                    };
+                    // The CPU time cannot exceed the wall time since the
+                    // base: no need to read it before that is long enough.
+                    if held < LONG_STEP {
+                        continue;
+                    }
+                    let Some(cpu) = clock.now() else { continue };
+                    cpu.saturating_sub(base)
+                }
+            };
+            if ran < LONG_STEP {
+                continue;
+            }
+            t.tick.reported = true;
+            self.hooks()
+                .long_step(m.g.load(Relaxed), m.thread, held, ran);
         }
     }
 }

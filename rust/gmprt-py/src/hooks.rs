@@ -52,8 +52,8 @@ impl Hooks for PyHooks {
         Python::attach(|py| py.detach(move || wait.call()));
     }
 
-    fn long_step(&self, g: u64, thread: u64, held: Duration) {
-        lock(&self.ev.long_steps).push((g, thread, held));
+    fn long_step(&self, g: u64, thread: u64, held: Duration, ran: Duration) {
+        lock(&self.ev.long_steps).push((g, thread, held, ran));
         self.ev.wake();
     }
 

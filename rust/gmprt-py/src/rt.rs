@@ -45,8 +45,8 @@ pub(crate) struct Events {
     pub(crate) broken: Mutex<Option<String>>,
     /// An M saw the deadlock condition; to be confirmed.
     pub(crate) deadlock: AtomicBool,
-    /// Long steps seen by sysmon: (G id, thread ident, held).
-    pub(crate) long_steps: Mutex<Vec<(u64, u64, Duration)>>,
+    /// Long steps seen by sysmon: (G id, thread ident, held, ran).
+    pub(crate) long_steps: Mutex<Vec<(u64, u64, Duration, Duration)>>,
     /// Handles of failed Gs still referenced when they failed (`gmprt.G`
     /// objects, untyped: `handle` sits above this file).
     pub(crate) failed: Mutex<Vec<Py<PyAny>>>,

@@ -34,9 +34,11 @@ use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gmprt_core::api::DEFAULT_MAX_THREADS;
+use gmprt_core::api::{DEFAULT_IDLE_KEEPALIVE, DEFAULT_MAX_THREADS};
 use gmprt_core::{Config, Sched};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -247,7 +249,8 @@ pub(crate) fn _go_linked(
 ///     max_threads: cap on the runtime's OS threads (Go's
 ///         ``debug.SetMaxThreads``; default 10,000). Each G blocked in a
 ///         C call holds one; hitting the cap makes ``run()`` raise
-///         ``RuntimeError``.
+///         ``RuntimeError``. Idle threads beyond ``procs`` exit after
+///         10 s without work.
 ///     procs: how many Ps (Go's GOMAXPROCS). Default: 1 on GIL builds of
 ///         CPython (only one thread runs Python at a time, so more Ps only
 ///         add GIL handoffs; other Ms still take over from a G blocked in
@@ -287,7 +290,11 @@ pub(crate) fn run(
     }
     // As Go does at start: servers should not hit an arbitrary 1024 fds.
     gmprt_core::net::raise_nofile_limit();
-    let config = Config { procs, max_threads };
+    let config = Config {
+        procs,
+        max_threads,
+        idle_keepalive: idle_keepalive()?,
+    };
     let rs = rt::install(config, |ev| Box::new(PyHooks::new(ev)))?;
     let signals = WakeupFd::install(py, rs.ev.wake_w.as_raw_fd());
     let interval = SwitchInterval::lower(py);
@@ -319,6 +326,24 @@ pub(crate) fn run(
     };
     rt::uninstall();
     result
+}
+
+/// `GMPRT_IDLE_KEEPALIVE_MS`, a test knob (README): how long an idle M
+/// beyond `procs` waits for work before its thread exits, instead of
+/// `gmprt_core::api::DEFAULT_IDLE_KEEPALIVE`. Read by each `run()`.
+fn idle_keepalive() -> PyResult<Duration> {
+    const VAR: &str = "GMPRT_IDLE_KEEPALIVE_MS";
+    let Some(v) = std::env::var_os(VAR) else {
+        return Ok(DEFAULT_IDLE_KEEPALIVE);
+    };
+    v.to_str()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{VAR} must be a whole number of milliseconds (0 or more), got {v:?}"
+            ))
+        })
 }
 
 /// Why `run_main` ended without a result.
@@ -401,8 +426,8 @@ fn run_main(
             return Err(PyRuntimeError::new_err(msg).into());
         }
         let long_steps = std::mem::take(&mut *lock(&ev.long_steps));
-        for (g, thread, held) in long_steps {
-            report_long_step(py, g, thread, held)?;
+        for (g, thread, held, ran) in long_steps {
+            report_long_step(py, g, thread, held, ran)?;
         }
         if handle.get().is_done(py) {
             return Ok(handle.get().outcome(py)?);
@@ -417,30 +442,46 @@ fn run_main(
     }
 }
 
-/// Prints where a G that held its P too long is now, from the thread in
-/// `run()` (the G's own thread may be stuck in C).
+/// The Python stack of OS thread `thread` (`threading.get_ident()`), from
+/// another thread: `sys._current_frames`.
+fn python_stack(py: Python<'_>, thread: u64) -> PyResult<String> {
+    let frames = py.import("sys")?.call_method0("_current_frames")?;
+    Ok(match frames.get_item(thread) {
+        Ok(frame) => py
+            .import("traceback")?
+            .call_method1("format_stack", (frame,))?
+            .extract::<Vec<String>>()?
+            .concat(),
+        Err(_) => "  (no Python frame)\n".to_string(),
+    })
+}
+
+/// Prints where a G whose step ran too long is now, from the thread in
+/// `run()`. sysmon reports only a step whose own thread was on the CPU
+/// for `ran` of its `held` (core `sysmon`, "Long steps").
 ///
 /// A `KeyboardInterrupt` (or `SystemExit`) raised while printing, as a
 /// Ctrl-C landing in the `traceback` import, is the user's and leaves
 /// `run()`; any other failure to print is itself printed.
-fn report_long_step(py: Python<'_>, g: u64, thread: u64, held: Duration) -> PyResult<()> {
+fn report_long_step(
+    py: Python<'_>,
+    g: u64,
+    thread: u64,
+    held: Duration,
+    ran: Duration,
+) -> PyResult<()> {
     let printed = (|| -> PyResult<()> {
-        let sys = py.import("sys")?;
-        let frames = sys.call_method0("_current_frames")?;
-        let stack = match frames.get_item(thread) {
-            Ok(frame) => py
-                .import("traceback")?
-                .call_method1("format_stack", (frame,))?
-                .extract::<Vec<String>>()?
-                .concat(),
-            Err(_) => "  (no Python frame)\n".to_string(),
-        };
+        let stack = python_stack(py, thread)?;
         let msg = format!(
-            "gmprt: G {g} has held its P for {} ms in one step (a blocking call or a long \
-             computation; its P went to another M). It is at:\n{stack}",
+            "gmprt: G {g} has held its P for {} ms in one step, its thread running for {} ms \
+             of it (a long computation in Python or in C; its P goes to another M when work \
+             waits). It is at:\n{stack}",
             held.as_millis(),
+            ran.as_millis(),
         );
-        sys.getattr("stderr")?.call_method1("write", (msg,))?;
+        py.import("sys")?
+            .getattr("stderr")?
+            .call_method1("write", (msg,))?;
         Ok(())
     })();
     match printed {
@@ -495,8 +536,7 @@ fn shutdown(py: Python<'_>, rs: &RunState) -> Vec<String> {
     let sched = rs.sched.clone();
     let joined = py.detach(move || sched.join(JOIN_TIMEOUT));
     if !joined {
-        let msg =
-            "gmprt: a G is still inside a blocking call; its thread is left to finish alone\n";
+        let msg = stuck_report(py, &rs.sched);
         let _ = py
             .import("sys")
             .and_then(|s| s.getattr("stderr")?.call_method1("write", (msg,)));
@@ -507,6 +547,43 @@ fn shutdown(py: Python<'_>, rs: &RunState) -> Vec<String> {
         body.cancel();
     }
     lines
+}
+
+/// How long a stuck M's thread is watched, after the join gave up, to
+/// tell one running (using CPU) from one blocked in a call.
+const STUCK_WATCH: Duration = Duration::from_millis(50);
+
+/// What each M that did not finish its step at shutdown is doing, and
+/// where: a thread busy on the CPU (a Python loop, or C computing) or one
+/// blocked in a call (using none). Watches them `STUCK_WATCH`, detached.
+fn stuck_report(py: Python<'_>, sched: &Arc<Sched>) -> String {
+    let s = sched.clone();
+    let stuck = py.detach(move || s.stuck_steps(STUCK_WATCH));
+    if stuck.is_empty() {
+        return "gmprt: an M did not exit in time; its thread is left to finish alone\n".into();
+    }
+    let mut msg = String::new();
+    for st in stuck {
+        let doing = match (st.running(), st.cpu) {
+            (Some(true), Some(cpu)) => format!(
+                "is still running (its thread used {} ms of CPU in the last {} ms: a Python \
+                 loop or a computation in C)",
+                cpu.as_millis(),
+                st.window.as_millis()
+            ),
+            (Some(false), _) => format!(
+                "is still blocked in a call (its thread used next to no CPU in the last {} ms)",
+                st.window.as_millis()
+            ),
+            _ => "is still inside one step".into(),
+        };
+        let stack = python_stack(py, st.thread).unwrap_or_default();
+        msg.push_str(&format!(
+            "gmprt: G {} {doing}; its thread is left to finish alone. It is at:\n{stack}",
+            st.g
+        ));
+    }
+    msg
 }
 
 /// Lowers CPython's GIL switch interval for the life of `run()`: an M that

@@ -20,6 +20,7 @@
 
 mod chan;
 mod g;
+mod idle;
 mod netpoll;
 mod runq;
 mod sched;

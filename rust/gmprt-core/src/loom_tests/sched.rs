@@ -16,38 +16,38 @@ use crate::loom::sync::{Arc, Mutex};
 use crate::{Body, Config, Cx, NoHooks, Sched, Step, Waker};
 
 /// How many times each G of a model ran a step, with a condvar to wait on.
-struct Tally {
+pub(super) struct Tally {
     runs: Mutex<Vec<u32>>,
     cv: Condvar,
 }
 
 impl Tally {
-    fn new(n: usize) -> Arc<Tally> {
+    pub(super) fn new(n: usize) -> Arc<Tally> {
         Arc::new(Tally {
             runs: Mutex::new(vec![0; n]),
             cv: Condvar::new(),
         })
     }
 
-    fn ran(&self, i: usize) {
+    pub(super) fn ran(&self, i: usize) {
         lock(&self.runs)[i] += 1;
         self.cv.notify_all();
     }
 
     /// Blocks until `done` holds for the step counts.
-    fn wait(&self, done: impl Fn(&[u32]) -> bool) {
+    pub(super) fn wait(&self, done: impl Fn(&[u32]) -> bool) {
         let mut runs = lock(&self.runs);
         while !done(&runs) {
             runs = self.cv.wait(runs).unwrap();
         }
     }
 
-    fn snapshot(&self) -> Vec<u32> {
+    pub(super) fn snapshot(&self) -> Vec<u32> {
         lock(&self.runs).clone()
     }
 }
 
-struct FnBody<F>(F);
+pub(super) struct FnBody<F>(pub(super) F);
 impl<F: FnMut(&mut Cx<'_>) -> Step + Send + 'static> Body for FnBody<F> {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
         (self.0)(cx)
@@ -62,12 +62,13 @@ fn two_procs(max_threads: usize) -> Arc<Sched> {
         Config {
             procs: 2,
             max_threads,
+            ..Config::default()
         },
         Box::new(NoHooks),
     )
 }
 
-fn shutdown(s: Arc<Sched>) {
+pub(super) fn shutdown(s: Arc<Sched>) {
     s.stop();
     assert!(s.join(Duration::from_secs(10)), "an M did not exit");
     assert_eq!(s.stats().goroutines, 0);

@@ -1,6 +1,6 @@
 //! idle: idle Ps and idle Ms. Starting an M for work (`wakep`, `startm`,
 //! `newm`, `start_idle`), putting a P or an M to sleep (`pidleput`,
-//! `stopm`), handing a P to an M back from a blocking call
+//! `stopm`), retiring an M idle past its keep-alive (`idle_wait`), handing a P to an M back from a blocking call
 //! (`give_p_to_waiter`), and the spinning handshake that keeps the two
 //! sides from losing a wakeup (Go's `wakep`, `startm`, `newm`, `stopm`,
 //! `pidleput`, `resetspinning`).
@@ -13,7 +13,9 @@
 //!   list and read anywhere without it.
 //! - `nmspinning`: any thread, SeqCst throughout (the handshake below).
 //! - `mcount`, `live_ms`, `threads`: `newm`, on whichever thread starts the
-//!   M; `mstart` (`worker.rs`) counts the M out when it exits.
+//!   M; `mstart` (`worker.rs`) counts the M out when it exits, except that
+//!   a retiring M leaves `mcount` under `Sched::lock` ("Retiring idle
+//!   Ms").
 //! - `thread_cap_hit`: set by a `newm` that could not create an M; sysmon
 //!   reads and clears it (`sysmon::check_thread_cap`).
 //! - `M::p` and `M::spinning`: the M's own thread (`stopm`,
@@ -30,6 +32,34 @@
 //!   `wakep` (and `handoffp`) raise it before starting the M, which
 //!   inherits it through `Handoff::Run { spinning: true }`; a failed
 //!   `newm` gives it back.
+//!
+//! # Retiring idle Ms
+//!
+//! Go never frees an M, and tokio keeps its workers; but each G blocked in
+//! a call holds an M, so a burst of such Gs leaves as many idle threads
+//! behind. An M on `midle` therefore sleeps with a deadline,
+//! `Config::idle_keepalive` (`api::DEFAULT_IDLE_KEEPALIVE`, tokio's
+//! blocking-pool figure), and when it passes with nothing handed over:
+//!
+//! 1. The M takes `Sched::lock` and looks for its own note on `midle`.
+//! 2. *Not there:* someone popped it (`startm` with a P, `stop` with
+//!    `Exit`) under the lock and wakes the note after dropping the lock.
+//!    The handoff is in the slot or on its way, so the M sleeps again,
+//!    without a deadline, and takes it: a P handed to a timing-out M is
+//!    never lost (loom: `loom_tests::idle`).
+//! 3. *There, and `mcount > procs`:* the M removes its note and counts
+//!    itself out of `nmidle` and `mcount`, all under the lock, so no
+//!    `startm` can pop it any more and `dead` never sees one count without
+//!    the other; then its thread exits, removing (detaching) its own
+//!    `JoinHandle` from `Sched::threads` so the thread's resources go with
+//!    it.
+//! 4. *There, and `mcount <= procs`:* it stays listed and sleeps without a
+//!    deadline. `procs` threads are kept, as tokio keeps its workers, so
+//!    the runtime keeps an M ready per P.
+//!
+//! `midle` is a stack (`startm` pops the last pushed), so the Ms reused are
+//! the recently idle ones and the long-idle ones at the bottom age out.
+//! Ms waiting on `pwait` are mid-step and sleep without a deadline.
 //!
 //! # Spinning handshake (Go's "Worker thread parking/unparking")
 //!
@@ -127,15 +157,19 @@ impl Sched {
             *lock(&self.live_ms) += 1;
             let sched = self.clone();
             let m_note = note.clone();
+            // Held across the spawn: the new M may retire before we get
+            // back here, and it looks for its handle under this lock.
+            let mut threads = lock(&self.threads);
             let spawned = thread::Builder::new()
                 .name(format!("gmprt-m{}", self.mcount.load(Relaxed)))
                 .spawn(move || sched.mstart(m_note));
             match spawned {
                 Ok(h) => {
-                    lock(&self.threads).push(h);
+                    threads.push(h);
                     return;
                 }
                 Err(e) => {
+                    drop(threads);
                     self.mcount.fetch_sub(1, SeqCst);
                     *lock(&self.live_ms) -= 1;
                     format!("cannot create an OS thread: {e}")
@@ -215,7 +249,55 @@ impl Sched {
             self.hooks.deadlock();
         }
         drop(l);
-        self.park_m(m)
+        self.park_idle_m(m)
+    }
+
+    /// The sleep of an M on `midle` ("Retiring idle Ms"): true when handed
+    /// a P, false when told to exit or when it retired (`M::retired` says
+    /// which; a retired M has already counted itself out of `mcount`).
+    fn park_idle_m(&self, m: &M) -> bool {
+        let mut handoff = None;
+        // The whole wait, the retirement decision included, runs detached
+        // (Python: without the GIL), like every other wait of an M.
+        self.hooks
+            .blocking(&mut || handoff = Some(self.idle_wait(m)));
+        match handoff.expect("idle wait returned nothing") {
+            Some(h) => m.take_handoff(h),
+            None => {
+                m.retired.set(true);
+                false
+            }
+        }
+    }
+
+    /// Waits on the M's note for a handoff; None if the M retired instead.
+    fn idle_wait(&self, m: &M) -> Option<Handoff<Box<P>>> {
+        if let Some(h) = m.note.sleep_timeout(self.idle_keepalive) {
+            return Some(h);
+        }
+        let mut l = lock(&self.lock);
+        let Some(i) = l.midle.iter().position(|n| Arc::ptr_eq(n, &m.note)) else {
+            // Popped meanwhile (`startm`, `stop`): the popper wakes us after
+            // dropping the lock, so the handoff is in the slot or on its
+            // way. It may carry a P: take it.
+            drop(l);
+            return Some(m.note.sleep());
+        };
+        // SeqCst: `mcount` is read with SeqCst by `dead` (deadlock.rs).
+        if self.mcount.load(SeqCst) <= self.procs {
+            // Needed. While we stay listed no M is created (`startm` takes
+            // a listed M before it calls `newm`), so `mcount` can only fall
+            // and this answer cannot change: sleep without a deadline.
+            drop(l);
+            return Some(m.note.sleep());
+        }
+        // Retire: off the list and out of the count in one critical
+        // section, so nobody can pop us any more, and `dead` (which wants
+        // `nmidle + polling == mcount`) never sees one without the other.
+        l.midle.remove(i);
+        self.nmidle.fetch_sub(1, SeqCst);
+        self.mcount.fetch_sub(1, SeqCst);
+        None
     }
 
     /// Hands this M's P to the longest-waiting M back from a blocking call.

@@ -8,7 +8,7 @@
 //! - `worker.rs`: the M loop: `mstart`, `schedule`, `findRunnable`,
 //!   `execute`, `stealWork`.
 //! - `idle.rs`: idle Ps and Ms: `wakep`, `startm`, `newm`, `stopm`,
-//!   `pidleput`; the "Spinning handshake".
+//!   `pidleput`; the "Spinning handshake"; "Retiring idle Ms".
 //! - `syscall.rs`: the P lent to sysmon for each step, `blocking`,
 //!   `handoffp`, `exitsyscall`; "Lending the P".
 //! - `globalq.rs`: the global run queue and `injectglist`.
@@ -28,6 +28,8 @@
 //! - **M** (`worker::M`): an OS thread. Lives on its thread's stack,
 //!   reachable through the `CURRENT` thread-local so that code running
 //!   inside a G step (a spawn, a wake) can use the M's P without locks.
+//!   Made on demand (`newm`); one idle past `Config::idle_keepalive` while
+//!   more Ms than Ps exist exits ("Retiring idle Ms", `idle.rs`).
 //! - **G** ([`crate::g`]): stepped by the M that owns it.
 //!
 //! # `Sched::lock` (Go's `sched.lock`)
@@ -185,6 +187,8 @@ struct Locked {
 pub struct Sched {
     procs: usize,
     max_threads: usize,
+    /// `Config::idle_keepalive` ("Retiring idle Ms", `idle.rs`).
+    idle_keepalive: Duration,
     /// Every P's shared part. Indexed by `P::id`.
     pub(crate) allp: Box<[PSlot]>,
     lock: Mutex<Locked>,
@@ -197,7 +201,9 @@ pub struct Sched {
     npidle: AtomicUsize,
     /// Spinning Ms. SeqCst throughout: the spinning handshake.
     nmspinning: AtomicUsize,
-    /// Ms created and not yet exited; Ms on the idle list.
+    /// Ms created and not yet exited (an M retiring for want of work counts
+    /// itself out under `lock`, as it leaves `midle`: "Retiring idle Ms",
+    /// `idle.rs`); Ms on the idle list.
     mcount: AtomicUsize,
     nmidle: AtomicUsize,
     /// Live Gs (spawned, not finished).
@@ -212,6 +218,9 @@ pub struct Sched {
     steals: AtomicU64,
     handoffs: AtomicU64,
     spawned: AtomicU64,
+    /// The Ms' threads, joined at shutdown. `newm` pushes under this lock
+    /// around the spawn, so a retiring M (which removes and detaches its
+    /// own handle here) always finds it.
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     netpoll: Netpoll<Waker>,
     /// `Locked::pwait.len()`, for the lock-free check between steps.
@@ -265,6 +274,7 @@ impl Sched {
         let sched = Arc::new(Sched {
             procs: config.procs,
             max_threads: config.max_threads.max(1),
+            idle_keepalive: config.idle_keepalive,
             allp: allp.into_boxed_slice(),
             lock: Mutex::new(Locked {
                 runq: VecDeque::new(),

@@ -16,7 +16,7 @@
 //!   before it lends it (and `may_block` again by `set_may_block`, mid-step);
 //!   sampled by sysmon.
 //! - `MSlot`: written by its M only; sampled by sysmon for the long-step
-//!   report. `thread` is set once, when the M starts.
+//!   report. `thread` and `cpu` are set once, when the M starts.
 //! - `M::lent` (the slot this step's P was lent to) and `M::p`: the M's
 //!   own thread.
 //! - `Locked::pwait` and `npwait`: under `Sched::lock` (`idle.rs`).
@@ -141,6 +141,7 @@ use std::ptr;
 
 use super::worker::M;
 use super::{Sched, P};
+use crate::cpuclock::CpuClock;
 use crate::loom::lock;
 use crate::loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use crate::loom::sync::Arc;
@@ -176,6 +177,9 @@ pub(crate) struct MSlot {
     pub(crate) may_block: AtomicBool,
     /// `pthread_self`, which Python reports as `threading.get_ident()`.
     pub(crate) thread: u64,
+    /// The M's thread's CPU clock (None where the platform has none), so
+    /// sysmon can tell a step that runs from one whose thread waits.
+    pub(crate) cpu: Option<CpuClock>,
 }
 
 impl MSlot {

@@ -4,7 +4,9 @@
 //! An M is an OS thread running `mstart`. It sleeps on its note until
 //! handed a P, then loops in `schedule`: find a G (`find_runnable`), run
 //! one step of it (`execute`), and requeue, park or recycle it by what the
-//! step returned. It leaves the loop only when the runtime stops.
+//! step returned. It leaves the loop when the runtime stops, or when it has
+//! been idle past its keep-alive while more Ms than Ps exist ("Retiring
+//! idle Ms", `idle.rs`).
 //!
 //! # Who touches what
 //!
@@ -47,10 +49,11 @@ use std::time::Duration;
 use super::globalq::{GlobalOverflow, LOCAL_SHARE};
 use super::{MSlot, Sched, P};
 use crate::api::{BoxBody, Cx, Hooks, Step, Waker};
+use crate::cpuclock::CpuClock;
 use crate::g::GPtr;
-use crate::loom::lock;
 use crate::loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering::*};
 use crate::loom::sync::Arc;
+use crate::loom::{lock, thread};
 use crate::netpoll::Polled;
 use crate::park::{Handoff, Note};
 use crate::runq::Overflow as _;
@@ -79,6 +82,9 @@ pub(super) struct M {
     /// During a step: the id of the P lent to its slot.
     pub(super) lent: Cell<Option<usize>>,
     pub(super) spinning: Cell<bool>,
+    /// Set when the M leaves for want of work ("Retiring idle Ms",
+    /// `idle.rs`): it has counted itself out of `mcount` already.
+    pub(super) retired: Cell<bool>,
     /// xorshift32 state for the victim order (`next_rand`).
     rng: Cell<u32>,
     /// What sysmon sees of this M (registered in `Sched::allm`).
@@ -101,6 +107,7 @@ impl Sched {
     pub(super) fn mstart(self: Arc<Self>, note: Arc<Note<Box<P>>>) {
         let hooks: &dyn Hooks = &*self.hooks;
         let sched = self.clone();
+        let mut retired = false;
         hooks.m_main(&mut || {
             let m = M {
                 sched: sched.clone(),
@@ -108,12 +115,14 @@ impl Sched {
                 p: RefCell::new(None),
                 lent: Cell::new(None),
                 spinning: Cell::new(false),
+                retired: Cell::new(false),
                 rng: Cell::new(0x9E37_79B9 ^ sched.mcount.load(Relaxed) as u32),
                 slot: Arc::new(MSlot {
                     steps: AtomicU64::new(0),
                     g: AtomicU64::new(0),
                     may_block: AtomicBool::new(false),
                     thread: thread_id(),
+                    cpu: CpuClock::current(),
                 }),
             };
             CURRENT.with(|c| c.set(&m));
@@ -123,8 +132,20 @@ impl Sched {
             }
             lock(&sched.allm).retain(|s| !Arc::ptr_eq(s, &m.slot));
             CURRENT.with(|c| c.set(ptr::null()));
+            retired = m.retired.get();
         });
-        self.mcount.fetch_sub(1, SeqCst);
+        if retired {
+            // Nobody will join us: drop (detach) our own handle so the
+            // thread's resources are freed when it ends. Before `live_ms`
+            // drops below, so `join` never finds a retired M's handle.
+            let me = thread::current().id();
+            let mut threads = lock(&self.threads);
+            if let Some(i) = threads.iter().position(|h| h.thread().id() == me) {
+                drop(threads.swap_remove(i));
+            }
+        } else {
+            self.mcount.fetch_sub(1, SeqCst);
+        }
         let mut live = lock(&self.live_ms);
         *live -= 1;
         drop(live);
@@ -135,17 +156,11 @@ impl Sched {
     pub(super) fn park_m(&self, m: &M) -> bool {
         let mut handoff = None;
         self.hooks.blocking(&mut || handoff = Some(m.note.sleep()));
-        match handoff.expect("note sleep returned nothing") {
-            Handoff::Run { p, spinning } => {
-                *m.p.borrow_mut() = Some(p);
-                m.spinning.set(spinning);
-                true
-            }
-            Handoff::Exit => false,
-        }
+        m.take_handoff(handoff.expect("note sleep returned nothing"))
     }
 
-    /// Go's `schedule`: find a G, run it, forever (until stop).
+    /// Go's `schedule`: find a G, run it, forever (until stop, or until the
+    /// M retires).
     fn schedule(self: &Arc<Self>, m: &M) {
         loop {
             // A P-less M (sysmon took its P during the last step) goes idle.
@@ -155,8 +170,18 @@ impl Sched {
             // An M back from a blocking call is mid-step and cannot hand its
             // G to anyone: it needs a P. Between two steps we can give ours.
             // Acquire: pairs with the Release increment in `exitsyscall`.
-            if self.npwait.load(Acquire) > 0 && self.give_p_to_waiter(m) && !self.stopm(m) {
-                return;
+            if self.npwait.load(Acquire) > 0 && self.give_p_to_waiter(m) {
+                // A new M started spinning (`handoffp`) can meet the waiter
+                // at once. Going idle still counted in `nmspinning` would
+                // make every later `wakep` skip, stranding the next G
+                // (loom: `loom_tests::idle`): stop spinning and pass the
+                // role on, as a spinner that found work does.
+                if m.spinning.get() {
+                    self.reset_spinning(m);
+                }
+                if !self.stopm(m) {
+                    return;
+                }
             }
             let Some((g, inherit)) = self.find_runnable(m) else {
                 return;
@@ -168,7 +193,8 @@ impl Sched {
         }
     }
 
-    /// Go's `findRunnable`. Returns None only when the runtime stops.
+    /// Go's `findRunnable`. Returns None only when the runtime stops or the
+    /// M retired in `stopm`.
     fn find_runnable(self: &Arc<Self>, m: &M) -> Option<(GPtr, bool)> {
         loop {
             if self.stopping.load(Acquire) {
@@ -508,6 +534,22 @@ impl Sched {
 }
 
 impl M {
+    /// Takes what the M was woken with: true to run with the P, false to
+    /// exit.
+    pub(super) fn take_handoff(&self, h: Handoff<Box<P>>) -> bool {
+        // An idle M is never counted in `nmspinning`: overwriting the flag
+        // here would leak the count.
+        debug_assert!(!self.spinning.get(), "an idle M still spinning");
+        match h {
+            Handoff::Run { p, spinning } => {
+                *self.p.borrow_mut() = Some(p);
+                self.spinning.set(spinning);
+                true
+            }
+            Handoff::Exit => false,
+        }
+    }
+
     /// xorshift32 (Marsaglia), for victim order only.
     fn next_rand(&self) -> u32 {
         let mut x = self.rng.get();
