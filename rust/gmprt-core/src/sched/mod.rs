@@ -152,6 +152,7 @@ use crate::park::{Handoff, Note};
 use crate::runq::{self, Overflow as _};
 
 use globalq::GlobalOverflow;
+pub use worker::ParkOnForcedUnwind;
 use worker::CURRENT;
 
 /// A scheduling context (Go's `p`). Owner M only: see the module docs.
