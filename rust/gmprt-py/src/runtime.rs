@@ -16,11 +16,12 @@
 //!
 //! # Shutdown
 //!
-//! `run()` stops the scheduler, waits (detached, bounded) for every M to
-//! finish its current step and exit, joins the threads, then closes every
-//! unfinished G while attached on this thread, so their `finally` blocks run
-//! with the interpreter intact. A sync G stuck in a blocking call cannot be
-//! joined; its thread is left to finish alone (daemon semantics).
+//! `run()` stops the scheduler and ends the steps still in progress
+//! (`exit::stop_running_steps`: a G running Python gets `gmprt.Shutdown`
+//! at its next bytecode; one blocked in C gets `exit::STOP_WAIT`, 100 ms,
+//! then is abandoned and its thread never runs Python again), joins the
+//! threads, then closes every unfinished G while attached on this thread,
+//! so their `finally` blocks run with the interpreter intact.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::*;
@@ -35,6 +36,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::body::PyBody;
 use crate::errors::{int_arg, Deadlock};
+use crate::exit;
 use crate::handle::GHandle;
 use crate::hooks::PyHooks;
 use crate::lock::lock;
@@ -47,9 +49,6 @@ const MAX_PROCS: i64 = 1024;
 /// The most threads `max_threads` may allow: far above what Linux lets one
 /// process start by default, so it only rejects typos and overflows.
 const MAX_THREADS: i64 = 1_000_000;
-
-/// How long `run()` waits for Ms to finish their current step at shutdown.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The default `procs`. On a GIL build only one M runs Python at a time, so
 /// more Ps only add GIL handoffs; measured in benches/procs.py (README).
@@ -165,7 +164,11 @@ pub(crate) fn go(
 /// When ``main`` returns, the Gs still alive are closed (their ``finally``
 /// blocks run), every thread of the runtime is joined, and ``run()``
 /// returns; it can be called again afterwards. Ctrl-C raises
-/// ``KeyboardInterrupt`` from ``run()`` promptly, whatever the Gs are doing.
+/// ``KeyboardInterrupt`` from ``run()`` the same way. A G still running
+/// Python then gets ``gmprt.Shutdown`` raised at its next bytecode; one
+/// blocked in a C call gets 100 ms to return, then is abandoned (its
+/// thread never runs Python again, its ``finally`` blocks do not run), so
+/// ``run()`` returns within about 100 ms whatever the Gs are doing.
 ///
 /// Args:
 ///     main: an async or plain function.
@@ -300,6 +303,11 @@ fn run_main(
         if let Some(e) = lock(&ev.fatal).take() {
             return Err(e.into());
         }
+        if ev.exiting.load(Acquire) {
+            // The interpreter exits while this run() runs in another thread
+            // (`exit::at_exit`). SystemExit ends a thread silently.
+            return Err(PySystemExit::new_err("gmprt.run(): the interpreter is exiting").into());
+        }
         if let Some(msg) = lock(&ev.broken).take() {
             return Err(PyRuntimeError::new_err(msg).into());
         }
@@ -365,19 +373,11 @@ fn deadlock_report(parked: &[String]) -> String {
     msg
 }
 
-/// Stops the runtime, joins its threads and closes every unfinished G;
-/// returns a line per closed G ("G 3 (worker) [chan receive]").
+/// Stops the runtime, ends the steps still running (`exit`), joins its
+/// threads and closes every unfinished G; returns a line per closed G
+/// ("G 3 (worker) [chan receive]").
 fn shutdown(py: Python<'_>, rs: &RunState) -> Vec<String> {
-    rs.sched.stop();
-    let sched = rs.sched.clone();
-    let joined = py.detach(move || sched.join(JOIN_TIMEOUT));
-    if !joined {
-        let msg =
-            "gmprt: a G is still inside a blocking call; its thread is left to finish alone\n";
-        let _ = py
-            .import("sys")
-            .and_then(|s| s.getattr("stderr")?.call_method1("write", (msg,)));
-    }
+    exit::stop_running_steps(py, rs, exit::STOP_WAIT);
     let mut lines = Vec::new();
     for (id, body) in rs.sched.reap() {
         lines.push(format!("G {id} {}", body.describe()));
