@@ -926,8 +926,10 @@ def test_busy_g_gets_shutdown_and_its_finally_runs(run_script):
         "['Shutdown', 'finally'] True",
         "True False",
     ], proc.stdout
-    # The runtime raised it: not an unobserved failure to report.
-    assert proc.stderr == "", proc.stderr
+    # The runtime raised it: not an unobserved failure to report. (On a
+    # loaded machine sysmon may report the busy step as long: that is fine.)
+    assert "never awaited" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_g_that_swallows_shutdown_is_abandoned_and_stops(run_script):
