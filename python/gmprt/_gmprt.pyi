@@ -21,6 +21,7 @@ __all__ = [
     "RecvCase",
     "Semaphore",
     "SendCase",
+    "Shutdown",
     "Timeout",
     "WaitGroup",
     "deadline",
@@ -62,6 +63,9 @@ class ChanClosed(Exception):
 
 class ChanEmpty(Exception):
     """Chan.try_recv() found nothing to receive."""
+
+class Shutdown(BaseException):
+    """Raised inside a G still running Python when gmprt.run() ends."""
 
 @final
 class Awaitable(Generic[_T]):

@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::cancel::{self, Current, Task};
+use crate::exit::{self, Shutdown};
 use crate::handle::GHandle;
 use crate::rt;
 use crate::time::ParkedTimer;
@@ -143,9 +144,11 @@ impl PyBody {
         loop {
             let sent = match self.code.as_ref().expect("stepping a finished G") {
                 Code::Call { func, args, kwargs } => {
-                    let r = func
-                        .bind(py)
-                        .call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)));
+                    let r = exit::call(
+                        func.bind(py),
+                        args.bind(py),
+                        kwargs.as_ref().map(|k| k.bind(py)),
+                    );
                     match r {
                         // SAFETY: a type check on a live object.
                         Ok(v) if unsafe { ffi::PyCoro_CheckExact(v.as_ptr()) } != 0 => {
@@ -240,8 +243,10 @@ impl PyBody {
         if let (true, Err(e)) = (fatal, &result) {
             rt::fatal(e.clone_ref(py));
         }
-        // A Group observes its Gs' outcomes (`done_callback`).
-        let observed = fatal || self.on_done.is_some();
+        // A Group observes its Gs' outcomes (`done_callback`); `run()`
+        // raised a Shutdown to end the step (`exit`): its doing, no report.
+        let shutdown = matches!(&result, Err(e) if e.is_instance_of::<Shutdown>(py));
+        let observed = fatal || shutdown || self.on_done.is_some();
         GHandle::complete(self.handle.bind(py), result, observed);
         self.done_callback(py);
         if self.is_main {
@@ -316,7 +321,7 @@ fn send<'py>(py: Python<'py>, coro: &Bound<'py, PyAny>) -> Sent<'py> {
     let mut out: *mut ffi::PyObject = std::ptr::null_mut();
     // SAFETY: attached; `coro` is live; `out` receives a new reference (or
     // NULL with an exception set on PYGEN_ERROR).
-    let r = unsafe { ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut out) };
+    let r = unsafe { exit::iter_send(py, coro.as_ptr(), &mut out) };
     if r == ffi::PySendResult::PYGEN_ERROR {
         return Sent::Raised(PyErr::fetch(py));
     }
@@ -332,7 +337,11 @@ fn send<'py>(py: Python<'py>, coro: &Bound<'py, PyAny>) -> Sent<'py> {
 
 /// `coro.throw(exc)`. There is no public C call for it.
 fn throw_into<'py>(py: Python<'py>, coro: &Bound<'py, PyAny>, e: PyErr) -> Sent<'py> {
-    match coro.call_method1(pyo3::intern!(py, "throw"), (e.into_value(py),)) {
+    match exit::call_method1(
+        coro,
+        pyo3::intern!(py, "throw"),
+        e.into_value(py).into_bound(py).into_any(),
+    ) {
         Ok(v) => Sent::Yielded(v),
         Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
             let v = e.value(py).getattr(pyo3::intern!(py, "value"));
@@ -355,8 +364,18 @@ fn foreign_awaitable(obj: &Bound<'_, PyAny>) -> PyErr {
     ))
 }
 
-/// Enters `ctx` for the guard's life (`PyContext_Enter`/`Exit`).
-struct Entered<'py>(Bound<'py, PyAny>);
+/// Enters `ctx` until [`Entered::exit`] (`PyContext_Enter`/`Exit`).
+///
+/// Exit is explicit, so that a drop without it is an unwind. A Rust panic
+/// unwinds attached (the GIL held) and exits the context. Any other unwind
+/// is CPython ending the thread during finalization (`pthread_exit` in
+/// `take_gil`, `exit` module docs) without the GIL: calling
+/// `PyContext_Exit` then is what crashed, so the drop parks the thread
+/// instead, as the guards in `exit` do closer to the call.
+struct Entered<'py> {
+    ctx: Bound<'py, PyAny>,
+    exited: bool,
+}
 
 impl<'py> Entered<'py> {
     fn enter(py: Python<'py>, ctx: &Py<PyAny>) -> PyResult<Entered<'py>> {
@@ -365,16 +384,36 @@ impl<'py> Entered<'py> {
         if unsafe { ffi::PyContext_Enter(ctx.as_ptr()) } < 0 {
             return Err(PyErr::fetch(py));
         }
-        Ok(Entered(ctx))
+        Ok(Entered { ctx, exited: false })
+    }
+
+    fn exit(mut self) {
+        self.exit_attached();
+    }
+
+    fn exit_attached(&mut self) {
+        self.exited = true;
+        // SAFETY: attached (the guard's `'py`; callers), and we entered this
+        // context in `enter`. Exit fails only if the context is not the
+        // current one, which a G body cannot change (Context.run restores
+        // it).
+        unsafe { ffi::PyContext_Exit(self.ctx.as_ptr()) };
     }
 }
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        // SAFETY: attached, and we entered this context in `enter`. Exit
-        // fails only if the context is not the current one, which a G body
-        // cannot change (Context.run restores it).
-        unsafe { ffi::PyContext_Exit(self.0.as_ptr()) };
+        if self.exited {
+            return;
+        }
+        if !std::thread::panicking() {
+            // A forced unwind, without the GIL (type docs): stop here.
+            loop {
+                std::thread::park();
+            }
+        }
+        // A Rust panic, attached (type docs).
+        self.exit_attached();
     }
 }
 
@@ -388,12 +427,12 @@ impl Body for PyBody {
         let _in_g = InG::enter(cx.id());
         let _task = Current::enter(&self.task);
         let step = match Entered::enter(py, &self.ctx) {
-            Ok(_ctx) => {
+            Ok(ctx) => {
                 // A panic in the binding's own code (a bug: no input may
                 // cause one) must not leave the G's handle unfinished, or
                 // whoever awaits it, and `run()` for the main G, would wait
                 // forever. It becomes the G's exception instead.
-                match catch_unwind(AssertUnwindSafe(|| self.drive(py, cx))) {
+                let step = match catch_unwind(AssertUnwindSafe(|| self.drive(py, cx))) {
                     Ok(step) => step,
                     Err(payload) => {
                         let what = panic_message(&payload);
@@ -404,7 +443,9 @@ impl Body for PyBody {
                         ));
                         self.finish(py, Err(e))
                     }
-                }
+                };
+                ctx.exit();
+                step
             }
             Err(e) => self.finish(py, Err(e)),
         };
@@ -434,7 +475,7 @@ impl Body for PyBody {
             let this = *self;
             if let Some(Code::Coro(coro)) = &this.code {
                 let closing = Closing::enter(this.handle.get().id);
-                let _ctx = Entered::enter(py, &this.ctx);
+                let ctx = Entered::enter(py, &this.ctx);
                 let closed = coro.bind(py).call_method0(pyo3::intern!(py, "close"));
                 if closing.abandoned() {
                     report_abandoned(py, this.handle.get().id, &this.handle.get().name(py));
@@ -443,6 +484,9 @@ impl Body for PyBody {
                     std::mem::forget(coro.clone_ref(py));
                 } else if let Err(e) = closed {
                     e.write_unraisable(py, Some(coro.bind(py)));
+                }
+                if let Ok(ctx) = ctx {
+                    ctx.exit();
                 }
             }
             this.handle.get().closed();

@@ -44,7 +44,13 @@ impl Hooks for PyHooks {
     fn m_main(&self, run: &mut dyn FnMut()) {
         // None only while the interpreter finalizes: then the M must not run
         // Python at all, and it exits at once.
-        let _ = Python::try_attach(|_py| run());
+        let _ = Python::try_attach(|_py| {
+            // So that, if `run()` abandons this M mid-step, the M parks
+            // rather than run Python again (`exit` module docs).
+            crate::exit::enter_m(self.ev.abandoned.clone());
+            run();
+            crate::exit::leave_m();
+        });
     }
 
     fn blocking(&self, wait: &mut dyn FnMut()) {

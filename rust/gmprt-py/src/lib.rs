@@ -10,6 +10,9 @@
 //! 2. `rt`: which runtime is running, its event pipe, and the services Gs
 //!    need from it (`sched`, `block_in_g`, `main_done`, `fatal`, reports);
 //!    `cancel`: cancel scopes and the check every park point makes;
+//!    on it, `exit`: ending steps still running when `run()` ends, and
+//!    keeping threads out of a finalizing interpreter (`gmprt.Shutdown`,
+//!    the atexit hook, the guarded calls a G step makes into Python);
 //! 3. `token`: the awaitable protocol (Go's gopark discipline);
 //! 4. `time` (`sleep` and deadlines), `handle` (`gmprt.G`), `body` (a
 //!    Python G's body: steps a coroutine or calls a function);
@@ -23,6 +26,7 @@ mod body;
 mod cancel;
 mod chan;
 mod errors;
+mod exit;
 mod handle;
 mod hooks;
 mod lock;
@@ -67,6 +71,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Timeout", py.get_type::<Timeout>())?;
     m.add("ChanClosed", py.get_type::<ChanClosed>())?;
     m.add("ChanEmpty", py.get_type::<ChanEmpty>())?;
+    m.add_class::<exit::Shutdown>()?;
     m.add_class::<chan::PyChan>()?;
     m.add_class::<chan::RecvCase>()?;
     m.add_class::<chan::SendCase>()?;
@@ -85,5 +90,9 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     py.import("os")?
         .call_method("register_at_fork", (), Some(&kwargs))?;
+    // Before the interpreter finalizes, a run() still running in another
+    // thread is stopped (`exit`, "Interpreter exit").
+    py.import("atexit")?
+        .call_method1("register", (wrap_pyfunction!(exit::at_exit, m)?,))?;
     Ok(())
 }

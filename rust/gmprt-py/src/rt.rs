@@ -16,16 +16,16 @@
 //! first ([`sched`]), so the global lock is off the hot path.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use gmprt_core::{Config, Hooks, Sched};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::lock::lock;
+use crate::lock::{lock, unpoison};
 
 /// One `gmprt.run()`.
 pub(crate) struct RunState {
@@ -50,9 +50,19 @@ pub(crate) struct Events {
     /// Handles of failed Gs still referenced when they failed (`gmprt.G`
     /// objects, untyped: `handle` sits above this file).
     pub(crate) failed: Mutex<Vec<Py<PyAny>>>,
+    /// The interpreter is exiting while this `run()` runs (in another
+    /// thread): `run()` stops as it would for Ctrl-C ([`stop_for_exit`]).
+    pub(crate) exiting: AtomicBool,
+    /// `run()` stopped waiting for this runtime's Ms: one that would run
+    /// Python again parks instead (`exit` module docs). Each M holds a
+    /// clone for its life (`exit::enter_m`), a flag free of Python.
+    pub(crate) abandoned: Arc<AtomicBool>,
 }
 
 static CURRENT: Mutex<Option<Arc<RunState>>> = Mutex::new(None);
+
+/// Notified (under `CURRENT`'s lock) when [`uninstall`] clears it.
+static UNINSTALLED: Condvar = Condvar::new();
 
 fn current() -> Option<Arc<RunState>> {
     lock(&CURRENT).clone()
@@ -124,6 +134,8 @@ pub(crate) fn install(
         deadlock: AtomicBool::new(false),
         long_steps: Mutex::new(Vec::new()),
         failed: Mutex::new(Vec::new()),
+        exiting: AtomicBool::new(false),
+        abandoned: Arc::new(AtomicBool::new(false)),
     });
     let sched = Sched::new(config, hooks(ev.clone()));
     let rs = Arc::new(RunState { sched, ev });
@@ -134,6 +146,37 @@ pub(crate) fn install(
 /// `run()` is over (every thread joined): no runtime is current.
 pub(crate) fn uninstall() {
     *lock(&CURRENT) = None;
+    UNINSTALLED.notify_all();
+}
+
+/// At interpreter exit (the atexit hook, `exit::at_exit`), with a `run()`
+/// still running in another thread: stop it as Ctrl-C would and wait,
+/// detached, up to `wait` for that `run()` to return, so its shutdown
+/// (which runs Python: interrupting steps, closing Gs) ends before the
+/// interpreter finalizes. Nothing to do when no runtime runs.
+pub(crate) fn stop_for_exit(py: Python<'_>, wait: Duration) {
+    let Some(rs) = current() else {
+        return;
+    };
+    rs.ev.exiting.store(true, Release);
+    rs.ev.wake();
+    // The address only: the closure runs detached, and the last reference
+    // to a runtime (its Events hold Python objects) is dropped attached.
+    let target = Arc::as_ptr(&rs) as usize;
+    py.detach(move || {
+        let deadline = Instant::now() + wait;
+        let mut cur = lock(&CURRENT);
+        while cur
+            .as_ref()
+            .is_some_and(|c| Arc::as_ptr(c) as usize == target)
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            cur = unpoison(UNINSTALLED.wait_timeout(cur, left)).0;
+        }
+    });
 }
 
 /// Called by the M that finishes the main G: wakes `run()`, which cancels

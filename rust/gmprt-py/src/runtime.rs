@@ -21,12 +21,13 @@
 //! at their park points, so their `finally` blocks run while the runtime
 //! still serves them, and may await cleanup under `gmprt.shield()`. `run()`
 //! waits up to [`CANCEL_GRACE`] for them to end. Then it stops the
-//! scheduler, waits (detached, bounded) for every M to finish its current
-//! step and exit, joins the threads, and closes what is still unfinished
-//! while attached on this thread (a G that swallowed its `Cancelled` and
-//! kept waiting is reported and abandoned there). A sync G stuck in a
-//! blocking call cannot be joined; its thread is left to finish alone
-//! (daemon semantics). Ctrl-C and a deadlock skip the cancel phase: the
+//! scheduler and ends the steps still in progress
+//! (`exit::stop_running_steps`: a G running Python gets `gmprt.Shutdown`
+//! at its next bytecode; one blocked in C gets `exit::STOP_WAIT`, 100 ms,
+//! then is abandoned and its thread never runs Python again), joins the
+//! threads, and closes what is still unfinished while attached on this
+//! thread (a G that swallowed its `Cancelled` and kept waiting is reported
+//! and abandoned there). Ctrl-C and a deadlock skip the cancel phase: the
 //! user asked to stop now, and deadlocked Gs are listed as they sleep.
 
 use std::os::fd::AsRawFd;
@@ -45,6 +46,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use crate::body::{PyBody, Spawn};
 use crate::cancel::{self, Task};
 use crate::errors::{int_arg, Cancelled, Deadlock};
+use crate::exit;
 use crate::handle::GHandle;
 use crate::hooks::PyHooks;
 use crate::lock::lock;
@@ -58,14 +60,15 @@ const MAX_PROCS: i64 = 1024;
 /// process start by default, so it only rejects typos and overflows.
 const MAX_THREADS: i64 = 1_000_000;
 
-/// How long `run()` waits for Ms to finish their current step at shutdown.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// How long the Gs left when `main` returns have to end once cancelled
 /// (their `finally` blocks run meanwhile). Long enough for cleanup that
 /// awaits a socket or two; short enough that a G that will not end cannot
 /// hold up the program noticeably.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the cancelled Gs may go without a step ending before `run()`
+/// stops waiting for them (`cancel_leftovers`).
+const CANCEL_STALL: Duration = Duration::from_millis(20);
 
 /// How often `run()` looks whether the cancelled Gs have all ended.
 const CANCEL_POLL: Duration = Duration::from_millis(2);
@@ -242,7 +245,11 @@ pub(crate) fn _go_linked(
 /// run, and may await under ``gmprt.shield()``) and get 1 s to end; what is
 /// left is closed, every thread of the runtime is joined, and ``run()``
 /// returns; it can be called again afterwards. Ctrl-C raises
-/// ``KeyboardInterrupt`` from ``run()`` promptly, whatever the Gs are doing.
+/// ``KeyboardInterrupt`` from ``run()`` the same way. A G still running
+/// Python then gets ``gmprt.Shutdown`` raised at its next bytecode; one
+/// blocked in a C call gets 100 ms to return, then is abandoned (its
+/// thread never runs Python again, its ``finally`` blocks do not run), so
+/// ``run()`` returns within about 100 ms whatever the Gs are doing.
 ///
 /// Args:
 ///     main: an async or plain function.
@@ -422,6 +429,11 @@ fn run_main(
         if let Some(e) = lock(&ev.fatal).take() {
             return Err(e.into());
         }
+        if ev.exiting.load(Acquire) {
+            // The interpreter exits while this run() runs in another thread
+            // (`exit::at_exit`). SystemExit ends a thread silently.
+            return Err(PySystemExit::new_err("gmprt.run(): the interpreter is exiting").into());
+        }
         if let Some(msg) = lock(&ev.broken).take() {
             return Err(PyRuntimeError::new_err(msg).into());
         }
@@ -513,11 +525,12 @@ fn cancel_leftovers(py: Python<'_>, rs: &RunState) -> Option<PyErr> {
     // The main G's M already began the shutdown (body.rs); wake them all.
     cancel::begin_shutdown();
     rs.sched.interrupt_all();
-    let until = std::time::Instant::now() + CANCEL_GRACE;
+    let start = std::time::Instant::now();
     // Most cancelled Gs end within microseconds: look again soon, then
     // less and less often.
     let mut nap = Duration::from_micros(20);
-    while rs.sched.stats().goroutines > 0 && std::time::Instant::now() < until {
+    let mut progress = (rs.sched.steps(), start);
+    while rs.sched.stats().goroutines > 0 && start.elapsed() < CANCEL_GRACE {
         // A G spawned meanwhile (by a finally block) is cancelled when it
         // first runs; this only waits.
         py.detach(|| std::thread::sleep(nap));
@@ -525,65 +538,30 @@ fn cancel_leftovers(py: Python<'_>, rs: &RunState) -> Option<PyErr> {
         if let Err(e) = py.check_signals() {
             return Some(e);
         }
+        // No step ended for a while: what is left is inside one step (a
+        // Python loop, a C call) that a cancel cannot reach; waiting out
+        // the grace would not help, `exit::stop_running_steps` does.
+        let steps = rs.sched.steps();
+        if steps != progress.0 {
+            progress = (steps, std::time::Instant::now());
+        } else if progress.1.elapsed() >= CANCEL_STALL {
+            break;
+        }
     }
     None
 }
 
-/// Stops the runtime, joins its threads and closes every unfinished G;
-/// returns a line per closed G ("G 3 (worker) [chan receive]").
+/// Stops the runtime, ends the steps still running (`exit`), joins its
+/// threads and closes every unfinished G; returns a line per closed G
+/// ("G 3 (worker) [chan receive]").
 fn shutdown(py: Python<'_>, rs: &RunState) -> Vec<String> {
-    rs.sched.stop();
-    let sched = rs.sched.clone();
-    let joined = py.detach(move || sched.join(JOIN_TIMEOUT));
-    if !joined {
-        let msg = stuck_report(py, &rs.sched);
-        let _ = py
-            .import("sys")
-            .and_then(|s| s.getattr("stderr")?.call_method1("write", (msg,)));
-    }
+    exit::stop_running_steps(py, rs, exit::STOP_WAIT);
     let mut lines = Vec::new();
     for (id, body) in rs.sched.reap() {
         lines.push(format!("G {id} {}", body.describe()));
         body.cancel();
     }
     lines
-}
-
-/// How long a stuck M's thread is watched, after the join gave up, to
-/// tell one running (using CPU) from one blocked in a call.
-const STUCK_WATCH: Duration = Duration::from_millis(50);
-
-/// What each M that did not finish its step at shutdown is doing, and
-/// where: a thread busy on the CPU (a Python loop, or C computing) or one
-/// blocked in a call (using none). Watches them `STUCK_WATCH`, detached.
-fn stuck_report(py: Python<'_>, sched: &Arc<Sched>) -> String {
-    let s = sched.clone();
-    let stuck = py.detach(move || s.stuck_steps(STUCK_WATCH));
-    if stuck.is_empty() {
-        return "gmprt: an M did not exit in time; its thread is left to finish alone\n".into();
-    }
-    let mut msg = String::new();
-    for st in stuck {
-        let doing = match (st.running(), st.cpu) {
-            (Some(true), Some(cpu)) => format!(
-                "is still running (its thread used {} ms of CPU in the last {} ms: a Python \
-                 loop or a computation in C)",
-                cpu.as_millis(),
-                st.window.as_millis()
-            ),
-            (Some(false), _) => format!(
-                "is still blocked in a call (its thread used next to no CPU in the last {} ms)",
-                st.window.as_millis()
-            ),
-            _ => "is still inside one step".into(),
-        };
-        let stack = python_stack(py, st.thread).unwrap_or_default();
-        msg.push_str(&format!(
-            "gmprt: G {} {doing}; its thread is left to finish alone. It is at:\n{stack}",
-            st.g
-        ));
-    }
-    msg
 }
 
 /// Lowers CPython's GIL switch interval for the life of `run()`: an M that

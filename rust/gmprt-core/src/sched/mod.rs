@@ -154,6 +154,7 @@ use crate::park::{Handoff, Note};
 use crate::runq::{self, Overflow as _};
 
 use globalq::GlobalOverflow;
+pub use worker::ParkOnForcedUnwind;
 use worker::CURRENT;
 
 /// A scheduling context (Go's `p`). Owner M only: see the module docs.
@@ -478,6 +479,12 @@ impl Sched {
         self.ngs
             .fetch_sub(bodies.len().min(self.ngs.load(Relaxed)), Relaxed);
         bodies
+    }
+
+    /// Steps run so far, all Ps together: a progress count (the embedder's
+    /// shutdown tells Gs that are ending from ones stuck in one step).
+    pub fn steps(&self) -> u64 {
+        self.allp.iter().map(|s| s.steps.load(Relaxed)).sum()
     }
 
     pub fn stats(&self) -> Stats {

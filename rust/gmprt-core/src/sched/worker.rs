@@ -40,6 +40,23 @@
 //! 7. Go's step 13: block in the netpoller if some G waits and nobody else
 //!    blocks there ("Who polls the netpoller", `sched` module docs), else
 //!    `stopm`.
+//!
+//! # Foreign unwinds
+//!
+//! A step runs embedder code, and the embedder's runtime may end the
+//! thread with a *forced* unwind: CPython before 3.14 calls
+//! `pthread_exit` in a thread that wants the GIL back once the interpreter
+//! finalizes, and glibc implements `pthread_exit` by unwinding. Such an
+//! unwind must never be caught: `catch_unwind` aborts the process on a
+//! foreign exception (glibc prints "FATAL: exception not rethrown"), and
+//! every destructor on the way would run with the embedder's state gone
+//! (for Python, without the GIL). A Rust panic in a step is caught below
+//! and the G treated as finished; a forced unwind is stopped before it
+//! reaches that catch by [`ParkOnForcedUnwind`], which parks the thread
+//! for good instead (the embedder wraps its own calls the same way, as
+//! close to the foreign call as it can, so no destructor of its runs
+//! either). A thread the embedder wanted gone stays asleep until the
+//! process exits, which is what it asked for, minus the unwinding.
 
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -404,7 +421,15 @@ impl Sched {
                 g,
                 gen,
             };
-            catch_unwind(AssertUnwindSafe(|| body.step(&mut cx))).unwrap_or_else(|_| {
+            // Only a Rust panic may reach this catch; a forced unwind parks
+            // the thread at the guard first ("Foreign unwinds").
+            catch_unwind(AssertUnwindSafe(|| {
+                let guard = ParkOnForcedUnwind::arm();
+                let step = body.step(&mut cx);
+                guard.disarm();
+                step
+            }))
+            .unwrap_or_else(|_| {
                 eprintln!("gmprt: G {} panicked; it is treated as finished", g.id());
                 Step::Done
             })
@@ -533,6 +558,60 @@ impl Sched {
     }
 }
 
+/// Parks the calling thread for good if an unwind that is not a Rust panic
+/// (a forced unwind: `pthread_exit`, thread cancellation) passes through
+/// it; see the module docs, "Foreign unwinds". Arm it around a call that
+/// may end in one, and disarm it when the call returns.
+///
+/// `std::thread::panicking()` tells the two kinds apart: it counts Rust
+/// panics only. A Rust panic unwinds on past the guard, to whatever
+/// catches it.
+#[must_use = "the guard protects only while it lives: disarm it after the call"]
+pub struct ParkOnForcedUnwind(());
+
+impl ParkOnForcedUnwind {
+    #[inline]
+    pub fn arm() -> ParkOnForcedUnwind {
+        ParkOnForcedUnwind(())
+    }
+
+    /// The call returned: forget the guard (its drop is the unwind path).
+    #[inline]
+    pub fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ParkOnForcedUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        // Reached only by a forced unwind. Catching it aborts, and letting
+        // it go on runs destructors that need what the unwind tore down;
+        // the thread was meant to end, so it ends here, asleep.
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+impl Sched {
+    /// The steps in progress now, as `(G id, thread)`: one per M inside
+    /// `Body::step`, with the M's OS thread (`pthread_self`, which Python
+    /// reports as `threading.get_ident()`). Any thread; a snapshot (a step
+    /// may end right after).
+    pub fn running_steps(&self) -> Vec<(u64, u64)> {
+        lock(&self.allm)
+            .iter()
+            // Acquire: pairs with the Release in `MSlot::bump`; `g` is
+            // published by it (see `MSlot::g`).
+            .filter(|m| m.steps.load(Acquire) % 2 == 1)
+            .map(|m| (m.g.load(Relaxed), m.thread))
+            .collect()
+    }
+}
+
 impl M {
     /// Takes what the M was woken with: true to run with the P, false to
     /// exit.
@@ -595,4 +674,63 @@ fn thread_id() -> u64 {
 /// [`Sched::after_fork_child`]).
 pub(super) fn forget_current_m() {
     CURRENT.with(|c| c.set(ptr::null()));
+}
+
+#[cfg(all(test, not(loom), target_os = "linux"))]
+mod tests {
+    use super::ParkOnForcedUnwind;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    extern "C-unwind" {
+        // libc declares it "C"; glibc's pthread_exit is a forced unwind,
+        // which only a "C-unwind" call may let out.
+        fn pthread_exit(retval: *mut std::ffi::c_void);
+    }
+
+    #[test]
+    fn a_rust_panic_passes_the_guard() {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let guard = ParkOnForcedUnwind::arm();
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            guard.disarm();
+        }));
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn a_forced_unwind_parks_the_thread_instead_of_reaching_the_catch() {
+        // Without the guard, std's catch_unwind (around every thread's
+        // main) meets the forced unwind and the process aborts ("FATAL:
+        // exception not rethrown"); with it the thread sleeps for good
+        // and no destructor outside the guard runs.
+        struct Outer(Arc<AtomicBool>);
+        impl Drop for Outer {
+            fn drop(&mut self) {
+                self.0.store(true, SeqCst);
+            }
+        }
+        let outer_dropped = Arc::new(AtomicBool::new(false));
+        let flag = outer_dropped.clone();
+        let h = std::thread::spawn(move || {
+            let _outer = Outer(flag);
+            let guard = ParkOnForcedUnwind::arm();
+            // SAFETY: ends this thread by a forced unwind, which the guard
+            // stops; nothing on this thread's stack is used afterwards.
+            unsafe { pthread_exit(std::ptr::null_mut()) };
+            guard.disarm();
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!h.is_finished(), "the thread should sleep in the guard");
+        assert!(
+            !outer_dropped.load(SeqCst),
+            "the unwind went past the guard"
+        );
+        // The parked thread is left behind; the test process exits anyway.
+        std::mem::forget(h);
+    }
 }
