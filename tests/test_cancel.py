@@ -549,6 +549,37 @@ def test_join_from_a_thread_of_a_cancelled_g():
     assert out == ["bye"]
 
 
+@pytest.mark.parametrize("pairs", [4, 6])
+def test_cancel_lands_on_sync_gs_whose_every_wait_is_matched_at_once(procs, pairs):
+    # With many sync senders and receivers on one channel, each operation
+    # finds its counterpart already queued, or is matched before its wait
+    # even begins. A cancel must still land (it once never did: the
+    # blocking form queued first and looked for a cancel only after).
+    def worker(ch, send):
+        for _ in range(200_000):
+            if send:
+                ch.send_blocking(1, timeout=WAIT)
+            else:
+                ch.recv_blocking(timeout=WAIT)
+        return "never cancelled"
+
+    async def main():
+        ch = gmprt.Chan()
+        gs = [gmprt.go(worker, ch, i % 2 == 0) for i in range(2 * pairs)]
+        await settle()
+        for g in gs:
+            g.cancel("stop")
+        outcomes = []
+        for g in gs:
+            try:
+                outcomes.append(await g.wait(timeout=WAIT))
+            except gmprt.Cancelled:
+                outcomes.append("cancelled")
+        return outcomes
+
+    assert gmprt.run(main, procs=procs) == ["cancelled"] * (2 * pairs)
+
+
 # --- who cancels, and when -------------------------------------------------------------
 
 
