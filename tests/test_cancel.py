@@ -858,6 +858,41 @@ def test_level_triggered_every_park_point_raises_again(procs):
     ]
 
 
+def test_a_g_that_swallows_every_cancel_does_not_keep_its_m():
+    # Level-triggered: every await of a cancelled G raises. One that
+    # catches each Cancelled and awaits again must still let the other Gs
+    # of its P run between two catches (it once caught them all in one
+    # step, holding its M until sysmon took the P away).
+    log = []
+
+    async def stubborn():
+        for i in range(1, 1001):  # parked at i=1 when cancelled
+            try:
+                if i % 2:
+                    await gmprt.sleep(WAIT)
+                else:
+                    await gmprt.sleep(0)
+            except gmprt.Cancelled:
+                log.append("s")
+        return "gave up"
+
+    async def main():
+        g = gmprt.go(stubborn)
+        await settle()
+        g.cancel()
+        for _ in range(100_000):
+            if g.done():
+                break
+            log.append("t")
+            await gmprt.sleep(0)
+        return await g.wait(timeout=WAIT)
+
+    assert gmprt.run(main, procs=1) == "gave up"
+    assert log.count("s") == 1000
+    longest = max(len(run) for run in "".join(log).split("t"))
+    assert longest <= 2, f"{longest} catches in a row without the other G running"
+
+
 def test_ready_operations_complete_in_a_cancelled_g():
     # DESIGN §6: a ready operation never looks at cancellation; only a
     # park point raises.
