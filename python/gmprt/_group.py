@@ -79,13 +79,26 @@ class Group:
     def _finish(self, exc: BaseException | None) -> bool:
         """After every G ended: what leaving the block raises."""
         self._state = _CLOSED
-        self._scope._leave()
+        # A cancel from outside the block (a scope around it, the G's own
+        # cancel()), or None; it may have come while the block waited.
+        outer = self._scope._leave()
         with self._lock:
             errors = list(self._errors)
+        # KeyboardInterrupt and SystemExit are not wrapped (asyncio's rule).
+        for e in errors:
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                if e is exc:
+                    return False
+                raise e
         if errors:
             raise BaseExceptionGroup("errors in a gmprt.Group", errors) from None
+        if outer is not None:
+            # It propagates, even when the body had ended before it came.
+            if isinstance(exc, Cancelled):
+                return False
+            raise outer
         # The group's own cancel (grp.cancel(), or a G's error, reported
-        # above) ends the block quietly; a cancel from outside propagates.
+        # above) ends the block quietly.
         return isinstance(exc, Cancelled) and self._scope.cancelled
 
     async def __aenter__(self) -> Group:

@@ -118,6 +118,11 @@ impl PyBody {
     /// context.
     fn drive(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
         let mut throw: Option<PyErr> = None;
+        // A Cancelled was thrown into the G in this step. If it caught it
+        // and reaches another park point, the step ends there (the next
+        // throws again): a G that swallows every Cancelled in a loop must
+        // not keep its M for ever, one throw after another.
+        let mut thrown = false;
         if !self.started {
             self.started = true;
             // Cancelled before it ever ran: it never runs (asyncio's rule).
@@ -132,12 +137,16 @@ impl PyBody {
         } else if let Some(tok) = self.parked_on.take() {
             self.disarm();
             if let Some(scope) = self.task.check() {
-                if let Op::Wait(w) = &tok.get().op {
-                    if w.cancel(py) {
-                        throw = Some(scope.exception());
-                    } else {
-                        self.task.postpone(&scope);
-                    }
+                let withdrawn = match &tok.get().op {
+                    Op::Wait(w) => w.cancel(py),
+                    // A `sleep(0)` whose Cancelled the last step held back.
+                    Op::Yield => true,
+                };
+                if withdrawn {
+                    throw = Some(scope.exception());
+                    thrown = true;
+                } else {
+                    self.task.postpone(&scope);
                 }
             }
         }
@@ -186,8 +195,13 @@ impl PyBody {
                                 // A park point: a cancelled G raises here
                                 // (level-triggered: every time).
                                 if let Some(scope) = self.task.check() {
+                                    if thrown {
+                                        self.parked_on = Some(tok.clone().unbind());
+                                        return Step::Yield;
+                                    }
                                     if w.cancel(py) {
                                         throw = Some(scope.exception());
+                                        thrown = true;
                                     } else {
                                         self.task.postpone(&scope);
                                     }
@@ -209,7 +223,12 @@ impl PyBody {
                             Op::Yield => {
                                 // `sleep(0)` is a park point too.
                                 if let Some(scope) = self.task.check() {
+                                    if thrown {
+                                        self.parked_on = Some(tok.clone().unbind());
+                                        return Step::Yield;
+                                    }
                                     throw = Some(scope.exception());
+                                    thrown = true;
                                     continue;
                                 }
                                 return Step::Yield;

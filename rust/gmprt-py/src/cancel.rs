@@ -308,7 +308,16 @@ impl Task {
     /// A G's task, started inside `parent` (a Group's scope: linked) or with
     /// a deadline copied from where `go()` was called.
     pub(crate) fn new_g(parent: Option<Arc<Scope>>, deadline: Option<Instant>) -> Arc<Task> {
-        Task::with_root(parent, deadline, true)
+        let linked = parent.is_some();
+        let task = Task::with_root(parent, deadline, true);
+        if linked {
+            // A scope it is linked into may have been cancelled already (a
+            // Group that failed): no cancel will set `HINT` for it, so the
+            // first step's check must walk (it never runs if so). A cancel
+            // from now on finds the new root through `linked`.
+            task.wake.flags.fetch_or(HINT, Relaxed);
+        }
+        task
     }
 
     fn new_thread() -> Arc<Task> {
@@ -568,12 +577,26 @@ pub(crate) fn current() -> Arc<Task> {
     THREAD_TASK.with(|c| c.borrow_mut().get_or_insert_with(Task::new_thread).clone())
 }
 
-/// The deadline a G started here inherits (`go()`): None outside a G or
-/// scope with one.
+/// The deadline a G started here inherits (`go()`): the calling G's, or
+/// the calling thread's (a plain thread inside a `gmprt.timeout()`); None
+/// outside any scope with one.
 pub(crate) fn inherited_deadline() -> Option<Instant> {
-    CURRENT
-        .with(|c| c.borrow().as_ref().map(|t| t.deadline()))
-        .flatten()
+    if let Some(t) = CURRENT.with(|c| c.borrow().clone()) {
+        return t.deadline();
+    }
+    THREAD_TASK.with(|c| c.borrow().as_ref().and_then(|t| t.deadline()))
+}
+
+/// A scope is exited by the task that entered it, on its own thread or in
+/// its own G (`Task::top` is the task's own: module docs, "Ownership").
+fn check_owner(task: &Arc<Task>) -> PyResult<()> {
+    if Arc::ptr_eq(task, &current()) {
+        return Ok(());
+    }
+    Err(PyRuntimeError::new_err(
+        "gmprt cancel scopes must be exited in the reverse order they were entered, \
+         in the G (or thread) that entered them",
+    ))
 }
 
 /// After `fork()`, in the child: no task of the parent's threads exists.
@@ -704,6 +727,7 @@ impl CancelScope {
                 "exiting a gmprt cancel scope never entered",
             ));
         };
+        check_owner(&task)?;
         task.pop(&s)?;
         let cancelled_here =
             exc.is_some_and(|e| e.is_instance_of::<Cancelled>()) && s.is_cancelled();
@@ -772,13 +796,20 @@ impl CancelScope {
     }
 
     /// A Group leaves its scope (no exception handling: the Group decides).
-    fn _leave(&self) -> PyResult<()> {
+    /// Returns the `Cancelled` that a scope around the group raises now (it
+    /// was cancelled, or its deadline passed, maybe while the group waited
+    /// for its Gs), or None.
+    fn _leave(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         let Some((task, s)) = lock(&self.entered).clone() else {
             return Err(PyRuntimeError::new_err(
                 "leaving a gmprt cancel scope never entered",
             ));
         };
-        task.pop(&s)
+        check_owner(&task)?;
+        task.pop(&s)?;
+        Ok(task
+            .check()
+            .map(|outer| outer.exception().into_value(py).into_any()))
     }
 }
 

@@ -324,6 +324,22 @@ pub(crate) fn block<B: Blocking>(
     b: &B,
     timeout: Option<Duration>,
 ) -> PyResult<Py<PyAny>> {
+    // A ready operation completes without looking at cancellation, as an
+    // await's fast path does.
+    match b.attempt(py, None) {
+        Attempt::Ready(r) => return r,
+        Attempt::Wait => {}
+        Attempt::Parked(_) => unreachable!("an attempt without a waker never queues"),
+    }
+    // It must wait: a park point. A cancelled caller raises here, before it
+    // queues (the driver's rule for an await). Checking only once queued
+    // is not enough: under contention a counterpart completes the queued
+    // operation before the wait loop looks, every time, and the cancel
+    // never lands.
+    let task = cancel::current();
+    if let Some(scope) = task.check() {
+        return Err(scope.exception());
+    }
     let mut op = match b.attempt(py, Some(Notify::current_thread())) {
         Attempt::Ready(r) => return r,
         Attempt::Parked(op) => op,
@@ -333,7 +349,6 @@ pub(crate) fn block<B: Blocking>(
         Until::TimedOut
     } else {
         let deadline = cancel::deadline_in(timeout);
-        let task = cancel::current();
         let waiting = &op;
         let what = b.describe();
         let wait = || cancel::wait_until(&task, &what, deadline, || waiting.done().is_some());
