@@ -275,6 +275,7 @@ impl Scope {
         self.kind == Kind::Root
             && self.is_g
             && SHUTTING_DOWN.load(Acquire)
+            // Relaxed: only the root's own task reads or writes it.
             && !self.shutdown_delivered.swap(true, Relaxed)
     }
 }
@@ -340,6 +341,13 @@ impl Task {
 
     /// The park-point check: the scope that cancels this task now, if any.
     /// One load when nothing is cancelled and no deadline is set.
+    ///
+    /// Relaxed is enough for both loads: a cancel that this load misses is
+    /// not lost, because the canceller's interrupt either fails the park
+    /// this check precedes or readies the parked G, and the step after
+    /// that acquires the flags through the G state word's RMW chain
+    /// (gmprt-core `g`, "Interrupts"). `SHUTTING_DOWN` is followed by
+    /// `interrupt_all` for the same reason.
     #[inline]
     pub(crate) fn check(&self) -> Option<Arc<Scope>> {
         let f = self.wake.flags.load(Relaxed);
@@ -429,6 +437,10 @@ impl Task {
         Ok(())
     }
 
+    /// Relaxed, like the other writes the task makes to its own `flags`
+    /// (`HINT` set back by the task, `DEADLINE`): only the task reads them
+    /// back, on its own thread or in its own G's later steps (ordered by
+    /// the G's state word); cancellers only ever set `HINT`, with an RMW.
     fn set_deadline_flag(&self, on: bool) {
         if on {
             self.wake.flags.fetch_or(DEADLINE, Relaxed);

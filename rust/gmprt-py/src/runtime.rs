@@ -242,14 +242,15 @@ pub(crate) fn _go_linked(
 ///
 /// When ``main`` returns, the Gs still alive are cancelled
 /// (:class:`gmprt.Cancelled` at their park point; their ``finally`` blocks
-/// run, and may await under ``gmprt.shield()``) and get 1 s to end; what is
-/// left is closed, every thread of the runtime is joined, and ``run()``
-/// returns; it can be called again afterwards. Ctrl-C raises
-/// ``KeyboardInterrupt`` from ``run()`` the same way. A G still running
-/// Python then gets ``gmprt.Shutdown`` raised at its next bytecode; one
-/// blocked in a C call gets 100 ms to return, then is abandoned (its
-/// thread never runs Python again, its ``finally`` blocks do not run), so
-/// ``run()`` returns within about 100 ms whatever the Gs are doing.
+/// run, and may await) and get up to 1 s to end, while their steps keep
+/// ending; what is left is closed, every thread of the runtime is joined,
+/// and ``run()`` returns; it can be called again afterwards. Ctrl-C raises
+/// ``KeyboardInterrupt`` from ``run()`` without that grace. A G still
+/// running Python then gets ``gmprt.Shutdown`` raised at its next
+/// bytecode; one blocked in a C call gets 100 ms to return, then is
+/// abandoned (its thread never runs Python again, its ``finally`` blocks
+/// do not run), so after the grace ``run()`` returns within about 100 ms
+/// whatever the Gs are doing.
 ///
 /// Args:
 ///     main: an async or plain function.
