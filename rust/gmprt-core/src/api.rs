@@ -182,11 +182,7 @@ impl Cx<'_> {
     /// A handle to this life of the running G, for cancelling it later
     /// from anywhere ([`GRef::interrupt`]).
     pub fn gref(&self) -> GRef {
-        GRef {
-            sched: self.sched.clone(),
-            g: self.g,
-            id: self.g.id(),
-        }
+        GRef::new(self.sched.clone(), self.g, self.g.id())
     }
 
     /// The running G's id.
@@ -273,6 +269,10 @@ pub struct GRef {
 }
 
 impl GRef {
+    pub(crate) fn new(sched: Arc<Sched>, g: GPtr, id: u64) -> GRef {
+        GRef { sched, g, id }
+    }
+
     /// Any thread: end the park the G is in, or make the park its running
     /// step is about to commit end at once (`g::G::interrupt`). Whatever the
     /// caller wrote before is visible to the G's next step. The G must then

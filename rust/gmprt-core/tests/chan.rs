@@ -575,3 +575,41 @@ fn select_mpmc_exactly_once() {
         stop(s);
     }
 }
+
+/// `spawn_with` hands out the new G's `GRef` before the G is queued: a
+/// flag written before an interrupt through it is seen by the G, whether
+/// the interrupt lands before the first step (the step sees the flag),
+/// during it (its park fails) or while it is parked (it is readied); and
+/// an interrupt after the G ended does nothing. Looped so that each order
+/// happens.
+#[test]
+fn spawn_with_gref_interrupts_from_before_the_first_step() {
+    for procs in [1, 2] {
+        let s = sched(procs);
+        for _ in 0..2_000 {
+            let cancelled = Arc::new(AtomicU8::new(0));
+            let done = Arc::new(AtomicU8::new(0));
+            let (c, d) = (cancelled.clone(), done.clone());
+            let mut gref = None;
+            s.spawn_with(|g| {
+                gref = Some(g);
+                Box::new(Fsm(move |_cx: &mut Cx<'_>| {
+                    // Relaxed: the interrupt's RMW orders the store.
+                    if c.load(Relaxed) == 1 {
+                        d.store(1, SeqCst);
+                        Step::Done
+                    } else {
+                        Step::Park
+                    }
+                }))
+            })
+            .expect("runtime is running");
+            let gref = gref.expect("spawn_with called the builder");
+            cancelled.store(1, Relaxed);
+            gref.interrupt();
+            wait_for("the interrupted G to finish", 10, || done.load(SeqCst) == 1);
+            wait_for("the G to be freed", 10, || !gref.interrupt());
+        }
+        stop(s);
+    }
+}

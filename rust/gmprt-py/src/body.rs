@@ -12,6 +12,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Instant;
 
 use gmprt_core::{Body, Cx, Step};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyStopIteration, PySystemExit, PyTypeError};
@@ -20,11 +21,10 @@ use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::cancel::{self, Current, Task};
+use crate::cancel::{self, GCancel, Scope};
 use crate::exit::{self, Shutdown};
 use crate::handle::GHandle;
 use crate::rt;
-use crate::time::ParkedTimer;
 use crate::token::{Closing, InG, Op, Token};
 
 enum Code {
@@ -38,10 +38,11 @@ enum Code {
     Coro(Py<PyAny>),
 }
 
-/// Where a new G sits: its cancel state, who hears when it ends, and
-/// whether it is `run()`'s main.
+/// Where a new G sits: the scope it starts in (a Group's) or the deadline
+/// it inherits, who hears when it ends, and whether it is `run()`'s main.
 pub(crate) struct Spawn {
-    pub(crate) task: Arc<Task>,
+    pub(crate) parent: Option<Arc<Scope>>,
+    pub(crate) deadline: Option<Instant>,
     /// Called with the handle once the G finished (a Group's bookkeeping).
     pub(crate) on_done: Option<Py<PyAny>>,
     pub(crate) is_main: bool,
@@ -57,16 +58,12 @@ pub(crate) struct PyBody {
     /// The token of the current park: for deadlock reports, and to
     /// withdraw the wait if the G is cancelled meanwhile.
     parked_on: Option<Py<Token>>,
-    /// Its cancel scopes (`cancel`).
-    task: Arc<Task>,
-    /// Its first step began (`Task::start` was called).
+    /// Its first step began.
     started: bool,
     /// Called with the handle once the G finished (a Group's bookkeeping).
     on_done: Option<Py<PyAny>>,
-    /// Armed at a park while the task has a deadline (one timer per park,
-    /// whatever the number of scopes): wakes the G to find it expired.
-    deadline_timer: ParkedTimer,
-    /// Whether `deadline_timer` may be armed (its lock is skipped when not).
+    /// Whether the task's deadline timer may be armed (`Task::
+    /// deadline_timer`; its lock is skipped when not).
     timer_armed: bool,
 }
 
@@ -106,10 +103,8 @@ impl PyBody {
             handle,
             is_main: how.is_main,
             parked_on: None,
-            task: how.task,
             started: false,
             on_done: how.on_done,
-            deadline_timer: ParkedTimer::default(),
             timer_armed: false,
         })
     }
@@ -123,10 +118,11 @@ impl PyBody {
         // throws again): a G that swallows every Cancelled in a loop must
         // not keep its M for ever, one throw after another.
         let mut thrown = false;
+        let cancel = self.cancel();
         if !self.started {
             self.started = true;
             // Cancelled before it ever ran: it never runs (asyncio's rule).
-            if let Some(scope) = self.task.start(cx.gref()) {
+            if let Some(scope) = cancel.check() {
                 if let Some(Code::Coro(coro)) = &self.code {
                     // Closing an unstarted coroutine is silent; dropping
                     // it would warn that it was never awaited.
@@ -134,9 +130,9 @@ impl PyBody {
                 }
                 return self.finish(py, Err(scope.exception()));
             }
-        } else if let Some(tok) = self.parked_on.take() {
+        } else if let Some(tok) = self.parked_on.take().map(|t| t.into_bound(py)) {
             self.disarm();
-            if let Some(scope) = self.task.check() {
+            if let Some(scope) = cancel.check() {
                 let withdrawn = match &tok.get().op {
                     Op::Wait(w) => w.cancel(py),
                     // A `sleep(0)` whose Cancelled the last step held back.
@@ -146,7 +142,7 @@ impl PyBody {
                     throw = Some(scope.exception());
                     thrown = true;
                 } else {
-                    self.task.postpone(&scope);
+                    cancel.postpone(&scope);
                 }
             }
         }
@@ -194,7 +190,7 @@ impl PyBody {
                             Op::Wait(w) if !t.is_budget_yield() => {
                                 // A park point: a cancelled G raises here
                                 // (level-triggered: every time).
-                                if let Some(scope) = self.task.check() {
+                                if let Some(scope) = cancel.check() {
                                     if thrown {
                                         self.parked_on = Some(tok.clone().unbind());
                                         return Step::Yield;
@@ -203,14 +199,14 @@ impl PyBody {
                                         throw = Some(scope.exception());
                                         thrown = true;
                                     } else {
-                                        self.task.postpone(&scope);
+                                        cancel.postpone(&scope);
                                     }
                                     continue;
                                 }
-                                if let Some(d) = self.task.deadline() {
+                                if let Some(d) = cancel.deadline() {
                                     // Fails only while the runtime stops.
                                     self.timer_armed =
-                                        self.deadline_timer.arm(d, cx.waker()).is_ok();
+                                        cancel.task().deadline_timer.arm(d, cx.waker()).is_ok();
                                 }
                                 if w.park(py, cx.waker()) {
                                     self.parked_on = Some(tok.clone().unbind());
@@ -222,7 +218,7 @@ impl PyBody {
                             }
                             Op::Yield => {
                                 // `sleep(0)` is a park point too.
-                                if let Some(scope) = self.task.check() {
+                                if let Some(scope) = cancel.check() {
                                     if thrown {
                                         self.parked_on = Some(tok.clone().unbind());
                                         return Step::Yield;
@@ -252,7 +248,7 @@ impl PyBody {
     fn finish(&mut self, py: Python<'_>, result: PyResult<Py<PyAny>>) -> Step {
         self.code = None;
         self.disarm();
-        self.task.finish();
+        self.handle.get().cancel.finish();
         let fatal = match &result {
             Err(e) => {
                 e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
@@ -277,9 +273,20 @@ impl PyBody {
         Step::Done
     }
 
+    /// The G's cancel state, borrowed apart from `self` (the driver
+    /// mutates the body while it checks).
+    fn cancel<'a>(&self) -> &'a GCancel {
+        let h: *const GHandle = self.handle.get();
+        // SAFETY: the body holds a strong reference to its handle for its
+        // whole life and never replaces it, so the handle (and the
+        // `GCancel` in it, which lives in the Python object, not in the
+        // body) outlives every step that borrows it.
+        unsafe { &(*h).cancel }
+    }
+
     fn disarm(&mut self) {
         if std::mem::take(&mut self.timer_armed) {
-            self.deadline_timer.cancel();
+            self.handle.get().cancel.task().deadline_timer.cancel();
         }
     }
 
@@ -303,7 +310,7 @@ impl PyBody {
                     "gmprt: the child of an os.fork() inside G {} waited on the parent's \
                      runtime, which has no threads in the child; the child exits. In a \
                      forked child, exec, call os._exit(), or start its own gmprt.run()\n",
-                    self.handle.get().id
+                    self.handle.get().id()
                 );
                 let _ = py
                     .import("sys")
@@ -443,8 +450,7 @@ impl Body for PyBody {
         // during a step). Assuming skips `attach`'s reference-pool drain,
         // a mutex round trip per step.
         let py = unsafe { Python::assume_attached() };
-        let _in_g = InG::enter(cx.id());
-        let _task = Current::enter(&self.task);
+        let _in_g = InG::enter(cx.id(), self.cancel());
         let step = match Entered::enter(py, &self.ctx) {
             Ok(ctx) => {
                 // A panic in the binding's own code (a bug: no input may
@@ -493,11 +499,11 @@ impl Body for PyBody {
         Python::attach(|py| {
             let this = *self;
             if let Some(Code::Coro(coro)) = &this.code {
-                let closing = Closing::enter(this.handle.get().id);
+                let closing = Closing::enter(this.handle.get().id());
                 let ctx = Entered::enter(py, &this.ctx);
                 let closed = coro.bind(py).call_method0(pyo3::intern!(py, "close"));
                 if closing.abandoned() {
-                    report_abandoned(py, this.handle.get().id, &this.handle.get().name(py));
+                    report_abandoned(py, this.handle.get().id(), &this.handle.get().name(py));
                     // Never finalized: a collected coroutine is closed again,
                     // and this one would spin again, wherever that happened.
                     std::mem::forget(coro.clone_ref(py));
@@ -509,7 +515,7 @@ impl Body for PyBody {
                 }
             }
             this.handle.get().closed();
-            this.task.finish();
+            this.handle.get().cancel.finish();
             let mut this = this;
             this.done_callback(py);
             drop(this);

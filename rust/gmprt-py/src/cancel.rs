@@ -28,10 +28,24 @@
 //! level-triggered. Leaving a scope sets it too, since a shield, once left,
 //! may uncover an older cancel.
 //!
-//! The G side of "interrupt before the G has a `GRef`" (cancelled before its
-//! first step): the G stores its `GRef` and then sets `STARTED` in the same
-//! word the canceller sets `HINT` in; the two RMWs are ordered, so either the
-//! canceller sees `STARTED` (and the `GRef`) or the G sees `HINT`.
+//! A G's `GRef` exists from its spawn on (gmprt-core `Sched::spawn_with`),
+//! so a G cancelled before its first step is interrupted like any other:
+//! the core orders the interrupt before the step (its `start_running`
+//! RMW), and the step's check sees the cancel.
+//!
+//! # A G's task, made when first needed
+//!
+//! Most Gs are never cancelled and never enter a scope, so a G's task (two
+//! allocations, ~300 bytes) is made only when something needs it: a
+//! `cancel()`, a scope entered in the G, a `_blocking` call in a sync G
+//! (which registers its thread), the shutdown, or a spawn that links the G
+//! into a Group or gives it a deadline. Until then [`GCancel`] holds only
+//! the `GRef`, and a park point's check is one load of the `OnceLock` and
+//! one of the shutdown flag. Whoever makes the task (the G itself, or a
+//! canceller on any thread) makes it through the `OnceLock`, so there is
+//! one; a canceller that makes it then cancels its root and interrupts the
+//! G, whose next check finds the task (the core's interrupt orders the
+//! `OnceLock`'s write before that check).
 //!
 //! # Shutdown
 //!
@@ -43,9 +57,11 @@
 //!
 //! # Cost
 //!
-//! A park looks at one word (`flags`) and one global (shutdown): zero means
-//! no cancel and no deadline, and nothing else is read. A ready operation
-//! never looks.
+//! A park of a G without a task looks at its `OnceLock` and one global
+//! (shutdown); with a task, at one word (`flags`) and the same global: zero
+//! means no cancel and no deadline, and nothing else is read. A ready
+//! operation never looks. A G pays for cancellation at spawn only its
+//! `GRef` (an `Arc` count) until it needs a task.
 //!
 //! # Ownership
 //!
@@ -65,13 +81,13 @@ use pyo3::prelude::*;
 
 use crate::errors::{Cancelled, Timeout};
 use crate::lock::lock;
+use crate::time::ParkedTimer;
+use crate::token::with_current_cancel;
 
 /// `Wake::flags`: some scope this task is in may have been cancelled.
 const HINT: u8 = 1;
 /// The task's innermost scope has a deadline somewhere on its walk.
 const DEADLINE: u8 = 2;
-/// A G task has stored its `GRef` (the cancel handshake, module docs).
-const STARTED: u8 = 4;
 
 /// Set while `run()` cancels every G because `main` returned: every G's root
 /// scope counts as cancelled, once. Written by the M that finishes `main`
@@ -82,8 +98,8 @@ static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 /// How a task is woken when a scope it is in is cancelled.
 pub(crate) struct Wake {
     flags: AtomicU8,
-    /// A G's core handle, set at its first step.
-    gref: OnceLock<GRef>,
+    /// A G's core handle; None for a thread.
+    gref: Option<GRef>,
     /// The thread while it blocks in a `_blocking` call.
     thread: Mutex<Option<Thread>>,
     /// Whether this task is a G (shutdown cancels those, not threads).
@@ -91,24 +107,22 @@ pub(crate) struct Wake {
 }
 
 impl Wake {
-    fn new(is_g: bool) -> Wake {
+    fn new(gref: Option<GRef>) -> Wake {
         Wake {
             flags: AtomicU8::new(0),
-            gref: OnceLock::new(),
+            is_g: gref.is_some(),
+            gref,
             thread: Mutex::new(None),
-            is_g,
         }
     }
 
     /// Canceller side of the cancel handshake (module docs).
     fn interrupt(&self) {
-        // AcqRel: Release publishes the scope flag stored before; Acquire
-        // pairs with the G's `STARTED` RMW, so its `GRef` is visible.
-        let prev = self.flags.fetch_or(HINT, AcqRel);
-        if prev & STARTED != 0 {
-            if let Some(g) = self.gref.get() {
-                g.interrupt();
-            }
+        // Release: publishes the scope flag stored before to the task's
+        // `check_slow` RMW (Acquire).
+        self.flags.fetch_or(HINT, Release);
+        if let Some(g) = &self.gref {
+            g.interrupt();
         }
         if let Some(t) = lock(&self.thread).as_ref() {
             t.unpark();
@@ -286,15 +300,22 @@ pub(crate) struct Task {
     root: Arc<Scope>,
     /// The innermost scope; the task's own (module docs, "Ownership").
     top: Mutex<Arc<Scope>>,
+    /// A G's deadline timer, armed by the G at a park while it has a
+    /// deadline (one per park, whatever the number of scopes): it wakes
+    /// the G to find the deadline passed. Only the G touches it.
+    pub(crate) deadline_timer: ParkedTimer,
 }
 
 impl Task {
-    /// One allocation for the task and its wake, one for its root scope
-    /// (spawn pays for both on every G).
-    fn with_root(parent: Option<Arc<Scope>>, deadline: Option<Instant>, is_g: bool) -> Arc<Task> {
+    /// One allocation for the task and its wake, one for its root scope.
+    fn with_root(
+        parent: Option<Arc<Scope>>,
+        deadline: Option<Instant>,
+        gref: Option<GRef>,
+    ) -> Arc<Task> {
         Arc::new_cyclic(|me| {
-            let root = Scope::new(Kind::Root, parent, deadline, me.clone(), is_g);
-            let wake = Wake::new(is_g);
+            let wake = Wake::new(gref);
+            let root = Scope::new(Kind::Root, parent, deadline, me.clone(), wake.is_g);
             if root.eff_deadline.is_some() {
                 wake.flags.fetch_or(DEADLINE, Relaxed);
             }
@@ -302,15 +323,16 @@ impl Task {
                 wake,
                 top: Mutex::new(root.clone()),
                 root,
+                deadline_timer: ParkedTimer::default(),
             }
         })
     }
 
     /// A G's task, started inside `parent` (a Group's scope: linked) or with
     /// a deadline copied from where `go()` was called.
-    pub(crate) fn new_g(parent: Option<Arc<Scope>>, deadline: Option<Instant>) -> Arc<Task> {
+    fn new_g(gref: GRef, parent: Option<Arc<Scope>>, deadline: Option<Instant>) -> Arc<Task> {
         let linked = parent.is_some();
-        let task = Task::with_root(parent, deadline, true);
+        let task = Task::with_root(parent, deadline, Some(gref));
         if linked {
             // A scope it is linked into may have been cancelled already (a
             // Group that failed): no cancel will set `HINT` for it, so the
@@ -322,21 +344,7 @@ impl Task {
     }
 
     fn new_thread() -> Arc<Task> {
-        Task::with_root(None, None, false)
-    }
-
-    pub(crate) fn root(&self) -> &Arc<Scope> {
-        &self.root
-    }
-
-    /// The G's first step: store its core handle (the cancel handshake).
-    /// Returns the scope that cancelled it already, if one did.
-    pub(crate) fn start(&self, gref: GRef) -> Option<Arc<Scope>> {
-        let _ = self.wake.gref.set(gref);
-        // AcqRel: Release publishes the `GRef` to a canceller that sees
-        // `STARTED`; Acquire takes the scope flag of one whose `HINT` we see.
-        self.wake.flags.fetch_or(STARTED, AcqRel);
-        self.check()
+        Task::with_root(None, None, None)
     }
 
     /// The park-point check: the scope that cancels this task now, if any.
@@ -492,6 +500,74 @@ impl Drop for Blocked {
     }
 }
 
+/// A G's cancel state: its core handle, and its task once made (module
+/// docs, "A G's task, made when first needed"). Lives in the G's handle.
+pub(crate) struct GCancel {
+    gref: GRef,
+    task: OnceLock<Arc<Task>>,
+}
+
+impl GCancel {
+    /// The task is made now if the G starts inside `parent` (a Group's
+    /// scope) or with a deadline; otherwise when first needed.
+    pub(crate) fn new(
+        gref: GRef,
+        parent: Option<Arc<Scope>>,
+        deadline: Option<Instant>,
+    ) -> GCancel {
+        let task = OnceLock::new();
+        if parent.is_some() || deadline.is_some() {
+            let _ = task.set(Task::new_g(gref.clone(), parent, deadline));
+        }
+        GCancel { gref, task }
+    }
+
+    /// The G's id.
+    pub(crate) fn id(&self) -> u64 {
+        self.gref.id()
+    }
+
+    /// The G's task, made now if it has none.
+    pub(crate) fn task(&self) -> &Arc<Task> {
+        self.task
+            .get_or_init(|| Task::new_g(self.gref.clone(), None, None))
+    }
+
+    /// The park-point check ([`Task::check`]). Without a task only the
+    /// shutdown can cancel the G, and it makes the task to count its once.
+    #[inline]
+    pub(crate) fn check(&self) -> Option<Arc<Scope>> {
+        match self.task.get() {
+            Some(t) => t.check(),
+            None if SHUTTING_DOWN.load(Relaxed) => self.task().check(),
+            None => None,
+        }
+    }
+
+    /// [`Task::deadline`]: a G without a task has none.
+    #[inline]
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.task.get().and_then(|t| t.deadline())
+    }
+
+    /// [`Task::postpone`]. `check` returned a scope, so the task exists.
+    pub(crate) fn postpone(&self, scope: &Scope) {
+        self.task().postpone(scope);
+    }
+
+    /// `g.cancel()`: cancels the G's root scope and wakes the G.
+    pub(crate) fn cancel(&self, msg: String) {
+        self.task().root.cancel(msg);
+    }
+
+    /// The G finished ([`Task::finish`]).
+    pub(crate) fn finish(&self) {
+        if let Some(t) = self.task.get() {
+            t.finish();
+        }
+    }
+}
+
 /// Sync Gs blocked in a `_blocking` call right now: the shutdown cancel
 /// unparks them (a parked coroutine G is reached by `interrupt_all`). A
 /// leaked map behind a pointer, so that a fork child can start a fresh one
@@ -558,43 +634,24 @@ pub(crate) fn end_shutdown() {
 }
 
 thread_local! {
-    /// The task this thread runs now: the G being stepped, else the
-    /// thread's own (made on first use).
-    static CURRENT: std::cell::RefCell<Option<Arc<Task>>> = const { std::cell::RefCell::new(None) };
+    /// The thread's own task, made on first use.
     static THREAD_TASK: std::cell::RefCell<Option<Arc<Task>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Makes `task` the calling thread's current task until dropped (the
-/// driver, around each step of a G).
-pub(crate) struct Current(Option<Arc<Task>>);
-
-impl Current {
-    pub(crate) fn enter(task: &Arc<Task>) -> Current {
-        Current(CURRENT.with(|c| c.replace(Some(task.clone()))))
-    }
-}
-
-impl Drop for Current {
-    fn drop(&mut self) {
-        let prev = self.0.take();
-        CURRENT.with(|c| *c.borrow_mut() = prev);
-    }
-}
-
-/// The calling thread's task: the G it steps, or its own.
+/// The calling thread's task: the G it steps (made now if it has none),
+/// or its own.
 pub(crate) fn current() -> Arc<Task> {
-    if let Some(t) = CURRENT.with(|c| c.borrow().clone()) {
+    if let Some(t) = with_current_cancel(|g| g.task().clone()) {
         return t;
     }
     THREAD_TASK.with(|c| c.borrow_mut().get_or_insert_with(Task::new_thread).clone())
 }
 
-/// The deadline a G started here inherits (`go()`): the calling G's, or
-/// the calling thread's (a plain thread inside a `gmprt.timeout()`); None
-/// outside any scope with one.
-pub(crate) fn inherited_deadline() -> Option<Instant> {
-    if let Some(t) = CURRENT.with(|c| c.borrow().clone()) {
-        return t.deadline();
+/// The calling G's or thread's effective deadline (None: no limit), which
+/// a G it starts with `go()` inherits; makes no task.
+pub(crate) fn current_deadline() -> Option<Instant> {
+    if let Some(d) = with_current_cancel(GCancel::deadline) {
+        return d;
     }
     THREAD_TASK.with(|c| c.borrow().as_ref().and_then(|t| t.deadline()))
 }
@@ -613,7 +670,6 @@ fn check_owner(task: &Arc<Task>) -> PyResult<()> {
 
 /// After `fork()`, in the child: no task of the parent's threads exists.
 pub(crate) fn after_fork_child() {
-    CURRENT.with(|c| *c.borrow_mut() = None);
     THREAD_TASK.with(|c| *c.borrow_mut() = None);
     SHUTTING_DOWN.store(false, Relaxed);
     BLOCKED_GS.reset();
@@ -884,7 +940,7 @@ pub(crate) fn shield() -> CancelScope {
 /// the one it inherited when it was started; ``math.inf`` if none.
 #[pyfunction]
 pub(crate) fn deadline(py: Python<'_>) -> PyResult<f64> {
-    monotonic(py, current().deadline())
+    monotonic(py, current_deadline())
 }
 
 /// A Group's own scope (entered by the Group, `_leave` to exit).

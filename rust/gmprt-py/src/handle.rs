@@ -6,7 +6,7 @@
 //! Python or a drop of a Python object: either could switch the GIL to a
 //! thread that then blocks on the same mutex while attached.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread::Thread;
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use gmprt_core::Waker;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use crate::cancel::{self, Scope, Until};
+use crate::cancel::{self, GCancel, Until};
 use crate::errors::{Cancelled, Timeout};
 use crate::lock::{lock, unpoison};
 use crate::rt;
@@ -23,12 +23,17 @@ use crate::token::{current_g, Poll, Token, Wait};
 
 struct State {
     outcome: Option<Outcome>,
-    waiters: Vec<Waker>,
-    /// Threads blocked in `join()`.
-    joiners: Vec<Thread>,
+    /// Gs in `await g` and threads blocked in `join()` (one vector: every
+    /// live G has a handle, so its size counts per G).
+    waiters: Vec<Waiter>,
     /// Someone saw the outcome (or it needs no report): an error is not
     /// reported as unobserved.
     observed: bool,
+}
+
+enum Waiter {
+    G(Waker),
+    Thread(Thread),
 }
 
 enum Outcome {
@@ -39,7 +44,7 @@ enum Outcome {
     /// is kept. The exception's traceback would hold the G's frames alive
     /// until the handle goes, and a mass cancel would leave the cyclic GC
     /// 100k of them to walk (measured: 40% of `benches/cancel.py`).
-    Cancelled(String),
+    Cancelled(Box<str>),
 }
 
 /// A running or finished G, as returned by :func:`gmprt.go`.
@@ -50,27 +55,29 @@ enum Outcome {
 /// stderr with its traceback when the handle is collected.
 #[pyclass(frozen, module = "gmprt", name = "G")]
 pub struct GHandle {
-    pub(crate) id: u64,
     /// What the G runs; its name is computed only when printed.
     func: Py<PyAny>,
     state: Mutex<State>,
-    /// The G's root cancel scope (`cancel()`).
-    root: Arc<Scope>,
+    /// The G's cancel state (`cancel()`; the driver's checks).
+    pub(crate) cancel: GCancel,
 }
 
 impl GHandle {
-    pub(crate) fn new(id: u64, func: Py<PyAny>, root: Arc<Scope>) -> GHandle {
+    pub(crate) fn new(func: Py<PyAny>, cancel: GCancel) -> GHandle {
         GHandle {
-            id,
             func,
             state: Mutex::new(State {
                 outcome: None,
                 waiters: Vec::new(),
-                joiners: Vec::new(),
                 observed: false,
             }),
-            root,
+            cancel,
         }
+    }
+
+    /// The G's id, unique within one `gmprt.run()`.
+    pub(crate) fn id(&self) -> u64 {
+        self.cancel.id()
     }
 
     /// Marks the outcome as seen (a Group collected it).
@@ -82,7 +89,7 @@ impl GHandle {
     pub(crate) fn error(&self, py: Python<'_>) -> Option<PyErr> {
         match lock(&self.state).outcome.as_ref() {
             Some(Outcome::Err(e)) => Some(e.clone_ref(py)),
-            Some(Outcome::Cancelled(m)) => Some(Cancelled::new_err(m.clone())),
+            Some(Outcome::Cancelled(m)) => Some(Cancelled::new_err(m.to_string())),
             _ => None,
         }
     }
@@ -107,7 +114,7 @@ impl GHandle {
         if st.outcome.is_some() {
             return false;
         }
-        st.waiters.push(w);
+        st.waiters.push(Waiter::G(w));
         true
     }
 
@@ -118,7 +125,7 @@ impl GHandle {
         match st.outcome.as_ref().expect("outcome of a running G") {
             Outcome::Ok(v) => Ok(v.clone_ref(py)),
             Outcome::Err(e) => Err(e.clone_ref(py)),
-            Outcome::Cancelled(m) => Err(Cancelled::new_err(m.clone())),
+            Outcome::Cancelled(m) => Err(Cancelled::new_err(m.to_string())),
         }
     }
 
@@ -143,7 +150,8 @@ impl GHandle {
         let outcome = match result {
             Ok(v) => Outcome::Ok(v),
             Err(e) if e.is_instance_of::<Cancelled>(py) => {
-                Outcome::Cancelled(e.value(py).str().map(|m| m.to_string()).unwrap_or_default())
+                let msg = e.value(py).str().map(|m| m.to_string());
+                Outcome::Cancelled(msg.unwrap_or_default().into())
             }
             Err(e) => Outcome::Err(Box::new(e)),
         };
@@ -153,7 +161,7 @@ impl GHandle {
             rt::note_failed(slf.clone().into_any().unbind());
         }
         if let Some(e) = report {
-            rt::report_unobserved(py, me.id, &me.name(py), e);
+            rt::report_unobserved(py, me.id(), &me.name(py), e);
         }
     }
 
@@ -169,16 +177,19 @@ impl GHandle {
             st.observed = true;
             e
         };
-        rt::report_unobserved(py, self.id, &self.name(py), e);
+        rt::report_unobserved(py, self.id(), &self.name(py), e);
     }
 
     /// Shutdown closed this G before it finished.
     pub(crate) fn closed(&self) {
         self.finish_with(
-            Outcome::Cancelled(format!(
-                "G {} was cancelled: the runtime stopped before it finished",
-                self.id
-            )),
+            Outcome::Cancelled(
+                format!(
+                    "G {} was cancelled: the runtime stopped before it finished",
+                    self.id()
+                )
+                .into(),
+            ),
             true,
         );
     }
@@ -191,13 +202,14 @@ impl GHandle {
         st.outcome = Some(outcome);
         st.observed |= observed;
         let waiters = std::mem::take(&mut st.waiters);
-        let joiners = std::mem::take(&mut st.joiners);
         drop(st);
-        for t in joiners {
-            t.unpark();
-        }
         for w in waiters {
-            w.wake();
+            match w {
+                Waiter::G(w) => {
+                    w.wake();
+                }
+                Waiter::Thread(t) => t.unpark(),
+            }
         }
     }
 }
@@ -205,9 +217,9 @@ impl GHandle {
 #[pymethods]
 impl GHandle {
     /// The G's id, unique within one `gmprt.run()`.
-    #[getter]
-    fn id(&self) -> u64 {
-        self.id
+    #[getter(id)]
+    fn py_id(&self) -> u64 {
+        self.id()
     }
 
     /// Whether the G has finished (returned, raised, or was cancelled).
@@ -233,17 +245,19 @@ impl GHandle {
     #[pyo3(signature = (timeout=None))]
     fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let deadline = deadline(timeout)?;
-        if current_g() == Some(self.id) {
+        if current_g() == Some(self.id()) {
             return Err(PyRuntimeError::new_err(format!(
                 "G {} cannot join itself",
-                self.id
+                self.id()
             )));
         }
         if !self.is_done(py) {
             let task = cancel::current();
-            let what = format!("join G {}", self.id);
+            let what = format!("join G {}", self.id());
             let wait = || {
-                lock(&self.state).joiners.push(std::thread::current());
+                lock(&self.state)
+                    .waiters
+                    .push(Waiter::Thread(std::thread::current()));
                 cancel::wait_until(&task, &what, deadline, || self.is_done_nogil())
             };
             let until = if deadline.is_none() && task.deadline().is_none() {
@@ -256,7 +270,7 @@ impl GHandle {
                 Until::TimedOut => {
                     return Err(Timeout::new_err(format!(
                         "G {} did not finish within {} s",
-                        self.id,
+                        self.id(),
                         timeout.unwrap_or_default()
                     )))
                 }
@@ -297,8 +311,8 @@ impl GHandle {
         if self.is_done(py) {
             return false;
         }
-        let msg = msg.unwrap_or_else(|| format!("G {} was cancelled", self.id));
-        self.root.cancel(msg);
+        let msg = msg.unwrap_or_else(|| format!("G {} was cancelled", self.id()));
+        self.cancel.cancel(msg);
         true
     }
 
@@ -315,7 +329,7 @@ impl GHandle {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let state = if self.is_done(py) { "done" } else { "running" };
-        format!("<gmprt.G {} {} {}>", self.id, self.name(py), state)
+        format!("<gmprt.G {} {} {}>", self.id(), self.name(py), state)
     }
 }
 
@@ -345,16 +359,17 @@ impl Wait for Join {
         if h.is_done(py) {
             self.timer.cancel();
             Poll::Ready(h.outcome(py))
-        } else if current_g() == Some(h.id) {
+        } else if current_g() == Some(h.id()) {
             // It would wait for itself forever.
             Poll::Ready(Err(PyRuntimeError::new_err(format!(
                 "G {} cannot await itself",
-                h.id
+                h.id()
             ))))
         } else if self.until.is_some_and(|u| Instant::now() >= u) {
             Poll::Ready(Err(Timeout::new_err(format!(
                 "G {} did not finish within {} s",
-                h.id, self.timeout
+                h.id(),
+                self.timeout
             ))))
         } else {
             Poll::Pending
@@ -370,7 +385,7 @@ impl Wait for Join {
     }
 
     fn describe(&self) -> String {
-        format!("join G {}", self.g.get().id)
+        format!("join G {}", self.g.get().id())
     }
 
     fn cancel(&self, _py: Python<'_>) -> bool {
@@ -386,7 +401,7 @@ impl Drop for GHandle {
             return;
         }
         if let Some(Outcome::Err(e)) = st.outcome.take() {
-            let id = self.id;
+            let id = self.id();
             // Dealloc runs attached; try_attach only refuses during
             // interpreter finalization, when there is nobody to tell. The
             // dealloc may run in the middle of an unwind (a frame clearing

@@ -44,7 +44,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::body::{PyBody, Spawn};
-use crate::cancel::{self, Task};
+use crate::cancel::{self, GCancel};
 use crate::errors::{int_arg, Cancelled, Deadlock};
 use crate::exit;
 use crate::handle::GHandle;
@@ -119,14 +119,14 @@ fn new_g(
     f: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
     kwargs: Option<Bound<'_, PyDict>>,
-    how: Spawn,
+    mut how: Spawn,
 ) -> PyResult<Py<GHandle>> {
     let func = f.clone().unbind();
     let mut out: PyResult<Py<GHandle>> = Err(PyRuntimeError::new_err("unreachable"));
     let coro = f.clone();
-    let spawned = sched.spawn_with(|id| {
-        let root = how.task.root().clone();
-        let made = Py::new(py, GHandle::new(id, func, root)).and_then(|h| {
+    let spawned = sched.spawn_with(|gref| {
+        let cancel = GCancel::new(gref, how.parent.take(), how.deadline);
+        let made = Py::new(py, GHandle::new(func, cancel)).and_then(|h| {
             let body = PyBody::new(py, f, args, kwargs, h.clone_ref(py), how)?;
             Ok((h, body))
         });
@@ -200,7 +200,8 @@ pub(crate) fn go(
         )
     })?;
     let how = Spawn {
-        task: Task::new_g(None, cancel::inherited_deadline()),
+        parent: None,
+        deadline: cancel::current_deadline(),
         on_done: None,
         is_main: false,
     };
@@ -230,7 +231,8 @@ pub(crate) fn _go_linked(
         None => cancel::current().top(),
     };
     let how = Spawn {
-        task: Task::new_g(Some(parent), None),
+        parent: Some(parent),
+        deadline: None,
         on_done: Some(on_done),
         is_main: false,
     };
@@ -409,7 +411,8 @@ fn run_main(
     args: Bound<'_, PyTuple>,
 ) -> Result<Py<PyAny>, Stop> {
     let how = Spawn {
-        task: Task::new_g(None, None),
+        parent: None,
+        deadline: None,
         on_done: None,
         is_main: true,
     };

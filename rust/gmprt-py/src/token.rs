@@ -30,6 +30,7 @@ use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
+use crate::cancel::GCancel;
 use crate::lock::lock;
 
 /// tokio's coop budget per task poll.
@@ -99,12 +100,28 @@ pub struct Token {
     stash: Mutex<Option<Box<PyResult<Py<PyAny>>>>>,
 }
 
-thread_local! {
-    /// The id of the G this thread is stepping, or 0. Set by the driver
-    /// around every step; tokens use it to refuse to run outside a G.
-    static CURRENT_G: Cell<u64> = const { Cell::new(0) };
+/// What the thread knows of the step it runs, set by the driver around
+/// every step. One thread-local for all of it: in a shared library each
+/// thread-local access is a call (`__tls_get_addr`), and the step's two
+/// ends are the hottest path there is.
+struct Stepping {
+    /// The id of the G this thread is stepping, or 0: tokens use it to
+    /// refuse to run outside a G.
+    g: Cell<u64>,
     /// Ready completions left in the current step.
-    static BUDGET_LEFT: Cell<u32> = const { Cell::new(BUDGET) };
+    budget: Cell<u32>,
+    /// That G's cancel state (`cancel::current`), or null.
+    cancel: Cell<*const GCancel>,
+}
+
+thread_local! {
+    static STEPPING: Stepping = const {
+        Stepping {
+            g: Cell::new(0),
+            budget: Cell::new(BUDGET),
+            cancel: Cell::new(std::ptr::null()),
+        }
+    };
     /// The id of the G this thread is closing at shutdown, or 0.
     static CLOSING_G: Cell<u64> = const { Cell::new(0) };
     /// Awaits refused while closing that G, and when the first one was.
@@ -162,36 +179,55 @@ impl Drop for Closing {
 /// After `fork()`, in the child: the calling thread steps and closes no G
 /// (rt::after_fork_child).
 pub(crate) fn after_fork_child() {
-    CURRENT_G.with(|c| c.set(0));
+    STEPPING.with(|s| {
+        s.g.set(0);
+        s.cancel.set(std::ptr::null());
+    });
     CLOSING_G.with(|c| c.set(0));
 }
 
-/// Marks the calling thread as stepping G `id` until dropped, with a fresh
-/// budget.
-pub(crate) struct InG(u64);
+/// Marks the calling thread as stepping G `id`, whose cancel state is
+/// `cancel`, until dropped, with a fresh budget.
+pub(crate) struct InG(u64, *const GCancel);
 
 impl InG {
-    pub(crate) fn enter(id: u64) -> InG {
-        BUDGET_LEFT.with(|b| b.set(BUDGET));
-        InG(CURRENT_G.with(|c| c.replace(id)))
+    /// `cancel` must outlive the guard: the driver's handle holds it for
+    /// the step the guard spans.
+    pub(crate) fn enter(id: u64, cancel: &GCancel) -> InG {
+        STEPPING.with(|s| {
+            s.budget.set(BUDGET);
+            InG(s.g.replace(id), s.cancel.replace(cancel))
+        })
     }
 }
 
 impl Drop for InG {
     fn drop(&mut self) {
-        CURRENT_G.with(|c| c.set(self.0));
+        STEPPING.with(|s| {
+            s.g.set(self.0);
+            s.cancel.set(self.1);
+        });
     }
 }
 
 /// The G the calling thread is stepping, if any.
 pub(crate) fn current_g() -> Option<u64> {
-    Some(CURRENT_G.with(|c| c.get())).filter(|&id| id != 0)
+    Some(STEPPING.with(|s| s.g.get())).filter(|&id| id != 0)
+}
+
+/// `f` of the cancel state of the G the calling thread steps, if it steps
+/// one.
+pub(crate) fn with_current_cancel<R>(f: impl FnOnce(&GCancel) -> R) -> Option<R> {
+    let p = STEPPING.with(|s| s.cancel.get());
+    // SAFETY: non-null only between `InG::enter` and its drop, while the
+    // driver's handle keeps the `GCancel` alive (`InG::enter`).
+    (!p.is_null()).then(|| f(unsafe { &*p }))
 }
 
 fn take_budget() -> bool {
-    BUDGET_LEFT.with(|b| {
-        let left = b.get();
-        b.set(left.saturating_sub(1));
+    STEPPING.with(|s| {
+        let left = s.budget.get();
+        s.budget.set(left.saturating_sub(1));
         left > 0
     })
 }
@@ -328,8 +364,17 @@ impl Token {
             return Token::outside_g(slf);
         };
         // Relaxed: the CAS only decides who owns the token; the G's own
-        // state travels with its park (g.rs).
-        match tok.owner.compare_exchange(0, me, Relaxed, Relaxed) {
+        // state travels with its park (g.rs). Once owned (past FRESH), a
+        // load tells the owner from a thief.
+        let owner = if state == FRESH {
+            tok.owner.compare_exchange(0, me, Relaxed, Relaxed)
+        } else {
+            match tok.owner.load(Relaxed) {
+                o if o == me => Ok(o),
+                o => Err(o),
+            }
+        };
+        match owner {
             Ok(_) => {}
             Err(owner) if owner == me => {}
             Err(owner) => {

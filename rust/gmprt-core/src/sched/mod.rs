@@ -144,7 +144,7 @@ use std::collections::VecDeque;
 use std::ptr;
 use std::time::{Duration, Instant};
 
-use crate::api::{BoxBody, Config, Hooks, Stats, Stopped, Waker};
+use crate::api::{BoxBody, Config, GRef, Hooks, Stats, Stopped, Waker};
 use crate::g::GPtr;
 use crate::loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use crate::loom::sync::{Arc, Condvar, Mutex};
@@ -332,17 +332,39 @@ impl Sched {
     /// the new G goes to the current P's runnext (Go's `newproc`); from
     /// anywhere else, to the global queue.
     pub fn spawn(self: &Arc<Self>, body: BoxBody) -> Result<u64, Stopped> {
-        self.spawn_with(|_| body)
-    }
-
-    /// [`spawn`](Self::spawn), building the body from the new G's id (so the
-    /// body can carry it before the G first runs).
-    pub fn spawn_with(self: &Arc<Self>, body: impl FnOnce(u64) -> BoxBody) -> Result<u64, Stopped> {
         if self.stopping.load(Acquire) {
             return Err(Stopped);
         }
         let id = self.next_gid.fetch_add(1, Relaxed);
-        let body = body(id);
+        self.enqueue_new(None, id, body);
+        Ok(id)
+    }
+
+    /// [`spawn`](Self::spawn), building the body from a [`GRef`] to the new
+    /// G, so that the body (and whoever it hands the `GRef` to) can
+    /// interrupt it from before its first step on. The `GRef` is not stale
+    /// for anyone the caller publishes it to after this returns.
+    pub fn spawn_with(
+        self: &Arc<Self>,
+        body: impl FnOnce(GRef) -> BoxBody,
+    ) -> Result<u64, Stopped> {
+        if self.stopping.load(Acquire) {
+            return Err(Stopped);
+        }
+        let id = self.next_gid.fetch_add(1, Relaxed);
+        // The G first, in a borrow of its own: building the body may run
+        // the embedder's code, which may spawn (and borrow the P) itself.
+        let g = self
+            .with_current_p(|p| self.gfget(p))
+            .unwrap_or_else(|| self.gfget_global());
+        let body = body(GRef::new(self.clone(), g, id));
+        self.enqueue_new(Some(g), id, body);
+        Ok(id)
+    }
+
+    /// Prepares a new G (`g`, or one from the free list) for `body` and
+    /// queues it.
+    fn enqueue_new(self: &Arc<Self>, g: Option<GPtr>, id: u64, body: BoxBody) {
         self.ngs.fetch_add(1, Relaxed);
         self.spawned.fetch_add(1, Relaxed);
         // One borrow of the P for the G and its enqueue (Go's newproc +
@@ -351,17 +373,16 @@ impl Sched {
         let overflow = GlobalOverflow(self);
         let mut body = Some(body);
         let local = self.with_current_p(|p| {
-            let g = self.gfget(p);
+            let g = g.unwrap_or_else(|| self.gfget(p));
             g.prepare(id, body.take().expect("body used twice"));
             p.runq.push(g, true, &overflow);
         });
         if local.is_none() {
-            let g = self.gfget_global();
+            let g = g.unwrap_or_else(|| self.gfget_global());
             g.prepare(id, body.take().expect("body used twice"));
             overflow.push_batch(&mut std::iter::once(g));
         }
         self.wakep();
-        Ok(id)
     }
 
     /// Any thread: interrupt every live G (`g::G::interrupt`), so each one
