@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::cancel::{self, GCancel, Scope};
+use crate::errors;
 use crate::exit::{self, Shutdown};
 use crate::handle::GHandle;
 use crate::rt;
@@ -246,6 +247,9 @@ impl PyBody {
     }
 
     fn finish(&mut self, py: Python<'_>, result: PyResult<Py<PyAny>>) -> Step {
+        // Looked at below and by the handle: an error made in Rust (a G
+        // cancelled before it ran) must not cost a GIL switch.
+        let result = result.map_err(|e| errors::made(py, e));
         self.code = None;
         self.disarm();
         self.handle.get().cancel.finish();
@@ -363,6 +367,7 @@ fn send<'py>(py: Python<'py>, coro: &Bound<'py, PyAny>) -> Sent<'py> {
 
 /// `coro.throw(exc)`. There is no public C call for it.
 fn throw_into<'py>(py: Python<'py>, coro: &Bound<'py, PyAny>, e: PyErr) -> Sent<'py> {
+    let e = errors::made(py, e);
     match exit::call_method1(
         coro,
         pyo3::intern!(py, "throw"),

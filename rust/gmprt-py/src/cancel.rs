@@ -875,9 +875,11 @@ impl CancelScope {
         };
         check_owner(&task)?;
         task.pop(&s)?;
-        Ok(task
-            .check()
-            .map(|outer| outer.exception().into_value(py).into_any()))
+        Ok(task.check().map(|outer| {
+            crate::errors::made(py, outer.exception())
+                .into_value(py)
+                .into_any()
+        }))
     }
 }
 

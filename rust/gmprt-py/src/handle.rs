@@ -15,7 +15,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use crate::cancel::{self, GCancel, Until};
-use crate::errors::{Cancelled, Timeout};
+use crate::errors::{self, Cancelled, Timeout};
 use crate::lock::{lock, unpoison};
 use crate::rt;
 use crate::time::{deadline, ParkedTimer};
@@ -87,11 +87,14 @@ impl GHandle {
 
     /// The G's exception, if it finished with one.
     pub(crate) fn error(&self, py: Python<'_>) -> Option<PyErr> {
-        match lock(&self.state).outcome.as_ref() {
-            Some(Outcome::Err(e)) => Some(e.clone_ref(py)),
-            Some(Outcome::Cancelled(m)) => Some(Cancelled::new_err(m.to_string())),
-            _ => None,
-        }
+        let cancelled = match lock(&self.state).outcome.as_ref() {
+            Some(Outcome::Err(e)) => return Some(e.clone_ref(py)),
+            Some(Outcome::Cancelled(m)) => m.to_string(),
+            _ => return None,
+        };
+        // A Group looks at it (`_exception`): made now (`errors::made`),
+        // with the lock released (module docs).
+        Some(errors::made(py, Cancelled::new_err(cancelled)))
     }
 
     /// The G's function name, for reports.
