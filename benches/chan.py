@@ -230,7 +230,10 @@ def parked_gmprt(n: int, procs: int | None = None) -> dict:
 
     async def waiter(ch, wg):
         wg.done()
-        await ch.recv()
+        try:
+            await ch.recv()
+        except gmprt.ChanClosed:
+            pass  # main closes the channel to end the Gs: not a failure
 
     async def main() -> dict:
         ch, wg = gmprt.Chan(), gmprt.WaitGroup()
