@@ -58,12 +58,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Cancelled", py.get_type::<Cancelled>())?;
     m.add_function(wrap_pyfunction!(runtime::stats, m)?)?;
     m.add_function(wrap_pyfunction!(time::sleep, m)?)?;
-    m.add_function(wrap_pyfunction!(net::listen, m)?)?;
-    m.add_function(wrap_pyfunction!(net::dial, m)?)?;
-    m.add_function(wrap_pyfunction!(net::wait_readable, m)?)?;
-    m.add_function(wrap_pyfunction!(net::wait_writable, m)?)?;
-    m.add_class::<net::Listener>()?;
-    m.add_class::<net::Conn>()?;
+    net::register(m)?;
     m.add_class::<handle::GHandle>()?;
     m.add_class::<Token>()?;
     token::install_am_send(py);

@@ -1,0 +1,275 @@
+//! `gmprt.net.Conn`: receive into the per-thread buffer, send from the
+//! caller's buffer.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+
+use gmprt_core::net::{self, IoWait};
+use gmprt_core::Waker;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::{finish, put_buf, py_addr, sched, sock_error, take_buf, Data, CONN};
+use crate::errors::int_or;
+use crate::lock::lock;
+use crate::time::deadline;
+use crate::token::{Poll, Token, Wait};
+
+/// A TCP connection, from :meth:`Listener.accept` or :func:`gmprt.net.dial`.
+///
+/// Every blocking method returns an awaitable for a G::
+///
+///     while data := await conn.recv(65536):
+///         await conn.sendall(data)
+///
+/// ``TCP_NODELAY`` is on. Each blocking method takes ``timeout=`` (seconds,
+/// from the call; ``None`` waits forever) and raises :class:`gmprt.Timeout`
+/// when it passes; the connection stays usable. A peer that reset the
+/// connection raises ``ConnectionResetError`` (or ``BrokenPipeError`` on a
+/// send); any method on a closed ``Conn`` raises ``OSError`` (EBADF).
+/// ``close()`` wakes Gs blocked on the connection; they raise that
+/// ``OSError``. Use as a context manager to close it on exit.
+#[pyclass(frozen, module = "gmprt.net", name = "Conn")]
+pub struct Conn {
+    pub(super) conn: net::Conn,
+}
+
+impl Conn {
+    fn addr(&self, peer: bool) -> PyResult<(String, u16)> {
+        let (what, r) = if peer {
+            ("remote_address", self.conn.peer_addr())
+        } else {
+            ("local_address", self.conn.local_addr())
+        };
+        r.map(py_addr).map_err(|e| sock_error(&e, what, CONN, None))
+    }
+}
+
+#[pymethods]
+impl Conn {
+    /// Receive up to ``max_bytes`` bytes: ``await conn.recv()``. Returns as
+    /// soon as any data is there; ``b""`` once the peer has closed its
+    /// sending side (EOF). One call returns at most 1 MiB, however large
+    /// ``max_bytes`` is, so a length read off the wire can be passed as is.
+    ///
+    /// Raises:
+    ///     gmprt.Timeout: nothing arrived within ``timeout`` seconds.
+    ///     ConnectionResetError: the peer reset the connection.
+    ///     OSError: the connection is closed.
+    ///     ValueError: ``max_bytes < 1``.
+    #[pyo3(signature = (max_bytes=None, *, timeout=None), text_signature = "(self, /, max_bytes=65536, *, timeout=None)")]
+    fn recv(
+        slf: Bound<'_, Self>,
+        max_bytes: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Token> {
+        let max_bytes = int_or(max_bytes, 65536, "max_bytes", 1, i64::MAX)? as usize;
+        Ok(Token::wait(Recv {
+            wait: Mutex::new(IoWait::new(deadline(timeout)?)),
+            conn: slf.unbind(),
+            max: max_bytes,
+            timeout,
+        }))
+    }
+
+    /// Send some of ``data`` (bytes or any contiguous buffer): ``await
+    /// conn.send(data)`` returns how many bytes the kernel took (at least
+    /// one, unless ``data`` is empty), waiting only while it takes none.
+    ///
+    /// Raises:
+    ///     gmprt.Timeout: nothing could be sent within ``timeout`` seconds.
+    ///     BrokenPipeError, ConnectionResetError: the peer is gone.
+    ///     OSError: the connection is closed.
+    #[pyo3(signature = (data, *, timeout=None))]
+    fn send(slf: Bound<'_, Self>, data: Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Token> {
+        Send::token(slf, &data, timeout, false)
+    }
+
+    /// Send all of ``data``: ``await conn.sendall(data)``, waiting for the
+    /// peer as needed. ``timeout`` bounds the whole call; on a timeout some
+    /// prefix of ``data`` may have been sent.
+    ///
+    /// Raises:
+    ///     gmprt.Timeout: the data was not all sent within ``timeout`` seconds.
+    ///     BrokenPipeError, ConnectionResetError: the peer is gone.
+    ///     OSError: the connection is closed.
+    #[pyo3(signature = (data, *, timeout=None))]
+    fn sendall(
+        slf: Bound<'_, Self>,
+        data: Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Token> {
+        Send::token(slf, &data, timeout, true)
+    }
+
+    /// Close the connection (idempotent). Gs blocked on it wake up and raise
+    /// ``OSError``.
+    fn close(&self) {
+        self.conn.close();
+    }
+
+    /// Shut down the sending side (a TCP half-close, Go's ``CloseWrite``):
+    /// the peer reads EOF, and this side can still receive.
+    ///
+    /// Raises:
+    ///     OSError: the connection is closed or not connected.
+    fn close_write(&self) -> PyResult<()> {
+        self.conn
+            .close_write()
+            .map_err(|e| sock_error(&e, "close_write", CONN, None))
+    }
+
+    /// Whether :meth:`close` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// The socket's file descriptor, or -1 once closed.
+    fn fileno(&self) -> RawFd {
+        self.conn.fd().unwrap_or(-1)
+    }
+
+    /// ``(host, port)`` of this end.
+    #[getter]
+    fn local_address(&self) -> PyResult<(String, u16)> {
+        self.addr(false)
+    }
+
+    /// ``(host, port)`` of the peer.
+    #[getter]
+    fn remote_address(&self) -> PyResult<(String, u16)> {
+        self.addr(true)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: Bound<'_, pyo3::types::PyTuple>) {
+        self.conn.close();
+    }
+
+    fn __repr__(&self) -> String {
+        match (self.addr(false), self.addr(true)) {
+            (Ok(l), Ok(r)) => format!("<gmprt.net.Conn {}:{} -> {}:{}>", l.0, l.1, r.0, r.1),
+            _ if self.conn.is_closed() => "<gmprt.net.Conn closed>".into(),
+            _ => "<gmprt.net.Conn>".into(),
+        }
+    }
+}
+
+/// `await conn.recv(n)`.
+struct Recv {
+    wait: Mutex<IoWait>,
+    conn: Py<Conn>,
+    max: usize,
+    timeout: Option<f64>,
+}
+
+impl Wait for Recv {
+    fn poll(&self, py: Python<'_>) -> Poll {
+        let sched = match sched() {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let mut buf = take_buf();
+        let conn = &self.conn.get().conn;
+        let r = conn.poll_recv_vec(&sched, &mut buf, self.max, &mut lock(&self.wait));
+        let out = finish(
+            r,
+            |_| Ok(PyBytes::new(py, &buf).into_any().unbind()),
+            |e| sock_error(e, "recv", CONN, self.timeout),
+        );
+        put_buf(buf);
+        out
+    }
+
+    fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
+        lock(&self.wait).park(waker)
+    }
+
+    fn describe(&self) -> String {
+        "net recv".into()
+    }
+
+    /// Nothing was read yet: the bytes stay in the socket.
+    fn cancel(&self, _py: Python<'_>) -> bool {
+        lock(&self.wait).cancel();
+        true
+    }
+}
+
+/// `await conn.send(data)` and `await conn.sendall(data)` (`all`).
+struct Send {
+    /// The wait, and for sendall the bytes sent so far.
+    st: Mutex<(IoWait, usize)>,
+    conn: Py<Conn>,
+    data: Data,
+    all: bool,
+    timeout: Option<f64>,
+}
+
+impl Send {
+    fn token(
+        conn: Bound<'_, Conn>,
+        data: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        all: bool,
+    ) -> PyResult<Token> {
+        Ok(Token::wait(Send {
+            data: Data::new(data)?,
+            st: Mutex::new((IoWait::new(deadline(timeout)?), 0)),
+            conn: conn.unbind(),
+            all,
+            timeout,
+        }))
+    }
+
+    fn what(&self) -> &'static str {
+        if self.all {
+            "sendall"
+        } else {
+            "send"
+        }
+    }
+}
+
+impl Wait for Send {
+    fn poll(&self, py: Python<'_>) -> Poll {
+        let sched = match sched() {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let conn = &self.conn.get().conn;
+        let data = self.data.bytes(py);
+        let err = |e: &io::Error| sock_error(e, self.what(), CONN, self.timeout);
+        if self.all {
+            let r = {
+                let (wait, sent) = &mut *lock(&self.st);
+                conn.poll_send_all(&sched, data, sent, wait)
+            };
+            finish(r, |()| Ok(py.None()), err)
+        } else {
+            let r = conn.poll_send(&sched, data, &mut lock(&self.st).0);
+            finish(r, |n| Ok(n.into_pyobject(py)?.into_any().unbind()), err)
+        }
+    }
+
+    fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
+        lock(&self.st).0.park(waker)
+    }
+
+    /// What a sendall already sent stays sent (a cancelled sendall may have
+    /// sent part of the data, as a timed-out one may).
+    fn cancel(&self, _py: Python<'_>) -> bool {
+        lock(&self.st).0.cancel();
+        true
+    }
+
+    fn describe(&self) -> String {
+        format!("net {}", self.what())
+    }
+}
