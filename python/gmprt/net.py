@@ -48,5 +48,13 @@ ready.
 """
 
 from ._gmprt import Conn, Listener, dial, listen
+from ._streams import IncompleteReadError, LimitOverrunError
 
-__all__ = ["Conn", "Listener", "dial", "listen"]
+__all__ = [
+    "Conn",
+    "IncompleteReadError",
+    "LimitOverrunError",
+    "Listener",
+    "dial",
+    "listen",
+]
