@@ -28,6 +28,16 @@ and costs no OS thread; the I/O itself is done in Rust::
   ``await Conn.sendall(data, *, timeout=None)``, ``Conn.close_write()``
   (half-close), ``Conn.close()``, ``Conn.local_address``,
   ``Conn.remote_address``.
+- Buffered reads, asyncio's ``StreamReader`` helpers on the same ``Conn``:
+  ``await conn.readline(*, limit=65536)``, ``await conn.readuntil(sep,
+  *, limit=65536)`` (the bytes up to and including ``sep``) and ``await
+  conn.readexactly(n)``. The buffer is bounded: no separator within
+  ``limit`` bytes raises :class:`LimitOverrunError` with the bytes kept
+  (``recv`` returns them), and ``readexactly`` grows only as bytes arrive.
+  EOF first raises :class:`IncompleteReadError` (``.partial``);
+  ``readline`` returns the partial last line instead. A timeout or a cancel
+  loses nothing: what arrived stays buffered. ``recv`` returns buffered
+  bytes first, so the styles mix.
 
 Deadlines: every blocking call takes ``timeout=`` in seconds, counted from
 the call (``None``: no limit). When it passes the call raises

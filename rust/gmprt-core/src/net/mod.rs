@@ -54,12 +54,18 @@
 //! `TimedOut`) and the socket stays usable. `poll_send_all` applies one
 //! deadline to the whole send and a [`Dial`] to all the addresses it tries.
 //!
+//! # Buffered reads
+//!
+//! [`ReadBuf`] (`bufread`) is the bounded buffer a connection's
+//! `readline` / `readuntil` / `readexactly` fill through `poll_recv`.
+//!
 //! # Errors
 //!
 //! All `io::Error`: the kernel's, with errno, plus three of our own that
 //! say which ([`is_closed`], [`is_timeout`], [`NetpollError`]); see
 //! `error`.
 
+mod bufread;
 mod conn;
 mod dial;
 mod error;
@@ -69,6 +75,7 @@ mod nofile;
 mod sock;
 mod wait;
 
+pub use bufread::{ReadBuf, Until, CHUNK};
 pub use conn::{Conn, RECV_MAX};
 pub use dial::{literal, resolve, Dial};
 pub use error::{is_closed, is_timeout, Closed, DeadlineExceeded, NetpollError};

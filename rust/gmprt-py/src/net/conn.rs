@@ -5,13 +5,15 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 
-use gmprt_core::net::{self, IoWait};
+use gmprt_core::net::{self, IoWait, ReadBuf};
 use gmprt_core::Waker;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::bufread::{with_pool, Read, Want};
 use super::{finish, put_buf, py_addr, sched, sock_error, take_buf, Data, CONN};
-use crate::errors::int_or;
+use crate::errors::{int_arg, int_or};
 use crate::lock::lock;
 use crate::time::deadline;
 use crate::token::{Poll, Token, Wait};
@@ -33,9 +35,19 @@ use crate::token::{Poll, Token, Wait};
 #[pyclass(frozen, module = "gmprt.net", name = "Conn")]
 pub struct Conn {
     pub(super) conn: net::Conn,
+    /// Bytes a buffered read (`readline`...) received past what it
+    /// returned; `recv` returns them first (`bufread`).
+    pub(super) rbuf: Mutex<ReadBuf>,
 }
 
 impl Conn {
+    pub(super) fn new(conn: net::Conn) -> Conn {
+        Conn {
+            conn,
+            rbuf: Mutex::default(),
+        }
+    }
+
     fn addr(&self, peer: bool) -> PyResult<(String, u16)> {
         let (what, r) = if peer {
             ("remote_address", self.conn.peer_addr())
@@ -71,6 +83,92 @@ impl Conn {
             max: max_bytes,
             timeout,
         }))
+    }
+
+    /// Receive one line: ``line = await conn.readline()``, the bytes up to
+    /// and including ``b"\n"``. At EOF it returns the partial last line,
+    /// then ``b""``.
+    ///
+    /// Raises:
+    ///     gmprt.net.LimitOverrunError: no ``b"\n"`` within ``limit``
+    ///         bytes; they stay buffered (``recv`` returns them).
+    ///     gmprt.Timeout: no full line within ``timeout`` seconds (what
+    ///         arrived stays buffered).
+    ///     ConnectionResetError, OSError: as for :meth:`recv`.
+    #[pyo3(signature = (*, limit=None, timeout=None), text_signature = "(self, /, *, limit=65536, timeout=None)")]
+    fn readline(
+        slf: Bound<'_, Self>,
+        limit: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Token> {
+        let limit = int_or(limit, 65536, "limit", 1, i64::MAX)? as usize;
+        read(
+            slf,
+            Want::Until {
+                sep: Box::new(*b"\n"),
+                limit,
+                line: true,
+            },
+            timeout,
+        )
+    }
+
+    /// Receive up to and including ``separator``: ``await
+    /// conn.readuntil(b"\r\n\r\n")``. The buffer never holds more than
+    /// ``limit`` bytes before a separator, whatever the peer sends.
+    ///
+    /// Raises:
+    ///     gmprt.net.IncompleteReadError: EOF first (``.partial`` holds the
+    ///         bytes that came; they are consumed).
+    ///     gmprt.net.LimitOverrunError: no separator within ``limit``
+    ///         bytes; they stay buffered.
+    ///     gmprt.Timeout: not found within ``timeout`` seconds (what
+    ///         arrived stays buffered).
+    ///     ValueError: an empty separator, or ``limit < 1``.
+    #[pyo3(signature = (separator=None, *, limit=None, timeout=None), text_signature = "(self, /, separator=b'\\n', *, limit=65536, timeout=None)")]
+    fn readuntil(
+        slf: Bound<'_, Self>,
+        separator: Option<&Bound<'_, PyAny>>,
+        limit: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Token> {
+        let limit = int_or(limit, 65536, "limit", 1, i64::MAX)? as usize;
+        let sep: Box<[u8]> = match separator {
+            Some(d) => Data::new(d)?.bytes(slf.py()).into(),
+            None => Box::new(*b"\n"),
+        };
+        if sep.is_empty() {
+            return Err(PyValueError::new_err("the separator must not be empty"));
+        }
+        read(
+            slf,
+            Want::Until {
+                sep,
+                limit,
+                line: false,
+            },
+            timeout,
+        )
+    }
+
+    /// Receive exactly ``n`` bytes: ``await conn.readexactly(n)``. Memory
+    /// grows only as bytes arrive, so a length read off the wire can be
+    /// passed as is.
+    ///
+    /// Raises:
+    ///     gmprt.net.IncompleteReadError: EOF first (``.partial`` holds the
+    ///         bytes that came, ``.expected`` is ``n``).
+    ///     gmprt.Timeout: not all there within ``timeout`` seconds (what
+    ///         arrived stays buffered).
+    ///     ValueError: ``n < 0``.
+    #[pyo3(signature = (n, *, timeout=None))]
+    fn readexactly(
+        slf: Bound<'_, Self>,
+        n: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Token> {
+        let n = int_arg(n, "n", 0, i64::MAX)? as usize;
+        read(slf, Want::Exact(n), timeout)
     }
 
     /// Send some of ``data`` (bytes or any contiguous buffer): ``await
@@ -161,6 +259,15 @@ impl Conn {
     }
 }
 
+fn read(conn: Bound<'_, Conn>, want: Want, timeout: Option<f64>) -> PyResult<Token> {
+    Ok(Token::wait(Read {
+        wait: Mutex::new(IoWait::new(deadline(timeout)?)),
+        conn: conn.unbind(),
+        want,
+        timeout,
+    }))
+}
+
 /// `await conn.recv(n)`.
 struct Recv {
     wait: Mutex<IoWait>,
@@ -175,8 +282,19 @@ impl Wait for Recv {
             Ok(s) => s,
             Err(e) => return Poll::Ready(Err(e)),
         };
+        let c = self.conn.get();
+        {
+            let mut rb = lock(&c.rbuf);
+            if !rb.is_empty() {
+                let n = rb.buffered().len().min(self.max);
+                let out = PyBytes::new(py, &rb.buffered()[..n]).into_any().unbind();
+                rb.consume(n);
+                with_pool(&mut rb, |_| ());
+                return Poll::Ready(Ok(out));
+            }
+        }
         let mut buf = take_buf();
-        let conn = &self.conn.get().conn;
+        let conn = &c.conn;
         let r = conn.poll_recv_vec(&sched, &mut buf, self.max, &mut lock(&self.wait));
         let out = finish(
             r,

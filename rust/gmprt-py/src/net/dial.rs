@@ -28,7 +28,7 @@ impl Wait for Dial {
         let r = lock(&self.dial).poll(&sched);
         finish(
             r,
-            |conn| Ok(Py::new(py, Conn { conn })?.into_any()),
+            |conn| Ok(Py::new(py, Conn::new(conn))?.into_any()),
             |e| {
                 let what = format!("dial {}", self.target);
                 error(e, &what, CONN, &what, self.timeout)

@@ -97,7 +97,7 @@ impl Wait for Accept {
         let r = self.ln.get().ln.poll_accept(&sched, &mut lock(&self.wait));
         finish(
             r,
-            |(conn, _peer)| Ok(Py::new(py, Conn { conn })?.into_any()),
+            |(conn, _peer)| Ok(Py::new(py, Conn::new(conn))?.into_any()),
             |e| sock_error(e, "accept", LISTENER, self.timeout),
         )
     }

@@ -44,6 +44,7 @@ const RECV_BUF_KEEP: usize = gmprt_core::net::RECV_MAX;
 const CONN: &str = "gmprt.net.Conn";
 const LISTENER: &str = "gmprt.net.Listener";
 
+mod bufread;
 mod conn;
 mod dial;
 mod fdwait;
