@@ -22,7 +22,13 @@ and costs no OS thread; the I/O itself is done in Rust::
 - ``listen(host, port, *, backlog=1024, reuse_port=False) -> Listener``
   (IPv4 or IPv6; ``port=0`` picks a free port, see ``Listener.address``).
 - ``await Listener.accept(*, timeout=None) -> Conn``; ``Listener.close()``.
-- ``await dial(host, port, *, timeout=None) -> Conn``.
+- ``await dial(host, port, *, timeout=None) -> Conn``: a name resolves
+  without blocking a P and, with several addresses, is dialed with Happy
+  Eyeballs (RFC 8305): IPv6 and IPv4 alternate, a new attempt every 250 ms
+  or as soon as one fails, first to connect wins.
+- ``await resolve(host, port=0, *, timeout=None) -> list[str]``: the
+  addresses of a name, looked up in a sync G (``getaddrinfo`` blocks its M,
+  never a P).
 - ``await Conn.recv(max_bytes=65536, *, timeout=None) -> bytes`` (``b""`` at
   EOF), ``await Conn.send(data, *, timeout=None) -> int``,
   ``await Conn.sendall(data, *, timeout=None)``, ``Conn.close_write()``
@@ -57,7 +63,8 @@ For sockets made elsewhere, ``await gmprt.wait_readable(sock)`` and
 ready.
 """
 
-from ._gmprt import Conn, Listener, dial, listen
+from ._dial import dial, resolve
+from ._gmprt import Conn, Listener, listen
 from ._streams import IncompleteReadError, LimitOverrunError
 
 __all__ = [
@@ -67,4 +74,5 @@ __all__ = [
     "Listener",
     "dial",
     "listen",
+    "resolve",
 ]
