@@ -166,7 +166,7 @@ def test_all_refused_raises_the_first_error_with_the_rest_as_notes():
 
 def test_losers_that_connect_too_are_closed(procs):
     """With no attempt delay both connects succeed; one wins, the other is
-    closed by the dialer (the server reads EOF on it), 50 times over."""
+    closed by the dialer (the server reads EOF on it), 20 times over."""
 
     async def main():
         with gmprt.net.listen("127.0.0.1", 0) as ln:
