@@ -32,6 +32,7 @@ ORDER = [
     "overload",
     "cancel",
     "deadline",
+    "lines",
 ]
 
 TITLES = {
@@ -47,6 +48,7 @@ TITLES = {
     "overload": "overload: slow upstream (1 s) and a flood of requests",
     "cancel": "cancel: N tasks parked on a channel / queue, cancel all, wait for all",
     "deadline": "deadline: a per-request deadline over a slow upstream, under a flood",
+    "lines": "line echo: readline / write per 100 B line under gmprt-loadgen --lines",
 }
 
 GOALS = {
@@ -65,6 +67,7 @@ GOALS = {
         "tasks alive and RSS bounded by rate × deadline; every late request answered "
         "with a timeout error"
     ),
+    "lines": "≥ 2× asyncio streams (server CPU per line)",
 }
 
 ADVANTAGE_NOTE = (
@@ -860,6 +863,49 @@ def r_deadline(sc):
     return md, goal, head
 
 
+def r_lines(sc):
+    res = sc["results"]
+    p = sc["params"]
+    key = "cpu_us_per_msg"
+    g = res.get(GMPRT, {}).get(key)
+    rows = []
+    for name, fig in res.items():
+        if key not in fig:
+            rows.append([name, "—", "—", "—", "—", why_not(fig)])
+            continue
+        rows.append(
+            [
+                name,
+                f"{num(fig[key])} ({num(fig['cpu_min'])}–{num(fig['cpu_max'])})",
+                f"{fig['msgs_per_s']:,}",
+                f"{fig['p99_us']:,}",
+                "—" if name == GMPRT else xfmt(adv(g, fig[key], True)),
+                "",
+            ]
+        )
+    md = (
+        f"C = {p['connections']} connections, each with one {p['size']} B line in flight "
+        "(`gmprt-loadgen --lines`); gmprt reads with `conn.readline()` and answers with "
+        "`sendall`, asyncio and uvloop with `reader.readline()` / `writer.write()` + "
+        "`drain()`. Headline: the server's own CPU time per line (utime + stime from /proc "
+        f"÷ lines), median of {p['rounds']} interleaved rounds with a fresh server each "
+        "(min–max shown); msgs/s is mostly the client's speed on this machine.\n\n"
+    )
+    md += table(
+        ["server", "CPU µs/line (min–max)", "lines/s", "p99 µs", "gmprt adv.", "note"],
+        rows,
+        "lrrrrl",
+    )
+    goal = Goal()
+    ratio_check(res, goal, key, "asyncio-streams", 2, True)
+    others = ", ".join(
+        f"{n} {num(f[key])} ({xfmt(adv(g, f[key], True))})"
+        for n, f in res.items()
+        if not n.startswith(GMPRT) and key in f
+    )
+    return md, goal, {"gmprt": f"{num(g)} µs/line" if g else "—", "others": others}
+
+
 RENDER = {
     "spawn": r_spawn,
     "ping_pong": r_ping_pong,
@@ -873,6 +919,7 @@ RENDER = {
     "overload": r_overload,
     "cancel": r_cancel,
     "deadline": r_deadline,
+    "lines": r_lines,
 }
 
 

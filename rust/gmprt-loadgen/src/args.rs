@@ -26,6 +26,8 @@ OPTIONS:
     -t, --threads N            event-loop threads [default: 1]
         --connect-timeout SECONDS
                                give up on connections not made by then [default: 10]
+        --lines                each message is a line: SIZE - 1 printable bytes and a
+                               newline (for servers that echo line by line)
         --json                 print one JSON object instead of text
     -h, --help                 print this help
 
@@ -105,6 +107,11 @@ where
         };
         match opt.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
+            "--lines" => {
+                flag(&inline)?;
+                cfg.lines = true;
+                continue;
+            }
             "--json" => {
                 flag(&inline)?;
                 cfg.json = true;

@@ -31,10 +31,13 @@ const SCRATCH: usize = 64 * 1024;
 pub(crate) struct Pattern {
     bytes: Vec<u8>,
     size: usize,
+    /// Line mode: every message is printable ASCII ending in its only
+    /// `\n`, for servers that echo line by line (`readline`).
+    lines: bool,
 }
 
 impl Pattern {
-    pub(crate) fn new(size: usize) -> Pattern {
+    pub(crate) fn new(size: usize, lines: bool) -> Pattern {
         let mut x: u64 = 0x6A09_E667_F3BC_C908;
         let mut bytes = Vec::with_capacity(size + WINDOW + 8);
         while bytes.len() < size + WINDOW {
@@ -47,7 +50,17 @@ impl Pattern {
             bytes.extend_from_slice(&z.to_le_bytes());
         }
         bytes.truncate(size + WINDOW);
-        Pattern { bytes, size }
+        if lines {
+            // Printable bytes (32..=126, so never `\n`), and a `\n` closing
+            // every size-aligned slice: `message` starts only at those.
+            for b in bytes.iter_mut() {
+                *b = b' ' + *b % 95;
+            }
+            for end in (size - 1..bytes.len()).step_by(size) {
+                bytes[end] = b'\n';
+            }
+        }
+        Pattern { bytes, size, lines }
     }
 
     /// Where message `msg` of connection `conn` starts.
@@ -57,6 +70,12 @@ impl Pattern {
     }
 
     fn message(&self, off: usize) -> &[u8] {
+        // In line mode a message starts where the previous line ended.
+        let off = if self.lines {
+            off - off % self.size
+        } else {
+            off
+        };
         &self.bytes[off..off + self.size]
     }
 }
@@ -419,7 +438,7 @@ impl Worker {
 
 pub(crate) fn run(cfg: &Config, addr: SocketAddr) -> io::Result<Report> {
     let threads = cfg.threads.clamp(1, cfg.connections.max(1));
-    let pattern = Arc::new(Pattern::new(cfg.size));
+    let pattern = Arc::new(Pattern::new(cfg.size, cfg.lines));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut gos = Vec::with_capacity(threads);
     let mut handles = Vec::with_capacity(threads);
@@ -533,11 +552,24 @@ mod tests {
 
     #[test]
     fn pattern_is_not_periodic() {
-        let p = Pattern::new(1024);
+        let p = Pattern::new(1024, false);
         let a = p.message(Pattern::offset(0, 0));
         let b = p.message(Pattern::offset(1, 0));
         let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
         // Random bytes agree about 1 time in 256.
         assert!(same < 30, "{same} equal bytes");
+    }
+
+    #[test]
+    fn line_mode_messages_are_lines() {
+        let p = Pattern::new(100, true);
+        for conn in 0..50u64 {
+            for msg in 0..50u64 {
+                let m = p.message(Pattern::offset(conn, msg));
+                assert_eq!(m.len(), 100);
+                assert_eq!(m[99], b'\n');
+                assert!(m[..99].iter().all(|&b| (32..=126).contains(&b)));
+            }
+        }
     }
 }

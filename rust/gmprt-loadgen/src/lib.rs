@@ -53,6 +53,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Print JSON instead of text (used by the binary only).
     pub json: bool,
+    /// Messages are lines: printable bytes ending in `\n` (`--lines`).
+    pub lines: bool,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             threads: 1,
             connect_timeout: Duration::from_secs(10),
             json: false,
+            lines: false,
         }
     }
 }
