@@ -281,10 +281,12 @@ impl Wait for Recv {
         };
         let mut buf = take_buf();
         let pc = &self.pc.get().pc;
-        let wait = &mut *lock(&self.wait);
+        // The wait's lock is released before any Python object is made
+        // (module docs, "Locks").
         let out = if self.from {
+            let r = pc.poll_recv_from(&sched, &mut buf, self.max, &mut lock(&self.wait));
             finish(
-                pc.poll_recv_from(&sched, &mut buf, self.max, wait),
+                r,
                 |(_, addr)| {
                     let data = PyBytes::new(py, &buf);
                     Ok((data, py_addr(addr)).into_pyobject(py)?.into_any().unbind())
@@ -292,8 +294,9 @@ impl Wait for Recv {
                 |e| sock_error(e, "recvfrom", PACKET_CONN, self.timeout),
             )
         } else {
+            let r = pc.poll_recv(&sched, &mut buf, self.max, &mut lock(&self.wait));
             finish(
-                pc.poll_recv(&sched, &mut buf, self.max, wait),
+                r,
                 |_| Ok(PyBytes::new(py, &buf).into_any().unbind()),
                 |e| sock_error(e, "recv", PACKET_CONN, self.timeout),
             )
@@ -363,10 +366,12 @@ impl Wait for Send {
         };
         let pc = &self.pc.get().pc;
         let data = self.data.bytes(py);
-        let wait = &mut *lock(&self.wait);
-        let r = match self.to {
-            Some(to) => pc.poll_send_to(&sched, data, to, wait),
-            None => pc.poll_send(&sched, data, wait),
+        let r = {
+            let wait = &mut *lock(&self.wait);
+            match self.to {
+                Some(to) => pc.poll_send_to(&sched, data, to, wait),
+                None => pc.poll_send(&sched, data, wait),
+            }
         };
         finish(
             r,
