@@ -42,7 +42,7 @@ the Gs it starts.
 See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)``,
 ``help(gmprt.Chan)``, ``help(gmprt.select)``, ``help(gmprt.WaitGroup)``,
 ``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)`` and ``help(gmprt.net)``
-(TCP on the netpoller).
+(TCP and UDP on the netpoller).
 """
 
 from . import net

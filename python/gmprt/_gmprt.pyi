@@ -18,6 +18,7 @@ __all__ = [
     "G",
     "Listener",
     "Mutex",
+    "PacketConn",
     "RecvCase",
     "Semaphore",
     "SendCase",
@@ -26,8 +27,10 @@ __all__ = [
     "WaitGroup",
     "deadline",
     "dial",
+    "dial_udp",
     "go",
     "listen",
+    "listen_udp",
     "move_on_after",
     "run",
     "select",
@@ -206,6 +209,39 @@ class Listener:
 
 def listen(host: str, port: int, *, backlog: int = 1024, reuse_port: bool = False) -> Listener: ...
 def dial(host: str, port: int, *, timeout: float | None = None) -> Awaitable[Conn]: ...
+
+@final
+class PacketConn:
+    """A UDP socket (gmprt.net)."""
+
+    def recvfrom(
+        self, max_bytes: int = 65536, *, timeout: float | None = None
+    ) -> Awaitable[tuple[bytes, tuple[str, int]]]: ...
+    def recv(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Awaitable[bytes]: ...
+    def sendto(
+        self, data: _Buffer, addr: tuple[str, int], *, timeout: float | None = None
+    ) -> Awaitable[int]: ...
+    def send(self, data: _Buffer, *, timeout: float | None = None) -> Awaitable[int]: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def fileno(self) -> int: ...
+    @property
+    def local_address(self) -> tuple[str, int]: ...
+    @property
+    def remote_address(self) -> tuple[str, int]: ...
+    @staticmethod
+    def from_socket(sock: int | _HasFileno) -> PacketConn: ...
+    def __enter__(self) -> PacketConn: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+def listen_udp(host: str, port: int, *, reuse_port: bool = False) -> PacketConn: ...
+def dial_udp(host: str, port: int) -> PacketConn: ...
 
 @final
 class ClosedType:

@@ -1,4 +1,4 @@
-"""gmprt.net: TCP on the netpoller.
+"""gmprt.net: TCP and UDP on the netpoller.
 
 A G that waits on a socket parks on gmprt's netpoller (epoll, polled by the
 scheduler's own threads as they look for work: there is no poller thread)
@@ -51,12 +51,45 @@ the call (``None``: no limit). When it passes the call raises
 
 Errors are Python's own: ``ConnectionRefusedError`` from ``dial``,
 ``ConnectionResetError`` / ``BrokenPipeError`` when the peer is gone, and
-``OSError`` (``errno.EBADF``) for any call on a closed ``Conn`` or
-``Listener``; closing one wakes the Gs blocked on it with that error.
+``OSError`` (``errno.EBADF``) for any call on a closed ``Conn``,
+``Listener`` or ``PacketConn``; closing one wakes the Gs blocked on it with that error.
 ``TCP_NODELAY`` is on for every connection. When the process runs out of
 file descriptors, ``accept`` logs once to stderr and retries with backoff
 (5 ms doubling to 1 s): the listener survives. ``gmprt.run()`` raises the
 soft ``RLIMIT_NOFILE`` to the hard limit at start, as Go does.
+
+UDP: a ``PacketConn`` sends and receives one datagram per call::
+
+    async def echo(pc):
+        with pc:
+            while True:
+                data, addr = await pc.recvfrom()
+                await pc.sendto(data, addr)
+
+- ``listen_udp(host, port, *, reuse_port=False) -> PacketConn``: bound,
+  exchanges datagrams with any peer (``port=0`` picks a free port, see
+  ``PacketConn.local_address``).
+- ``dial_udp(host, port) -> PacketConn``: connected to one peer, bound to
+  an ephemeral port. Not awaited: a UDP connect sends nothing.
+- ``await PacketConn.recvfrom(max_bytes=65536, *, timeout=None) ->
+  (bytes, (host, port))``, ``await PacketConn.sendto(data, (host, port), *,
+  timeout=None) -> int``; connected: ``await PacketConn.recv(max_bytes=65536,
+  *, timeout=None) -> bytes``, ``await PacketConn.send(data, *,
+  timeout=None) -> int``; ``PacketConn.close()``, ``local_address``,
+  ``remote_address`` (connected only), ``PacketConn.from_socket(sock)`` (on
+  a dup of a UDP ``socket.socket``'s descriptor, like Go's
+  ``FilePacketConn``).
+
+UDP keeps datagram semantics: ``b""`` is an empty datagram, not an end of
+stream; a datagram longer than ``max_bytes`` is truncated and the rest
+discarded (the default, 64 KiB, truncates none); a send sends the whole
+datagram or raises (``EMSGSIZE`` when too long). Datagrams may be lost,
+duplicated or reordered, even on loopback under load. Several Gs may
+receive on one socket; each datagram goes to exactly one. On a connected
+socket, a datagram the peer's host refuses (ICMP port unreachable) makes
+the next ``recv`` or ``send`` raise ``ConnectionRefusedError`` (Linux
+semantics; a bound socket never sees these), and ``sendto`` an address
+other than the peer raises ``OSError`` (``errno.EISCONN``), as in Go.
 
 For sockets made elsewhere, ``await gmprt.wait_readable(sock)`` and
 ``await gmprt.wait_writable(sock)`` park a G until any file descriptor is
@@ -64,7 +97,7 @@ ready.
 """
 
 from ._dial import dial, resolve
-from ._gmprt import Conn, Listener, listen
+from ._gmprt import Conn, Listener, PacketConn, dial_udp, listen, listen_udp
 from ._streams import IncompleteReadError, LimitOverrunError
 
 __all__ = [
@@ -72,7 +105,10 @@ __all__ = [
     "IncompleteReadError",
     "LimitOverrunError",
     "Listener",
+    "PacketConn",
     "dial",
+    "dial_udp",
     "listen",
+    "listen_udp",
     "resolve",
 ]

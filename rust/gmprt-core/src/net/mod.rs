@@ -73,6 +73,7 @@ mod fdwait;
 mod listener;
 mod nofile;
 mod sock;
+mod udp;
 mod wait;
 
 pub use bufread::{ReadBuf, Until, CHUNK};
@@ -82,4 +83,5 @@ pub use error::{is_closed, is_timeout, Closed, DeadlineExceeded, NetpollError};
 pub use fdwait::FdWait;
 pub use listener::Listener;
 pub use nofile::raise_nofile_limit;
+pub use udp::{PacketConn, DATAGRAM_MAX};
 pub use wait::IoWait;

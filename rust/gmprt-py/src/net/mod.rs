@@ -49,6 +49,7 @@ mod conn;
 mod dial;
 mod fdwait;
 mod listener;
+mod udp;
 
 use conn::Conn;
 use listener::Listener;
@@ -61,6 +62,9 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fdwait::wait_writable, m)?)?;
     m.add_class::<Listener>()?;
     m.add_class::<Conn>()?;
+    m.add_function(wrap_pyfunction!(udp::listen_udp, m)?)?;
+    m.add_function(wrap_pyfunction!(udp::dial_udp, m)?)?;
+    m.add_class::<udp::PacketConn>()?;
     Ok(())
 }
 
