@@ -18,7 +18,8 @@ USAGE:
 
 OPTIONS:
         --host HOST            server host [default: 127.0.0.1]
-        --port PORT            server port (required)
+        --port PORT            server port (required unless --unix)
+        --unix PATH            connect to the Unix stream socket at PATH instead
     -c, --connections N        concurrent connections [default: 100]
     -s, --size BYTES           message size; k/K and m/M suffixes are KiB/MiB [default: 1024]
     -d, --duration SECONDS     measured time [default: 5]
@@ -127,6 +128,7 @@ where
         };
         match opt.as_str() {
             "--host" => cfg.host = value()?,
+            "--unix" => cfg.unix = Some(value()?.into()),
             "--port" => {
                 let v = value()?;
                 port = Some(
@@ -150,7 +152,11 @@ where
             _ => return Err(format!("unknown option {arg:?} (see --help)")),
         }
     }
-    cfg.port = port.ok_or("--port is required (see --help)")?;
+    cfg.port = match (port, &cfg.unix) {
+        (Some(p), _) => p,
+        (None, Some(_)) => 0,
+        (None, None) => return Err("--port is required (see --help)".into()),
+    };
     Ok(Parsed::Run(cfg))
 }
 
@@ -213,6 +219,14 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("k").is_err());
         assert!(parse_size("-3").is_err());
+    }
+
+    #[test]
+    fn unix_and_lines() {
+        let c = run(&["--unix", "/tmp/x.sock", "--lines"]).unwrap();
+        assert_eq!(c.unix.as_deref(), Some(std::path::Path::new("/tmp/x.sock")));
+        assert!(c.lines);
+        assert!(!run(&["--port", "9"]).unwrap().lines);
     }
 
     #[test]

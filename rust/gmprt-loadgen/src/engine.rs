@@ -9,12 +9,15 @@
 //! whole message is back, record it and send the next.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest as MioInterest, Registry};
+
+use crate::Target;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::{Config, Errors, Histogram, Latency, Report};
@@ -92,7 +95,7 @@ enum State {
 struct Conn {
     /// Global connection number (selects the byte pattern).
     id: u64,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     state: State,
     /// Message number on this connection.
     msg: u64,
@@ -273,6 +276,89 @@ fn drive(
     }
 }
 
+/// A connection's socket: TCP, or a Unix stream (`--unix`), dispatched by
+/// a match per call (the syscall dwarfs it).
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn connect(to: &Target) -> io::Result<Stream> {
+        match to {
+            Target::Tcp(a) => TcpStream::connect(*a).map(Stream::Tcp),
+            Target::Unix(p) => UnixStream::connect(p).map(Stream::Unix),
+        }
+    }
+
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
+    /// Ok once connected (mio's recipe: a peer address exists).
+    fn peer_check(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(drop),
+            Stream::Unix(s) => s.peer_addr().map(drop),
+        }
+    }
+
+    fn set_nodelay(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nodelay(true),
+            Stream::Unix(_) => Ok(()),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: MioInterest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: MioInterest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
 fn connect_check(c: &mut Conn) -> Result<bool, Fail> {
     let Some(s) = c.stream.as_mut() else {
         return Ok(false);
@@ -281,20 +367,20 @@ fn connect_check(c: &mut Conn) -> Result<bool, Fail> {
         Ok(Some(e)) | Err(e) => return Err(Fail::Connect(format!("connection {}: {e}", c.id))),
         Ok(None) => {}
     }
-    match s.peer_addr() {
-        Ok(_) => {}
+    match s.peer_check() {
+        Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(false),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => return Ok(false),
         Err(e) => return Err(Fail::Connect(format!("connection {}: {e}", c.id))),
     }
-    s.set_nodelay(true)
+    s.set_nodelay()
         .map_err(|e| io_fail(c.id, "TCP_NODELAY", e))?;
     Ok(true)
 }
 
 struct Worker {
     ids: Vec<u64>,
-    addr: SocketAddr,
+    addr: Target,
     connect_timeout: Duration,
     pattern: Arc<Pattern>,
     ready: mpsc::Sender<()>,
@@ -331,7 +417,7 @@ impl Worker {
                 recvd: 0,
                 started: now,
             };
-            let made = TcpStream::connect(self.addr).and_then(|mut s| {
+            let made = Stream::connect(&self.addr).and_then(|mut s| {
                 poll.registry().register(
                     &mut s,
                     Token(idx),
@@ -436,7 +522,7 @@ impl Worker {
     }
 }
 
-pub(crate) fn run(cfg: &Config, addr: SocketAddr) -> io::Result<Report> {
+pub(crate) fn run(cfg: &Config, addr: Target) -> io::Result<Report> {
     let threads = cfg.threads.clamp(1, cfg.connections.max(1));
     let pattern = Arc::new(Pattern::new(cfg.size, cfg.lines));
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -451,7 +537,7 @@ pub(crate) fn run(cfg: &Config, addr: SocketAddr) -> io::Result<Report> {
         gos.push(go_tx);
         let w = Worker {
             ids,
-            addr,
+            addr: addr.clone(),
             connect_timeout: cfg.connect_timeout,
             pattern: pattern.clone(),
             ready: ready_tx.clone(),

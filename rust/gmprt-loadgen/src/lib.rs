@@ -55,6 +55,8 @@ pub struct Config {
     pub json: bool,
     /// Messages are lines: printable bytes ending in `\n` (`--lines`).
     pub lines: bool,
+    /// Connect to this Unix socket instead of `host:port` (`--unix`).
+    pub unix: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             json: false,
             lines: false,
+            unix: None,
         }
     }
 }
@@ -120,7 +123,7 @@ pub struct Latency {
 #[derive(Clone, Debug)]
 pub struct Report {
     /// The address connected to.
-    pub addr: SocketAddr,
+    pub addr: Target,
     /// Connections asked for.
     pub connections: usize,
     /// Connections that were made.
@@ -146,6 +149,22 @@ pub struct Report {
     pub first_error: Option<String>,
 }
 
+/// Where the load goes: a TCP address, or a Unix socket path (`--unix`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "{a}"),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 /// Resolves `host:port` to the first address.
 pub fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
     (host, port).to_socket_addrs()?.next().ok_or_else(|| {
@@ -160,7 +179,10 @@ pub fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
 /// when the host cannot be resolved or a thread cannot be started; errors on
 /// connections are counted in the report.
 pub fn run(cfg: &Config) -> std::io::Result<Report> {
-    let addr = resolve(&cfg.host, cfg.port)?;
+    let addr = match &cfg.unix {
+        Some(p) => Target::Unix(p.clone()),
+        None => Target::Tcp(resolve(&cfg.host, cfg.port)?),
+    };
     engine::run(cfg, addr)
 }
 
