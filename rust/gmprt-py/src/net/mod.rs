@@ -12,8 +12,10 @@
 //! and turning core errors into Python exceptions (`error`, below).
 //!
 //! Files: this one (the errors, the shared helpers and the receive
-//! buffers), `conn` (`Conn`), `listener` (`Listener`, `listen`), `dial`,
-//! `fdwait` (`wait_readable` / `wait_writable`).
+//! buffers), `conn` (`Conn`), `bufread` (its `readline` / `readuntil` /
+//! `readexactly`), `listener` (`Listener`, `listen`), `dial`, `udp`
+//! (`PacketConn`, `listen_udp`, `dial_udp`), `fdwait` (`wait_readable` /
+//! `wait_writable`).
 //!
 //! # Locks
 //!
