@@ -274,7 +274,14 @@ class TLSConn:
                     del self._buf[:n]
             if data is not None:
                 return data
-            await self._feed(deadline)
+            raw = await self._conn.recv(
+                _RAW_READ, timeout=None if deadline is None else _left(deadline)
+            )
+            with lock:
+                if raw:
+                    self._in.write(raw)
+                else:
+                    self._in.write_eof()
 
     async def recv(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes:
         """Receive up to ``max_bytes`` decrypted bytes: ``await conn.recv()``.
@@ -473,6 +480,20 @@ class TLSConn:
             if self._pending:
                 data2, self._pending = self._pending, b""
                 await self._push(data2, deadline)
+            if type(data) is bytes and len(data) <= _WRITE_CHUNK:
+                with self._lock:
+                    self._ssl.write(data)
+                    out = self._out.read()
+                try:
+                    n = await self._conn.send(
+                        out, timeout=None if deadline is None else _left(deadline)
+                    )
+                except BaseException:
+                    self._pending = out  # none of it left: it goes first next time
+                    raise
+                if n < len(out):
+                    await self._push(out[n:], deadline)
+                return
             with memoryview(data) as view:
                 if view.nbytes <= _WRITE_CHUNK:
                     with self._lock:
