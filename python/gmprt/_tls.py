@@ -22,6 +22,7 @@ records cannot be dropped half-way without breaking the stream).
 from __future__ import annotations
 
 import errno
+import os
 import ssl as _ssl
 import threading
 from time import monotonic
@@ -531,8 +532,6 @@ class TLSConn:
                         data = self._out.read()
                     fd = self._conn.fileno()
                     if data and fd >= 0:
-                        import os
-
                         try:
                             os.write(fd, data)  # the socket is non-blocking
                         except OSError:
@@ -829,3 +828,9 @@ async def dial_tls(
     raw = await dial(host, port, timeout=_left(deadline))
     hostname = host if server_hostname is None else server_hostname
     return await start_tls(raw, ctx, server_hostname=hostname, timeout=_left(deadline))
+
+
+# Shown as gmprt.net's, where they are exported (as the Rust Conn is).
+for _obj in (TLSConn, TLSListener, dial_tls):
+    _obj.__module__ = "gmprt.net"
+del _obj
