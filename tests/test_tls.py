@@ -739,3 +739,38 @@ def test_handshake_eof_and_context_managers(certs):
         ln.close()
 
     gmprt.run(main)
+
+
+def test_client_certificate_seen_by_the_server(certs):
+    """Mutual TLS: the server requires a client certificate and sees it in
+    getpeercert(); a client without one fails the handshake."""
+
+    async def main():
+        sctx = server_ctx(certs)
+        sctx.verify_mode = ssl.CERT_REQUIRED
+        sctx.load_verify_locations(certs["ca"])
+        ln = net.listen("127.0.0.1", 0, ssl=sctx)
+        cctx = client_ctx(certs)
+        cctx.load_cert_chain(certs["cert"], certs["key"])
+        dialing = gmprt.go(net.dial_tls, "localhost", ln.address[1], ssl=cctx, timeout=LONG)
+        s = await ln.accept(timeout=LONG)
+        await s.handshake(timeout=LONG)
+        c = await dialing
+        subject = s.getpeercert()["subject"]
+        c.close()
+        s.close()
+        # No client certificate: the server's handshake fails; in TLS 1.3 the
+        # client learns it at its first read.
+        c2 = gmprt.go(net.dial_tls, "localhost", ln.address[1], ssl=client_ctx(certs), timeout=LONG)
+        s2 = await ln.accept(timeout=LONG)
+        with pytest.raises(ssl.SSLError):
+            await s2.handshake(timeout=LONG)
+        s2.close()
+        c2 = await c2
+        with pytest.raises((ssl.SSLError, OSError)):
+            await c2.recv(timeout=LONG)
+        c2.close()
+        ln.close()
+        return subject
+
+    assert gmprt.run(main) == ((("commonName", "localhost"),),)

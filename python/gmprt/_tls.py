@@ -42,6 +42,9 @@ _EOF = _ssl.SSLEOFError
 _RAW_READ = 65536
 _WRITE_CHUNK = 256 * 1024
 _LINE_LIMIT = 65536
+# The most one recv returns: a TLS record holds at most 16 KiB, and
+# SSLObject.read(n) allocates n bytes before it knows how many came.
+_READ_CAP = 256 * 1024
 
 
 def _closed_error() -> OSError:
@@ -289,7 +292,8 @@ class TLSConn:
 
         Returns buffered bytes first (left by a buffered read), then as soon
         as a record arrives; ``b""`` at EOF (close_notify, or the TCP stream
-        ended). Nothing is lost on a timeout or a cancel.
+        ended). One call returns at most 256 KiB, however large
+        ``max_bytes`` is. Nothing is lost on a timeout or a cancel.
 
         Raises:
             gmprt.Timeout: nothing arrived within ``timeout`` seconds.
@@ -300,6 +304,8 @@ class TLSConn:
         """
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        if max_bytes > _READ_CAP:
+            max_bytes = _READ_CAP  # the SSLObject allocates what it is asked for
         if self._closed:
             raise _closed_error()
         buf = self._buf
