@@ -32,6 +32,7 @@ ORDER = [
     "overload",
     "cancel",
     "deadline",
+    "tls",
 ]
 
 TITLES = {
@@ -47,9 +48,11 @@ TITLES = {
     "overload": "overload: slow upstream (1 s) and a flood of requests",
     "cancel": "cancel: N tasks parked on a channel / queue, cancel all, wait for all",
     "deadline": "deadline: a per-request deadline over a slow upstream, under a flood",
+    "tls": "TLS echo: server CPU per 1 KiB message and TLS 1.3 handshakes/s",
 }
 
 GOALS = {
+    "tls": "server CPU per message no higher than asyncio + ssl's and uvloop + ssl's",
     "spawn": "≥ 6× faster than asyncio, ≥ 50× than threading",
     "ping_pong": "≥ 10× faster than asyncio",
     "fan_out": "≥ 3× asyncio's items/s",
@@ -860,6 +863,59 @@ def r_deadline(sc):
     return md, goal, head
 
 
+def r_tls(sc):
+    res = sc["results"]
+    p = sc["params"]
+    g = res.get(GMPRT, {}).get("server_cpu_us_per_msg")
+    rows = []
+    for name, r in res.items():
+        if r.get("server_cpu_us_per_msg") is None:
+            rows.append([name, "—", "—", "—", "—", "—", why_not(r) or "no messages"])
+            continue
+        hs = r.get("server_cpu_us_per_handshake")
+        rows.append(
+            [
+                name,
+                num(r["msgs_per_s"], 0),
+                num(r["server_cpu_us_per_msg"], 1),
+                "—" if name == GMPRT else xfmt(adv(g, r["server_cpu_us_per_msg"], True)),
+                num(r.get("handshakes_per_s"), 0),
+                "—" if hs is None else num(hs / 1000, 2),
+                "",
+            ]
+        )
+    md = (
+        f"{p['conns']} TLS 1.3 connections, one {p['size']} B message in flight each, "
+        "after the handshakes; the same uvloop client for every server. Median of "
+        f"{p['rounds']} interleaved rounds.\n\n"
+    )
+    md += table(
+        [
+            "server",
+            "msgs/s",
+            "server CPU µs/msg",
+            "gmprt adv.",
+            "handshakes/s",
+            "server CPU ms/handshake",
+            "note",
+        ],
+        rows,
+    )
+    goal = Goal()
+    if g is None:
+        goal.check(None, why_not(res.get(GMPRT)))
+    for other in ("asyncio-protocol", "uvloop-protocol"):
+        o = res.get(other, {}).get("server_cpu_us_per_msg")
+        if g is not None and o is not None:
+            goal.check(g <= o, f"{num(g, 1)} vs {other} {num(o, 1)} µs/msg")
+    others = ", ".join(
+        f"{n} {num(r['server_cpu_us_per_msg'], 1)} µs"
+        for n, r in res.items()
+        if not n.startswith(GMPRT) and r.get("server_cpu_us_per_msg") is not None
+    )
+    return md, goal, {"gmprt": f"{num(g, 1)} µs CPU/msg" if g else "—", "others": others}
+
+
 RENDER = {
     "spawn": r_spawn,
     "ping_pong": r_ping_pong,
@@ -873,6 +929,7 @@ RENDER = {
     "overload": r_overload,
     "cancel": r_cancel,
     "deadline": r_deadline,
+    "tls": r_tls,
 }
 
 

@@ -63,6 +63,7 @@ MODULES = {
     "overload": "overload",
     "cancel": "cancel",
     "deadline": "deadline",
+    "tls": "tls",
 }
 
 

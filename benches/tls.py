@@ -353,7 +353,7 @@ def median(rows: list[dict[str, Any]], part: str, key: str) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 s windows")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median kept)")
@@ -378,6 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     a.duration = a.duration or (1.0 if a.quick else 3.0)
     a.hs_duration = a.hs_duration or (1.0 if a.quick else 2.0)
     a.warmup = a.warmup if a.warmup is not None else (0.25 if a.quick else 0.5)
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
     if a.serve:
         serve(a.serve, a.cert, a.key, a.host)
         return 0
@@ -386,6 +391,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(client(a)), flush=True)
         return 0
 
+    summary, runs = bench(a)
+    print_table(summary, a)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"summary": summary, "rounds": runs}, indent=2) + "\n")
+    failed = any("failed" in r for rs in runs.values() for r in rs)
+    return 1 if failed else 0
+
+
+def bench(a: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Every round for every server; the medians, and the rounds."""
     names = [s.strip() for s in a.servers.split(",") if s.strip()]
     try:
         import uvloop  # noqa: F401
@@ -422,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
         }
         for n, rs in runs.items()
     }
+    for n, rs in runs.items():
+        if all("failed" in r for r in rs):
+            summary[n] = {"failed": rs[0]["failed"].splitlines()[0]}
+    return summary, runs
+
+
+def print_table(summary: dict[str, Any], a: argparse.Namespace) -> None:
     g = summary.get("gmprt", {})
     print(
         f"\n### TLS 1.3 echo, C={a.conns} x {a.size} B, median of {a.rounds} rounds "
@@ -431,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
           "| server CPU ms/handshake |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|")
     for n, s in summary.items():
-        if s["msgs_per_s"] is None:
+        if s.get("msgs_per_s") is None:
             print(f"| {n} | — | — | — | — | — |")
             continue
         ratio = (
@@ -447,10 +469,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "\nCPU/msg ratio: gmprt's server CPU per message over the contender's (< 1 favours gmprt)."
     )
-    if a.json:
-        Path(a.json).write_text(json.dumps({"summary": summary, "rounds": runs}, indent=2) + "\n")
-    failed = any("failed" in r for rs in runs.values() for r in rs)
-    return 1 if failed else 0
+
+
+def run(quick: bool = False, scenarios: object = None) -> dict[str, Any]:
+    """The ``tls`` scenario in benches/suite.py's shape: ``{"tls": {"params",
+    "results": {server: medians}}}`` (quick: one round of 0.5 s windows)."""
+    argv = ["--rounds", "1", "--duration", "0.5", "--hs-duration", "0.5"] if quick else []
+    a = parse(argv)
+    summary, _ = bench(a)
+    params = {k: getattr(a, k) for k in ("conns", "size", "rounds", "duration", "hs_duration")}
+    return {"tls": {"params": params, "results": summary}}
 
 
 if __name__ == "__main__":
