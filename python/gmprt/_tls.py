@@ -270,12 +270,12 @@ class TLSConn:
                 pending = self._out.pending
             if pending:
                 # The read made records to send (a KeyUpdate reply, an alert).
-                if data:
-                    self._buf += data
-                await self._flush_locked(deadline)
-                if self._buf:
-                    data = bytes(self._buf[:n])
-                    del self._buf[:n]
+                try:
+                    await self._flush_locked(deadline)
+                except BaseException:
+                    if data:
+                        self._buf += data  # after what was buffered: order kept
+                    raise
             if data is not None:
                 return data
             raw = await self._conn.recv(
