@@ -551,7 +551,10 @@ def test_buffered_reads(certs):
         assert await s.readexactly(4, timeout=LONG) == b"tail"
         # A huge n allocates only what came; EOF ends it.
         await c.sendall(b"partial", timeout=LONG)
-        c.close()  # close_notify (best effort, it goes out), then the socket
+        # close_notify, and c reads on (the server's session tickets, then its
+        # close_notify): a socket closed with unread bytes would send a RST,
+        # which can beat the close_notify to s.
+        closing = gmprt.go(c.shutdown, timeout=LONG)
         with pytest.raises(net.IncompleteReadError) as ei:
             await s.readexactly(1 << 40, timeout=LONG)
         assert ei.value.partial == b"partial" and ei.value.expected == 1 << 40
@@ -561,6 +564,7 @@ def test_buffered_reads(certs):
         assert ei.value.partial == b"" and ei.value.expected is None
         assert await s.recv(timeout=LONG) == b""
         s.close()
+        await closing
 
     gmprt.run(main)
 
@@ -569,15 +573,17 @@ def test_readline_partial_at_eof_and_readuntil_incomplete(certs):
     async def main():
         c, s = await _pair(certs)
         await c.sendall(b"no newline", timeout=LONG)
-        c.close()  # best-effort close_notify, then the socket
+        closing = [gmprt.go(c.shutdown, timeout=LONG)]  # see test_buffered_reads
         assert await s.readline(timeout=LONG) == b"no newline"
         c2, s2 = await _pair(certs)
         await c2.sendall(b"abc", timeout=LONG)
-        c2.close()
+        closing.append(gmprt.go(c2.shutdown, timeout=LONG))
         with pytest.raises(net.IncompleteReadError) as ei:
             await s2.readuntil(b"\n", timeout=LONG)
         s.close()
         s2.close()
+        for g in closing:
+            await g
         return ei.value.partial
 
     assert gmprt.run(main) == b"abc"

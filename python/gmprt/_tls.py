@@ -256,18 +256,29 @@ class TLSConn:
         """Up to ``n`` decrypted bytes (``b""`` at EOF). Holds ``_rmu``."""
         sslobj = self._ssl
         lock = self._lock
+        incoming = self._in
         while True:
             if self._eof:
                 return b""
             with lock:
-                try:
-                    data = sslobj.read(n)
-                except _WantRead:
+                # Nothing to decrypt (no ciphertext, no decrypted bytes held,
+                # no EOF): straight to the socket. SSLWantReadError costs
+                # more than the whole check, and an echo server's every
+                # recv would raise it once.
+                if not (incoming.pending or sslobj.pending() or incoming.eof):
                     data = None
-                except (_ZeroReturn, _EOF):
-                    self._eof = True
-                    data = b""
-                pending = self._out.pending
+                    pending = 0
+                else:
+                    try:
+                        data = sslobj.read(n)
+                        if not data:  # close_notify: read() returns b"" for it
+                            self._eof = True
+                    except _WantRead:
+                        data = None
+                    except (_ZeroReturn, _EOF):
+                        self._eof = True
+                        data = b""
+                    pending = self._out.pending
             if pending:
                 # The read made records to send (a KeyUpdate reply, an alert).
                 try:
@@ -283,9 +294,9 @@ class TLSConn:
             )
             with lock:
                 if raw:
-                    self._in.write(raw)
+                    incoming.write(raw)
                 else:
-                    self._in.write_eof()
+                    incoming.write_eof()
 
     async def recv(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes:
         """Receive up to ``max_bytes`` decrypted bytes: ``await conn.recv()``.
