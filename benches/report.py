@@ -33,6 +33,7 @@ ORDER = [
     "cancel",
     "deadline",
     "lines",
+    "tls",
 ]
 
 TITLES = {
@@ -49,6 +50,7 @@ TITLES = {
     "cancel": "cancel: N tasks parked on a channel / queue, cancel all, wait for all",
     "deadline": "deadline: a per-request deadline over a slow upstream, under a flood",
     "lines": "line echo: readline / write per 100 B line under gmprt-loadgen --lines",
+    "tls": "TLS echo: server CPU per 1 KiB message and TLS 1.3 handshakes/s",
 }
 
 GOALS = {
@@ -68,6 +70,7 @@ GOALS = {
         "with a timeout error"
     ),
     "lines": "≥ 2× asyncio streams (server CPU per line)",
+    "tls": "server CPU per message no higher than asyncio + ssl's and uvloop + ssl's",
 }
 
 ADVANTAGE_NOTE = (
@@ -906,6 +909,59 @@ def r_lines(sc):
     return md, goal, {"gmprt": f"{num(g)} µs/line" if g else "—", "others": others}
 
 
+def r_tls(sc):
+    res = sc["results"]
+    p = sc["params"]
+    g = res.get(GMPRT, {}).get("server_cpu_us_per_msg")
+    rows = []
+    for name, r in res.items():
+        if r.get("server_cpu_us_per_msg") is None:
+            rows.append([name, "—", "—", "—", "—", "—", why_not(r) or "no messages"])
+            continue
+        hs = r.get("server_cpu_us_per_handshake")
+        rows.append(
+            [
+                name,
+                num(r["msgs_per_s"], 0),
+                num(r["server_cpu_us_per_msg"], 1),
+                "—" if name == GMPRT else xfmt(adv(g, r["server_cpu_us_per_msg"], True)),
+                num(r.get("handshakes_per_s"), 0),
+                "—" if hs is None else num(hs / 1000, 2),
+                "",
+            ]
+        )
+    md = (
+        f"{p['conns']} TLS 1.3 connections, one {p['size']} B message in flight each, "
+        "after the handshakes; the same uvloop client for every server. Median of "
+        f"{p['rounds']} interleaved rounds.\n\n"
+    )
+    md += table(
+        [
+            "server",
+            "msgs/s",
+            "server CPU µs/msg",
+            "gmprt adv.",
+            "handshakes/s",
+            "server CPU ms/handshake",
+            "note",
+        ],
+        rows,
+    )
+    goal = Goal()
+    if g is None:
+        goal.check(None, why_not(res.get(GMPRT)))
+    for other in ("asyncio-protocol", "uvloop-protocol"):
+        o = res.get(other, {}).get("server_cpu_us_per_msg")
+        if g is not None and o is not None:
+            goal.check(g <= o, f"{num(g, 1)} vs {other} {num(o, 1)} µs/msg")
+    others = ", ".join(
+        f"{n} {num(r['server_cpu_us_per_msg'], 1)} µs"
+        for n, r in res.items()
+        if not n.startswith(GMPRT) and r.get("server_cpu_us_per_msg") is not None
+    )
+    return md, goal, {"gmprt": f"{num(g, 1)} µs CPU/msg" if g else "—", "others": others}
+
+
 RENDER = {
     "spawn": r_spawn,
     "ping_pong": r_ping_pong,
@@ -920,6 +976,7 @@ RENDER = {
     "cancel": r_cancel,
     "deadline": r_deadline,
     "lines": r_lines,
+    "tls": r_tls,
 }
 
 

@@ -64,6 +64,7 @@ MODULES = {
     "cancel": "cancel",
     "deadline": "deadline",
     "lines": "lines",
+    "tls": "tls",
 }
 
 

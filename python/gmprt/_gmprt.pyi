@@ -1,8 +1,11 @@
 """Type stubs for the native module gmprt._gmprt."""
 
 from collections.abc import Callable, Coroutine, Generator
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, final, overload
+
+from ._tls import TLSConn
 
 __all__ = [
     "CLOSED",
@@ -173,6 +176,14 @@ class Conn:
     def readexactly(self, n: int, *, timeout: float | None = None) -> Awaitable[bytes]: ...
     def close(self) -> None: ...
     def close_write(self) -> None: ...
+    def start_tls(
+        self,
+        ctx: SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> Coroutine[Any, Any, TLSConn]: ...
     @property
     def closed(self) -> bool: ...
     def fileno(self) -> int: ...

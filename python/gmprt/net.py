@@ -91,14 +91,49 @@ the next ``recv`` or ``send`` raise ``ConnectionRefusedError`` (Linux
 semantics; a bound socket never sees these), and ``sendto`` an address
 other than the peer raises ``OSError`` (``errno.EISCONN``), as in Go.
 
+TLS (on the standard library's ``ssl``; OpenSSL does the crypto)::
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain("cert.pem", "key.pem")
+    ln = gmprt.net.listen("0.0.0.0", 8443, ssl=ctx)   # a TLSListener
+    conn = await ln.accept()                          # a TLSConn, handshake pending
+
+    conn = await gmprt.net.dial_tls("example.com", 443, timeout=10)
+
+- ``listen(host, port, *, backlog=1024, reuse_port=False, ssl=ctx) ->
+  TLSListener``: ``await accept()`` returns a :class:`TLSConn` at once; its
+  handshake runs on its first I/O or ``await conn.handshake()``, in the G
+  that serves it, so a slow client never stalls ``accept``.
+- ``await dial_tls(host, port, *, ssl=None, server_hostname=None,
+  timeout=None) -> TLSConn``: ``ssl=None`` uses
+  ``ssl.create_default_context()``; the handshake is done when it returns.
+- ``await conn.start_tls(ctx, *, server_side=False, server_hostname=None,
+  timeout=None) -> TLSConn`` upgrades a plain ``Conn`` (STARTTLS); the
+  ``Conn`` then belongs to the ``TLSConn``.
+- :class:`TLSConn` has ``recv``/``send``/``sendall``, the buffered
+  ``readline``/``readuntil``/``readexactly``, ``await handshake()``,
+  ``await shutdown()`` (two-way close_notify, then close), ``close()``,
+  ``getpeercert()``, ``selected_alpn_protocol()``, ``version()``,
+  ``cipher()``; ``recv`` returns ``b""`` at close_notify or at a bare TCP
+  EOF (``ssl.SSLSocket``'s default ``suppress_ragged_eofs=True``). A
+  certificate that does not verify raises ``ssl.SSLCertVerificationError``
+  from the handshake; other TLS failures raise ``ssl.SSLError``.
+
 For sockets made elsewhere, ``await gmprt.wait_readable(sock)`` and
 ``await gmprt.wait_writable(sock)`` park a G until any file descriptor is
 ready.
 """
 
+from __future__ import annotations
+
+import ssl as _ssl
+from typing import overload
+
+from . import _gmprt
 from ._dial import dial, resolve
-from ._gmprt import Conn, Listener, PacketConn, dial_udp, listen, listen_udp
+from ._gmprt import Conn, Listener, PacketConn, dial_udp, listen_udp
 from ._streams import IncompleteReadError, LimitOverrunError
+from ._tls import TLSConn, TLSListener, dial_tls
 
 __all__ = [
     "Conn",
@@ -106,9 +141,53 @@ __all__ = [
     "LimitOverrunError",
     "Listener",
     "PacketConn",
+    "TLSConn",
+    "TLSListener",
     "dial",
+    "dial_tls",
     "dial_udp",
     "listen",
     "listen_udp",
     "resolve",
 ]
+
+
+@overload
+def listen(
+    host: str, port: int, *, backlog: int = 1024, reuse_port: bool = False, ssl: None = None
+) -> Listener: ...
+@overload
+def listen(
+    host: str,
+    port: int,
+    *,
+    backlog: int = 1024,
+    reuse_port: bool = False,
+    ssl: _ssl.SSLContext,
+) -> TLSListener: ...
+def listen(
+    host: str,
+    port: int,
+    *,
+    backlog: int = 1024,
+    reuse_port: bool = False,
+    ssl: _ssl.SSLContext | None = None,
+) -> Listener | TLSListener:
+    """Listen on ``host``:``port`` (IPv4 or IPv6; ``port=0`` picks a free
+    one, see ``address``). Needs no running runtime.
+
+    ``backlog`` is the kernel's accept queue; ``reuse_port`` sets
+    ``SO_REUSEPORT`` (several listeners on one port). With ``ssl=ctx`` (a
+    server ``ssl.SSLContext``) it returns a :class:`TLSListener`, whose
+    ``accept`` returns :class:`TLSConn`; otherwise a plain :class:`Listener`.
+
+    Raises:
+        OSError: the address is in use or cannot be bound.
+        TypeError: ``ssl`` is not an ``ssl.SSLContext``.
+    """
+    if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+        raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__}")
+    ln = _gmprt.listen(host, port, backlog=backlog, reuse_port=reuse_port)
+    if ssl is None:
+        return ln
+    return TLSListener(ln, ssl)

@@ -9,7 +9,7 @@ use gmprt_core::net::{self, IoWait, ReadBuf};
 use gmprt_core::Waker;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 
 use super::bufread::{with_pool, Read, Want};
 use super::{finish, put_buf, py_addr, sched, sock_error, take_buf, Data, CONN};
@@ -216,6 +216,35 @@ impl Conn {
         self.conn
             .close_write()
             .map_err(|e| sock_error(&e, "close_write", CONN, None))
+    }
+
+    /// Upgrade to TLS (STARTTLS): ``tls = await conn.start_tls(ctx)``, with
+    /// ``ctx`` an ``ssl.SSLContext``. Runs the handshake (bounded by
+    /// ``timeout``) and returns a :class:`gmprt.net.TLSConn`; from then on
+    /// this ``Conn`` belongs to it (and is closed if the handshake fails).
+    /// ``server_side=True`` for the server's end; a client checks the
+    /// certificate against ``server_hostname``.
+    ///
+    /// Raises:
+    ///     ssl.SSLCertVerificationError: the peer's certificate did not verify.
+    ///     ssl.SSLError: a TLS alert or a protocol error.
+    ///     gmprt.Timeout: the handshake was not done within ``timeout`` seconds.
+    #[pyo3(signature = (ctx, *, server_side=false, server_hostname=None, timeout=None))]
+    fn start_tls<'py>(
+        slf: Bound<'py, Self>,
+        ctx: Bound<'py, PyAny>,
+        server_side: bool,
+        server_hostname: Option<Bound<'py, PyAny>>,
+        timeout: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("server_side", server_side)?;
+        kwargs.set_item("server_hostname", server_hostname)?;
+        kwargs.set_item("timeout", timeout)?;
+        py.import("gmprt._tls")?
+            .getattr("start_tls")?
+            .call((slf, ctx), Some(&kwargs))
     }
 
     /// Whether :meth:`close` was called.
