@@ -19,7 +19,8 @@ Contenders: gmprt (default procs and procs=1: ``TLSConn.recv``/``sendall``
 per message), asyncio streams and protocol, and uvloop streams and protocol
 when uvloop is installed (``pip install uvloop``; skipped with a note
 otherwise). Rounds go round-robin over the contenders; each figure is the
-median of the rounds (``--rounds``, default 3).
+median of the rounds (``--rounds``, default 3), and each round's server
+first serves one discarded echo run.
 
     python benches/tls.py              # 3 rounds, 3 s echo and 2 s handshake windows
     python benches/tls.py --quick      # 3 rounds, 1 s windows
@@ -337,6 +338,11 @@ def run_client(mode: str, port: int, pid: int, certs: dict[str, str], a: argpars
 def one_round(name: str, certs: dict[str, str], a: argparse.Namespace) -> dict[str, Any]:
     proc, port = start_server(name, certs, a.host)
     try:
+        # A discarded echo run first, against the same server: a fresh
+        # asyncio server's first load run can settle into a slow mode for
+        # the whole run (see benches/lines.py's one_run); every contender
+        # gets the same treatment.
+        run_client("echo", port, proc.pid, certs, a)
         return {
             "echo": run_client("echo", port, proc.pid, certs, a),
             "handshake": run_client("handshake", port, proc.pid, certs, a),
