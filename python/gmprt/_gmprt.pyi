@@ -1,6 +1,7 @@
 """Type stubs for the native module gmprt._gmprt."""
 
 from collections.abc import Callable, Coroutine, Generator
+from os import PathLike
 from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, final, overload
@@ -31,9 +32,11 @@ __all__ = [
     "deadline",
     "dial",
     "dial_udp",
+    "dial_unix",
     "go",
     "listen",
     "listen_udp",
+    "listen_unix",
     "move_on_after",
     "run",
     "select",
@@ -54,6 +57,13 @@ class _HasFileno(Protocol):
     def fileno(self) -> int: ...
 
 _Buffer = bytes | bytearray | memoryview
+
+# A socket address as Python's socket module gives it: (host, port) for TCP;
+# for AF_UNIX a str path ("" when unnamed) or bytes for an abstract name.
+_Address = tuple[str, int] | str | bytes
+# What listen_unix / dial_unix take: a leading "\0" names the abstract
+# namespace.
+_UnixPath = str | bytes | PathLike[str] | PathLike[bytes]
 
 class Deadlock(RuntimeError):
     """Raised by gmprt.run() when every G is asleep and nothing can wake one."""
@@ -162,8 +172,10 @@ def wait_writable(fd: int | _HasFileno, timeout: float | None = None) -> Awaitab
 
 @final
 class Conn:
-    """A TCP connection (gmprt.net)."""
+    """A TCP or Unix stream connection (gmprt.net)."""
 
+    @staticmethod
+    def from_socket(sock: int | _HasFileno) -> Conn: ...
     def recv(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Awaitable[bytes]: ...
     def send(self, data: _Buffer, *, timeout: float | None = None) -> Awaitable[int]: ...
     def sendall(self, data: _Buffer, *, timeout: float | None = None) -> Awaitable[None]: ...
@@ -188,9 +200,9 @@ class Conn:
     def closed(self) -> bool: ...
     def fileno(self) -> int: ...
     @property
-    def local_address(self) -> tuple[str, int]: ...
+    def local_address(self) -> _Address: ...
     @property
-    def remote_address(self) -> tuple[str, int]: ...
+    def remote_address(self) -> _Address: ...
     def __enter__(self) -> Conn: ...
     def __exit__(
         self,
@@ -201,11 +213,13 @@ class Conn:
 
 @final
 class Listener:
-    """A listening TCP socket (gmprt.net)."""
+    """A listening TCP or Unix stream socket (gmprt.net)."""
 
+    @staticmethod
+    def from_socket(sock: int | _HasFileno) -> Listener: ...
     def accept(self, *, timeout: float | None = None) -> Awaitable[Conn]: ...
     @property
-    def address(self) -> tuple[str, int]: ...
+    def address(self) -> _Address: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
@@ -220,6 +234,8 @@ class Listener:
 
 def listen(host: str, port: int, *, backlog: int = 1024, reuse_port: bool = False) -> Listener: ...
 def dial(host: str, port: int, *, timeout: float | None = None) -> Awaitable[Conn]: ...
+def listen_unix(path: _UnixPath, *, backlog: int = 1024) -> Listener: ...
+def dial_unix(path: _UnixPath, *, timeout: float | None = None) -> Awaitable[Conn]: ...
 
 @final
 class PacketConn:

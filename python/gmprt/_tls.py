@@ -668,13 +668,13 @@ class TLSConn:
         return self._conn
 
     @property
-    def local_address(self) -> tuple[str, int]:
-        """``(host, port)`` of this end."""
+    def local_address(self) -> tuple[str, int] | str | bytes:
+        """``(host, port)`` of this end (a path for a Unix socket)."""
         return self._conn.local_address
 
     @property
-    def remote_address(self) -> tuple[str, int]:
-        """``(host, port)`` of the peer."""
+    def remote_address(self) -> tuple[str, int] | str | bytes:
+        """``(host, port)`` of the peer (a path for a Unix socket)."""
         return self._conn.remote_address
 
     def fileno(self) -> int:
@@ -718,7 +718,10 @@ class TLSConn:
         state = self._ssl.version() or "handshake pending"
         try:
             here, there = self._conn.local_address, self._conn.remote_address
-            where = f" {here[0]}:{here[1]} -> {there[0]}:{there[1]}"
+            if isinstance(here, tuple) and isinstance(there, tuple):
+                where = f" {here[0]}:{here[1]} -> {there[0]}:{there[1]}"
+            else:
+                where = f" unix {here!r} -> {there!r}"
         except OSError:
             where = ""
         return f"<gmprt.net.TLSConn {side}{where} {state}>"
@@ -753,8 +756,9 @@ class TLSListener:
         return TLSConn(raw, self._context, server_side=True)
 
     @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)`` the listener is bound to."""
+    def address(self) -> tuple[str, int] | str | bytes:
+        """``(host, port)`` the listener is bound to (a path for a Unix
+        socket)."""
         return self._listener.address
 
     @property
@@ -794,8 +798,10 @@ class TLSListener:
     def __repr__(self) -> str:
         if self._listener.closed:
             return "<gmprt.net.TLSListener closed>"
-        host, port = self._listener.address[:2]
-        return f"<gmprt.net.TLSListener {host}:{port}>"
+        addr = self._listener.address
+        if isinstance(addr, tuple):
+            return f"<gmprt.net.TLSListener {addr[0]}:{addr[1]}>"
+        return f"<gmprt.net.TLSListener unix {addr!r}>"
 
 
 async def start_tls(

@@ -1,4 +1,4 @@
-"""gmprt.net: TCP and UDP on the netpoller.
+"""gmprt.net: TCP, Unix stream sockets, UDP and TLS on the netpoller.
 
 A G that waits on a socket parks on gmprt's netpoller (epoll, polled by the
 scheduler's own threads as they look for work: there is no poller thread)
@@ -29,6 +29,19 @@ and costs no OS thread; the I/O itself is done in Rust::
 - ``await resolve(host, port=0, *, timeout=None) -> list[str]``: the
   addresses of a name, looked up in a sync G (``getaddrinfo`` blocks its M,
   never a P).
+- ``listen_unix(path, *, backlog=1024) -> Listener`` and
+  ``await dial_unix(path, *, timeout=None) -> Conn``: Unix domain stream
+  sockets. ``path`` is a ``str``, ``bytes`` or ``os.PathLike``; a leading
+  ``"\\0"`` names Linux's abstract namespace (no file). Closing the
+  listener removes its socket file, if it is still the one it bound; an
+  existing path (a stale socket file too) fails with ``EADDRINUSE``. A
+  dial to a full backlog waits for room, under its ``timeout``.
+- ``Conn.from_socket(sock)`` and ``Listener.from_socket(sock)`` adopt a
+  TCP or Unix stream socket made elsewhere (a ``socket.socket``, anything
+  with ``fileno()``, or an fd, such as one systemd passed): the descriptor
+  is duplicated, so closing the gmprt object leaves ``sock`` open, but the
+  duplicate shares ``O_NONBLOCK``, which gmprt sets. The wrong kind of
+  socket raises ``ValueError``.
 - ``await Conn.recv(max_bytes=65536, *, timeout=None) -> bytes`` (``b""`` at
   EOF), ``await Conn.send(data, *, timeout=None) -> int``,
   ``await Conn.sendall(data, *, timeout=None)``, ``Conn.close_write()``
@@ -45,15 +58,23 @@ and costs no OS thread; the I/O itself is done in Rust::
   loses nothing: what arrived stays buffered. ``recv`` returns buffered
   bytes first, so the styles mix.
 
+Addresses (``Listener.address``, ``Conn.local_address``,
+``Conn.remote_address``) are what Python's ``socket.getsockname()`` returns:
+``(host, port)`` for TCP; for a Unix socket the path as a ``str`` (``""``
+for an unnamed end, which a dialing end usually is) or ``bytes`` starting
+with ``b"\\0"`` for an abstract name.
+
 Deadlines: every blocking call takes ``timeout=`` in seconds, counted from
 the call (``None``: no limit). When it passes the call raises
 :class:`gmprt.Timeout` (a ``TimeoutError``) and the object stays usable.
 
-Errors are Python's own: ``ConnectionRefusedError`` from ``dial``,
-``ConnectionResetError`` / ``BrokenPipeError`` when the peer is gone, and
-``OSError`` (``errno.EBADF``) for any call on a closed ``Conn``,
-``Listener`` or ``PacketConn``; closing one wakes the Gs blocked on it with that error.
-``TCP_NODELAY`` is on for every connection. When the process runs out of
+Errors are Python's own: ``ConnectionRefusedError`` from ``dial`` (and
+from ``dial_unix`` when nothing listens; ``FileNotFoundError`` when there
+is no socket file), ``ConnectionResetError`` / ``BrokenPipeError`` when the
+peer is gone, and ``OSError`` (``errno.EBADF``) for any call on a closed
+``Conn``, ``Listener`` or ``PacketConn``; closing one wakes the Gs blocked on it with that
+error.
+``TCP_NODELAY`` is on for every TCP connection. When the process runs out of
 file descriptors, ``accept`` logs once to stderr and retries with backoff
 (5 ms doubling to 1 s): the listener survives. ``gmprt.run()`` raises the
 soft ``RLIMIT_NOFILE`` to the hard limit at start, as Go does.
@@ -131,7 +152,7 @@ from typing import overload
 
 from . import _gmprt
 from ._dial import dial, resolve
-from ._gmprt import Conn, Listener, PacketConn, dial_udp, listen_udp
+from ._gmprt import Conn, Listener, PacketConn, dial_udp, dial_unix, listen_udp, listen_unix
 from ._streams import IncompleteReadError, LimitOverrunError
 from ._tls import TLSConn, TLSListener, dial_tls
 
@@ -146,8 +167,10 @@ __all__ = [
     "dial",
     "dial_tls",
     "dial_udp",
+    "dial_unix",
     "listen",
     "listen_udp",
+    "listen_unix",
     "resolve",
 ]
 

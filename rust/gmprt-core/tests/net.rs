@@ -139,7 +139,7 @@ fn echo_server_and_clients_account_for_every_byte() {
     const LEN: usize = 256 * 1024;
     let s = new_sched(2);
     let ln = loopback();
-    let addr = ln.local_addr();
+    let addr = ln.tcp_addr().unwrap();
     let tally = Arc::new(Tally::default());
     let (errs, errs_rx) = mpsc::channel::<String>();
     let (done, done_rx) = mpsc::channel::<usize>();
@@ -152,7 +152,7 @@ fn echo_server_and_clients_account_for_every_byte() {
             while left > 0 {
                 match await_io!(cx, ln.poll_accept(cx.sched(), &mut wait), wait) {
                     Ok((conn, peer)) => {
-                        assert!(peer.ip().is_loopback());
+                        assert!(peer.inet().unwrap().ip().is_loopback());
                         echo_g(&sched, conn, tally.clone(), errs.clone());
                         left -= 1;
                     }
@@ -283,7 +283,7 @@ fn accept_backs_off_out_of_fds_and_the_listener_survives() {
     let _fds = exclusive();
     let s = new_sched(2);
     let ln = loopback();
-    let addr = ln.local_addr();
+    let addr = ln.tcp_addr().unwrap();
     let conns = Arc::new(Mutex::new(Vec::<Conn>::new()));
     let (errs, errs_rx) = mpsc::channel::<String>();
     {
@@ -400,7 +400,7 @@ fn dial_tries_the_next_address() {
     let mut dial = Dial::new(vec![closed, ln.local_addr().unwrap()], None);
     go(&s, move |cx| {
         let r = await_io!(cx, dial.poll(cx.sched()), dial);
-        let _ = tx.send(r.and_then(|c| c.peer_addr()));
+        let _ = tx.send(r.and_then(|c| c.peer_addr()).map(|a| a.inet().unwrap()));
         Step::Done
     });
     let peer = recv(&rx, "the dial").expect("dial");
@@ -418,7 +418,7 @@ fn recv_deadline_times_out_and_the_conn_stays_usable() {
     let _fds = shared();
     let s = new_sched(2);
     let ln = loopback();
-    let mut peer = TcpStream::connect(ln.local_addr()).unwrap();
+    let mut peer = TcpStream::connect(ln.tcp_addr().unwrap()).unwrap();
     peer.set_read_timeout(Some(DEADLINE)).unwrap();
     let (tx, rx) = mpsc::channel::<Result<String, String>>();
     let (mut phase, mut conn, mut t0) = (0, None::<Conn>, Instant::now());
@@ -500,7 +500,7 @@ fn accept_deadline_times_out() {
     let _fds = shared();
     let s = new_sched(1);
     let ln = loopback();
-    let addr = ln.local_addr();
+    let addr = ln.tcp_addr().unwrap();
     let (tx, rx) = mpsc::channel();
     let mut wait = IoWait::new(in_ms(30));
     let mut timed_out = false;
@@ -532,7 +532,7 @@ fn close_wakes_the_parked_gs() {
     let _fds = shared();
     let s = new_sched(2);
     let ln = loopback();
-    let _peer = TcpStream::connect(ln.local_addr()).unwrap();
+    let _peer = TcpStream::connect(ln.tcp_addr().unwrap()).unwrap();
     let conn = {
         let (tx, rx) = mpsc::channel();
         let (ln, mut wait) = (ln.clone(), IoWait::default());

@@ -1,13 +1,17 @@
-//! [`Conn`]: a TCP connection on the netpoller. Receive into the caller's
-//! buffer, send straight from the caller's bytes, half-close, addresses.
+//! [`Conn`]: a TCP or Unix stream connection on the netpoller. Receive
+//! into the caller's buffer, send straight from the caller's bytes,
+//! half-close, addresses, and adopting a connected socket made elsewhere.
+//!
+//! Both kinds take the same path: `recv(2)` and `send(2)` on the fd, so the
+//! kind (`kind::Stream`) is matched only to make a `Conn`, never per call.
 
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::task::Poll;
 
-use mio::net::TcpStream;
-
+use super::addr::Addr;
+use super::kind::{self, Stream};
 use super::sock::{LazyReg, Sock};
 use super::wait::IoWait;
 use crate::netpoll::Dir;
@@ -19,8 +23,10 @@ use crate::sched::Sched;
 /// allocation, so it is the one thing a peer could use to abort us.
 pub const RECV_MAX: usize = 1 << 20;
 
-/// A TCP connection, from [`Listener::poll_accept`](super::Listener::poll_accept)
-/// or a [`Dial`](super::Dial). `TCP_NODELAY` is on.
+/// A TCP or Unix stream connection, from
+/// [`Listener::poll_accept`](super::Listener::poll_accept), a
+/// [`Dial`](super::Dial), or [`Conn::from_fd`]. `TCP_NODELAY` is on for
+/// TCP.
 ///
 /// Any thread may use it; one G may receive while another sends. The
 /// `poll_*` operations never block: they return `Pending` with the wait
@@ -28,14 +34,15 @@ pub const RECV_MAX: usize = 1 << 20;
 /// [`close`](Self::close) wakes the Gs parked on it, whose next poll
 /// returns a [`Closed`](super::Closed) error, as does every later call.
 pub struct Conn {
-    sock: Sock<TcpStream>,
+    sock: Sock<Stream>,
+    unix: bool,
 }
 
 /// `recv(2)` of up to `len` bytes at `ptr`.
 ///
 /// # Safety
 /// `ptr` is valid for writes of `len` bytes.
-unsafe fn recv_raw(s: &TcpStream, ptr: *mut u8, len: usize) -> io::Result<usize> {
+unsafe fn recv_raw(s: &Stream, ptr: *mut u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller's contract; recv writes at most `len` bytes there
     // and returns how many, or -1.
     let k = unsafe { libc::recv(s.as_raw_fd(), ptr.cast(), len, 0) };
@@ -45,13 +52,53 @@ unsafe fn recv_raw(s: &TcpStream, ptr: *mut u8, len: usize) -> io::Result<usize>
     Ok(k as usize)
 }
 
+/// `send(2)` of `data`, with `MSG_NOSIGNAL`: a peer that is gone is an
+/// `EPIPE` error, not a `SIGPIPE` that kills a process which did not ignore
+/// it (std's `TcpStream::write` does the same; a `write(2)`, which std uses
+/// for a `UnixStream`, would raise the signal).
+fn send_raw(s: &Stream, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is valid for reads of `data.len()` bytes; send reads at
+    // most that many and returns how many it took, or -1.
+    let k = unsafe {
+        libc::send(
+            s.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if k < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(k as usize)
+}
+
 impl Conn {
-    pub(crate) fn new(s: TcpStream, reg: LazyReg) -> Conn {
-        // Best effort: a socket that refuses NODELAY still works.
-        let _ = s.set_nodelay(true);
+    pub(crate) fn new(s: Stream, reg: LazyReg) -> Conn {
+        if let Stream::Tcp(t) = &s {
+            // Best effort: a socket that refuses NODELAY still works.
+            let _ = t.set_nodelay(true);
+        }
         Conn {
+            unix: matches!(s, Stream::Unix(_)),
             sock: Sock::new(s, reg),
         }
+    }
+
+    /// Adopts `fd`, a connected TCP or Unix stream socket made elsewhere
+    /// (Go's `net.FileConn`, which dups; the caller dups here if it keeps
+    /// its own): sets `O_NONBLOCK`, which every duplicate of `fd` shares,
+    /// and `TCP_NODELAY` for TCP. Registered with the netpoller of the
+    /// first runtime that uses it. An `InvalidInput` error, naming what it
+    /// got, for anything else: not a socket, a datagram socket, a listening
+    /// or an unconnected one.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Conn> {
+        Ok(Conn::new(kind::adopt_stream(fd)?, LazyReg::default()))
+    }
+
+    /// Whether this is a Unix domain socket (else TCP).
+    pub fn is_unix(&self) -> bool {
+        self.unix
     }
 
     /// Receives into `buf` (not empty): the number of bytes, as soon as any
@@ -138,7 +185,7 @@ impl Conn {
             if rest.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            match self.sock.attempt(&reg, Dir::Write, |mut s| s.write(rest)) {
+            match self.sock.attempt(&reg, Dir::Write, |s| send_raw(s, rest)) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     *sent += n;
@@ -159,7 +206,7 @@ impl Conn {
         sched: &Sched,
         dir: Dir,
         wait: &mut IoWait,
-        op: impl FnMut(&TcpStream) -> io::Result<T>,
+        op: impl FnMut(&Stream) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
         wait.resume()?;
         let reg = self.sock.registration(sched)?;
@@ -169,7 +216,7 @@ impl Conn {
         }
     }
 
-    /// Shuts down the sending side (a TCP half-close, Go's `CloseWrite`):
+    /// Shuts down the sending side (a half-close, Go's `CloseWrite`):
     /// the peer reads EOF, and this side can still receive.
     pub fn close_write(&self) -> io::Result<()> {
         self.sock.with(|s| s.shutdown(Shutdown::Write))
@@ -190,11 +237,14 @@ impl Conn {
         self.sock.fd()
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    /// This end's address: for a Unix socket usually
+    /// [`Unnamed`](super::UnixAddr::Unnamed) on the dialing end.
+    pub fn local_addr(&self) -> io::Result<Addr> {
         self.sock.with(|s| s.local_addr())
     }
 
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<Addr> {
         self.sock.with(|s| s.peer_addr())
     }
 }

@@ -1,5 +1,16 @@
-//! net: TCP listeners and connections on the netpoller, and waits on any
-//! file descriptor (Go's `net` over `internal/poll`).
+//! net: TCP and Unix stream listeners and connections on the netpoller,
+//! and waits on any file descriptor (Go's `net` over `internal/poll`).
+//!
+//! # Kinds and addresses
+//!
+//! A [`Conn`] or [`Listener`] is TCP or a Unix stream socket (a filesystem
+//! path or a Linux abstract name), bound or dialed here or adopted from a
+//! descriptor made elsewhere (`from_fd`, after checking its kind). Both
+//! kinds take the same I/O path below, on the fd; the kind only decides how
+//! the socket is made, accepted and named ([`Addr`]). A Unix listener that
+//! bound a path removes its socket file on close, only if the file is
+//! still the one it bound (`listener`); a Unix dial retries while the
+//! listener's backlog is full (`dial`).
 //!
 //! # The I/O path
 //!
@@ -31,7 +42,8 @@
 //!
 //! # Ownership
 //!
-//! A [`Conn`] or [`Listener`] owns one socket (`sock`). Its `RwLock` is
+//! A [`Conn`] or [`Listener`] owns one socket (`sock`); an adopted one owns
+//! the descriptor it was given (the caller dups first to keep its own). Its `RwLock` is
 //! taken shared for every syscall (so one G can receive while another
 //! sends) and exclusively by `close`, so the fd is never closed, and its
 //! number reused, under a syscall in flight. Nothing here calls out (into
@@ -65,17 +77,20 @@
 //! say which ([`is_closed`], [`is_timeout`], [`NetpollError`]); see
 //! `error`.
 
+mod addr;
 mod bufread;
 mod conn;
 mod dial;
 mod error;
 mod fdwait;
+mod kind;
 mod listener;
 mod nofile;
 mod sock;
 mod udp;
 mod wait;
 
+pub use addr::{unix_path, Addr, UnixAddr};
 pub use bufread::{ReadBuf, Until, CHUNK};
 pub use conn::{Conn, RECV_MAX};
 pub use dial::{literal, resolve, Dial};

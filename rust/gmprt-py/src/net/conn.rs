@@ -12,20 +12,24 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::bufread::{with_pool, Read, Want};
-use super::{finish, put_buf, py_addr, sched, sock_error, take_buf, Data, CONN};
+use super::{
+    adopt_error, adopt_fd, finish, put_buf, py_net_addr, sched, sock_error, take_buf, Data, CONN,
+};
 use crate::errors::{int_arg, int_or};
 use crate::lock::lock;
 use crate::time::deadline;
 use crate::token::{Poll, Token, Wait};
 
-/// A TCP connection, from :meth:`Listener.accept` or :func:`gmprt.net.dial`.
+/// A TCP or Unix stream connection, from :meth:`Listener.accept`,
+/// :func:`gmprt.net.dial`, :func:`gmprt.net.dial_unix` or
+/// :meth:`Conn.from_socket`.
 ///
 /// Every blocking method returns an awaitable for a G::
 ///
 ///     while data := await conn.recv(65536):
 ///         await conn.sendall(data)
 ///
-/// ``TCP_NODELAY`` is on. Each blocking method takes ``timeout=`` (seconds,
+/// ``TCP_NODELAY`` is on for TCP. Each blocking method takes ``timeout=`` (seconds,
 /// from the call; ``None`` waits forever) and raises :class:`gmprt.Timeout`
 /// when it passes; the connection stays usable. A peer that reset the
 /// connection raises ``ConnectionResetError`` (or ``BrokenPipeError`` on a
@@ -48,13 +52,13 @@ impl Conn {
         }
     }
 
-    fn addr(&self, peer: bool) -> PyResult<(String, u16)> {
+    fn addr(&self, peer: bool) -> PyResult<net::Addr> {
         let (what, r) = if peer {
             ("remote_address", self.conn.peer_addr())
         } else {
             ("local_address", self.conn.local_addr())
         };
-        r.map(py_addr).map_err(|e| sock_error(&e, what, CONN, None))
+        r.map_err(|e| sock_error(&e, what, CONN, None))
     }
 }
 
@@ -207,7 +211,7 @@ impl Conn {
         self.conn.close();
     }
 
-    /// Shut down the sending side (a TCP half-close, Go's ``CloseWrite``):
+    /// Shut down the sending side (a half-close, Go's ``CloseWrite``):
     /// the peer reads EOF, and this side can still receive.
     ///
     /// Raises:
@@ -258,16 +262,43 @@ impl Conn {
         self.conn.fd().unwrap_or(-1)
     }
 
-    /// ``(host, port)`` of this end.
+    /// This end's address, as ``socket.getsockname()`` gives it: ``(host,
+    /// port)`` for TCP; for a Unix socket the path (``str``), ``""`` when
+    /// unnamed (the dialing end, usually), or ``bytes`` starting with
+    /// ``b"\0"`` for an abstract name.
     #[getter]
-    fn local_address(&self) -> PyResult<(String, u16)> {
-        self.addr(false)
+    fn local_address(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        py_net_addr(py, &self.addr(false)?)
     }
 
-    /// ``(host, port)`` of the peer.
+    /// The peer's address, as ``socket.getpeername()`` gives it (see
+    /// :attr:`local_address`).
     #[getter]
-    fn remote_address(&self) -> PyResult<(String, u16)> {
-        self.addr(true)
+    fn remote_address(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        py_net_addr(py, &self.addr(true)?)
+    }
+
+    /// Adopt a connected TCP or Unix stream socket made elsewhere (Go's
+    /// ``net.FileConn``): ``conn = gmprt.net.Conn.from_socket(sock)``.
+    ///
+    /// ``sock`` is a ``socket.socket``, anything with ``fileno()``, or a
+    /// file descriptor. Its descriptor is **duplicated**: the new ``Conn``
+    /// owns the duplicate, so closing it leaves ``sock`` open (close
+    /// ``sock`` yourself when done with it). The duplicate shares the open
+    /// file, and so ``O_NONBLOCK``, which this sets: a ``sock`` used from
+    /// Python afterwards should have a timeout (``sock.settimeout(...)``),
+    /// or a blocking call on it raises ``BlockingIOError``. Needs no running
+    /// runtime.
+    ///
+    /// Raises:
+    ///     ValueError: not a connected TCP or Unix stream socket (a UDP or
+    ///         listening socket, say); the message names what it got.
+    ///     OSError: not an open file descriptor.
+    #[staticmethod]
+    fn from_socket(sock: Bound<'_, PyAny>) -> PyResult<Conn> {
+        let fd = adopt_fd(&sock)?;
+        let conn = net::Conn::from_fd(fd).map_err(|e| adopt_error(&e, "Conn.from_socket"))?;
+        Ok(Conn::new(conn))
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -280,8 +311,9 @@ impl Conn {
     }
 
     fn __repr__(&self) -> String {
+        let kind = if self.conn.is_unix() { "unix " } else { "" };
         match (self.addr(false), self.addr(true)) {
-            (Ok(l), Ok(r)) => format!("<gmprt.net.Conn {}:{} -> {}:{}>", l.0, l.1, r.0, r.1),
+            (Ok(l), Ok(r)) => format!("<gmprt.net.Conn {kind}{l} -> {r}>"),
             _ if self.conn.is_closed() => "<gmprt.net.Conn closed>".into(),
             _ => "<gmprt.net.Conn>".into(),
         }

@@ -1,4 +1,4 @@
-//! `gmprt.net.dial`.
+//! `gmprt.net.dial` and `gmprt.net.dial_unix`.
 
 use std::sync::Mutex;
 
@@ -6,13 +6,13 @@ use gmprt_core::net::{self};
 use gmprt_core::Waker;
 use pyo3::prelude::*;
 
-use super::{error, finish, resolve, sched, Conn, CONN};
+use super::{error, finish, os_error, resolve, sched, unix_path_arg, Conn, CONN};
 use crate::errors::int_arg;
 use crate::lock::lock;
 use crate::time::deadline;
 use crate::token::{Poll, Token, Wait};
 
-/// `await gmprt.net.dial(host, port)`.
+/// `await gmprt.net.dial(host, port)` and `await gmprt.net.dial_unix(path)`.
 struct Dial {
     dial: Mutex<net::Dial>,
     target: String,
@@ -80,6 +80,39 @@ pub(crate) fn dial(
     let addrs = resolve(py, host, port, &format!("dial {target}"))?;
     Ok(Token::wait(Dial {
         dial: Mutex::new(net::Dial::new(addrs, deadline)),
+        target,
+        timeout,
+    }))
+}
+
+/// Connect to the Unix domain socket ``path``: ``conn = await
+/// gmprt.net.dial_unix(path)``.
+///
+/// ``path`` is a ``str``, ``bytes`` or ``os.PathLike``; a leading ``"\0"``
+/// names Linux's abstract namespace. When the listener's backlog is full
+/// the dial waits, retrying, until an accept makes room (a blocking
+/// ``connect`` would wait too) or ``timeout`` (seconds) passes.
+///
+/// Raises:
+///     FileNotFoundError: no socket file at ``path``.
+///     ConnectionRefusedError: nothing listens there (a stale socket file,
+///         or an abstract name nobody bound).
+///     PermissionError: the socket file or its directory is not
+///         accessible.
+///     gmprt.Timeout: not connected within ``timeout`` seconds.
+///     OSError: the path is too long, or another connect error.
+///     ValueError: a NUL byte inside a path.
+///     TypeError: ``path`` is not a str, bytes or os.PathLike.
+#[pyfunction]
+#[pyo3(signature = (path, *, timeout=None))]
+pub(crate) fn dial_unix(path: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Token> {
+    let deadline = deadline(timeout)?;
+    let path = unix_path_arg(path)?;
+    let target = format!("unix {}", net::UnixAddr::new(&path));
+    let dial =
+        net::Dial::unix(&path, deadline).map_err(|e| os_error(&e, &format!("dial {target}")))?;
+    Ok(Token::wait(Dial {
+        dial: Mutex::new(dial),
         target,
         timeout,
     }))

@@ -8,19 +8,25 @@ use gmprt_core::net::{self, IoWait};
 use gmprt_core::Waker;
 use pyo3::prelude::*;
 
-use super::{finish, os_error, py_addr, resolve, sched, sock_error, Conn, LISTENER};
+use super::{
+    adopt_error, adopt_fd, finish, os_error, py_net_addr, resolve, sched, sock_error,
+    unix_path_arg, Conn, LISTENER,
+};
 use crate::errors::{int_arg, int_or};
 use crate::lock::lock;
 use crate::time::deadline;
 use crate::token::{Poll, Token, Wait};
 
-/// A listening TCP socket, from :func:`gmprt.net.listen`.
+/// A listening TCP or Unix stream socket, from :func:`gmprt.net.listen`,
+/// :func:`gmprt.net.listen_unix` or :meth:`Listener.from_socket`.
 ///
 /// ``await ln.accept()`` returns the next :class:`Conn`. When the process
 /// runs out of file descriptors, ``accept`` logs once to stderr, waits
 /// (5 ms, doubling up to 1 s) and retries, like Go's ``net/http``: the
 /// listener survives and serves again once descriptors free up. Closing it
-/// wakes Gs blocked in ``accept``; they raise ``OSError``.
+/// wakes Gs blocked in ``accept``; they raise ``OSError``. A listener that
+/// ``listen_unix`` bound to a path removes its socket file when closed (or
+/// collected), if the file there is still the one it made.
 #[pyclass(frozen, module = "gmprt.net", name = "Listener")]
 pub struct Listener {
     ln: net::Listener,
@@ -42,11 +48,36 @@ impl Listener {
         }))
     }
 
-    /// ``(host, port)`` the listener is bound to (the real port when
-    /// ``listen`` was given port 0).
+    /// The address the listener is bound to, as ``socket.getsockname()``
+    /// gives it: ``(host, port)`` for TCP (the real port when ``listen`` was
+    /// given port 0); for a Unix socket the path (``str``), or ``bytes``
+    /// starting with ``b"\0"`` for an abstract name.
     #[getter]
-    fn address(&self) -> (String, u16) {
-        py_addr(self.ln.local_addr())
+    fn address(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        py_net_addr(py, self.ln.local_addr())
+    }
+
+    /// Adopt a listening TCP or Unix stream socket made elsewhere (Go's
+    /// ``net.FileListener``): one made with ``socket.socket()``, ``bind``
+    /// and ``listen``, or passed by systemd (``Listener.from_socket(3)``).
+    ///
+    /// ``sock`` is a ``socket.socket``, anything with ``fileno()``, or a
+    /// file descriptor. Its descriptor is **duplicated**: the new
+    /// ``Listener`` owns the duplicate, so closing it leaves ``sock`` open,
+    /// and its socket file, if any, in place. The duplicate shares the open
+    /// file, and so ``O_NONBLOCK``, which this sets: a ``sock`` used from
+    /// Python afterwards should have a timeout, or a blocking ``accept``
+    /// on it raises ``BlockingIOError``. Needs no running runtime.
+    ///
+    /// Raises:
+    ///     ValueError: not a listening TCP or Unix stream socket; the
+    ///         message names what it got.
+    ///     OSError: not an open file descriptor.
+    #[staticmethod]
+    fn from_socket(sock: Bound<'_, PyAny>) -> PyResult<Listener> {
+        let fd = adopt_fd(&sock)?;
+        let ln = net::Listener::from_fd(fd).map_err(|e| adopt_error(&e, "Listener.from_socket"))?;
+        Ok(Listener { ln })
     }
 
     /// Stop listening (idempotent). Gs blocked in ``accept`` raise
@@ -77,7 +108,8 @@ impl Listener {
 
     fn __repr__(&self) -> String {
         let state = if self.ln.is_closed() { " closed" } else { "" };
-        format!("<gmprt.net.Listener {}{state}>", self.ln.local_addr())
+        let kind = if self.ln.is_unix() { "unix " } else { "" };
+        format!("<gmprt.net.Listener {kind}{}{state}>", self.ln.local_addr())
     }
 }
 
@@ -147,5 +179,36 @@ pub(crate) fn listen(
     };
     let ln = net::Listener::bind(addr, backlog, reuse_port)
         .map_err(|e| os_error(&e, &format!("listen on {addr}")))?;
+    Ok(Listener { ln })
+}
+
+/// Listen for connections on the Unix domain socket ``path``.
+///
+/// ``path`` is a ``str``, ``bytes`` or ``os.PathLike``; the bind creates a
+/// socket file there. A leading ``"\0"`` (or ``b"\0"``) names Linux's
+/// abstract namespace instead: no file, and the name goes away with the
+/// socket. ``""`` binds an unused abstract name the kernel picks: read it
+/// from :attr:`Listener.address`. Closing the listener removes its socket
+/// file, unless something else has replaced it meanwhile. A stale file
+/// left by a process that died is not removed for you: the bind fails,
+/// as it does for Python's ``socket``. Needs no running runtime.
+///
+/// Raises:
+///     OSError: the path exists (errno ``EADDRINUSE``), its directory is
+///         missing (``FileNotFoundError``) or not writable
+///         (``PermissionError``), or the path is too long.
+///     ValueError: ``backlog < 0``, or a NUL byte inside a path.
+///     TypeError: ``path`` is not a str, bytes or os.PathLike.
+#[pyfunction]
+#[pyo3(signature = (path, *, backlog=None), text_signature = "(path, *, backlog=1024)")]
+pub(crate) fn listen_unix(
+    path: &Bound<'_, PyAny>,
+    backlog: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Listener> {
+    let backlog = int_or(backlog, 1024, "backlog", 0, i64::from(i32::MAX))? as i32;
+    let path = unix_path_arg(path)?;
+    let shown = net::UnixAddr::new(&path);
+    let ln = net::Listener::bind_unix(&path, backlog)
+        .map_err(|e| os_error(&e, &format!("listen on {shown}")))?;
     Ok(Listener { ln })
 }

@@ -1,7 +1,7 @@
 //! `gmprt.net` and `gmprt.wait_readable` / `wait_writable`: the Python face
-//! of gmprt-core's `net`, which owns the sockets, the readiness-retry loop,
-//! accept backoff, dialing and the fd waits (its module docs: the I/O path,
-//! ownership, deadlines).
+//! of gmprt-core's `net`, which owns the sockets (TCP and Unix), the
+//! readiness-retry loop, accept backoff, dialing, adopting sockets and the
+//! fd waits (its module docs: the I/O path, ownership, deadlines).
 //!
 //! These files only convert. Each blocking method returns a token
 //! (`token.rs`) whose `Wait` calls the core operation's `poll_*` and, after
@@ -9,13 +9,15 @@
 //! Python stays here: the per-thread receive buffer that becomes one
 //! `bytes`, sending straight from the caller's buffer (the buffer
 //! protocol), `fileno()`, releasing the GIL around a blocking name lookup,
+//! addresses as Python's `socket` spells them (`py_net_addr`), paths
+//! through `os.fsencode`, the dup that `from_socket` adopts (`adopt_fd`),
 //! and turning core errors into Python exceptions (`error`, below).
 //!
 //! Files: this one (the errors, the shared helpers and the receive
 //! buffers), `conn` (`Conn`), `bufread` (its `readline` / `readuntil` /
-//! `readexactly`), `listener` (`Listener`, `listen`), `dial`, `udp`
-//! (`PacketConn`, `listen_udp`, `dial_udp`), `fdwait` (`wait_readable` /
-//! `wait_writable`).
+//! `readexactly`), `listener` (`Listener`, `listen`, `listen_unix`),
+//! `dial` (`dial`, `dial_unix`), `udp` (`PacketConn`, `listen_udp`,
+//! `dial_udp`), `fdwait` (`wait_readable` / `wait_writable`).
 //!
 //! # Locks
 //!
@@ -26,15 +28,18 @@
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::Poll as IoPoll;
 
-use gmprt_core::net::{self, NetpollError};
+use gmprt_core::net::{self, Addr, NetpollError, UnixAddr};
 use gmprt_core::Sched;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
 use crate::errors::Timeout;
 use crate::rt;
@@ -59,7 +64,9 @@ use listener::Listener;
 /// Adds `gmprt.net`'s functions and classes (and the fd waits) to `m`.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(listener::listen, m)?)?;
+    m.add_function(wrap_pyfunction!(listener::listen_unix, m)?)?;
     m.add_function(wrap_pyfunction!(dial::dial, m)?)?;
+    m.add_function(wrap_pyfunction!(dial::dial_unix, m)?)?;
     m.add_function(wrap_pyfunction!(fdwait::wait_readable, m)?)?;
     m.add_function(wrap_pyfunction!(fdwait::wait_writable, m)?)?;
     m.add_class::<Listener>()?;
@@ -142,6 +149,71 @@ fn finish<T>(
 
 fn py_addr(a: SocketAddr) -> (String, u16) {
     (a.ip().to_string(), a.port())
+}
+
+/// `a` as Python's `socket.getsockname()` gives it: `(host, port)` for
+/// TCP; for a Unix socket the path as a `str` (decoded as `os.fsdecode`
+/// does, so undecodable bytes round-trip), `""` for an unnamed end, and
+/// `bytes` with the leading NUL for an abstract name.
+fn py_net_addr(py: Python<'_>, a: &Addr) -> PyResult<Py<PyAny>> {
+    Ok(match a {
+        Addr::Inet(a) => py_addr(*a).into_pyobject(py)?.into_any().unbind(),
+        Addr::Unix(UnixAddr::Unnamed) => PyString::new(py, "").into_any().unbind(),
+        // `&OsStr`, not `&Path`: PyO3 makes a `pathlib.Path` of a path.
+        Addr::Unix(UnixAddr::Path(p)) => p.as_os_str().into_pyobject(py)?.into_any().unbind(),
+        Addr::Unix(u @ UnixAddr::Abstract(_)) => {
+            PyBytes::new(py, &u.to_bytes()).into_any().unbind()
+        }
+    })
+}
+
+/// A Unix socket path argument (`str`, `bytes` or `os.PathLike`) as the
+/// kernel's bytes, through `os.fsencode` as Python's `socket` does (a
+/// leading NUL names the abstract namespace). `TypeError` for anything
+/// else, from `os.fsencode`; `ValueError` for a NUL inside a filesystem
+/// path, as `os` functions raise (the kernel would cut the path there).
+fn unix_path_arg(path: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+    let py = path.py();
+    let raw = py.import("os")?.getattr("fsencode")?.call1((path,))?;
+    let bytes = raw.cast::<PyBytes>()?.as_bytes();
+    if bytes.first().is_some_and(|&b| b != 0) && bytes.contains(&0) {
+        return Err(PyValueError::new_err(
+            "embedded null byte in a Unix socket path",
+        ));
+    }
+    Ok(net::unix_path(bytes).to_path_buf())
+}
+
+/// What `from_socket` adopts: a duplicate of the fd of `obj` (an `int`, or
+/// anything with `fileno()`, such as a `socket.socket`), close-on-exec,
+/// owned by the new object, so that closing it leaves `obj` open (Go's
+/// `net.FileConn`). `OSError` (EBADF) for a descriptor that is not open.
+fn adopt_fd(obj: &Bound<'_, PyAny>) -> PyResult<OwnedFd> {
+    // SAFETY: attached; `obj` is live. Returns -1 with an exception set for
+    // an object that is neither an int nor has fileno().
+    let fd = unsafe { ffi::PyObject_AsFileDescriptor(obj.as_ptr()) };
+    if fd < 0 {
+        return Err(PyErr::fetch(obj.py()));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC reads no memory; it makes a new descriptor
+    // (the lowest free one, >= 0) for the same open file, or fails.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(os_error(&io::Error::last_os_error(), "from_socket"));
+    }
+    // SAFETY: `dup` is a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// A `from_socket` refusal: the core's InvalidInput (the wrong kind of
+/// socket, naming what it got) as `ValueError`, a syscall's failure as
+/// `OSError`.
+fn adopt_error(e: &io::Error, what: &str) -> PyErr {
+    if e.kind() == io::ErrorKind::InvalidInput && e.raw_os_error().is_none() {
+        PyValueError::new_err(format!("{what}: {e}"))
+    } else {
+        os_error(e, what)
+    }
 }
 
 /// The addresses of `host`: a literal is parsed, a name resolved with
