@@ -1,6 +1,6 @@
 """Line echo: gmprt's ``conn.readline()`` against asyncio's and uvloop's
-``StreamReader.readline()``, and gmprt's echo over a Unix socket against
-TCP.
+``StreamReader.readline()``; with ``--unix``, gmprt's echo over a Unix
+socket against TCP.
 
 Every server runs in a fresh process per round (benches/servers/
 line_servers.py) and is driven by ``gmprt-loadgen --lines``: C connections,
@@ -16,6 +16,7 @@ one discarded warm-up round per contender.
 
     python benches/lines.py                 # C=100 x 100 B lines, 3 rounds of 3 s
     python benches/lines.py --quick         # 1 round of 0.5 s
+    python benches/lines.py --unix          # also gmprt's echo over a Unix socket vs TCP
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ import echo  # noqa: E402  (the server process plumbing and the load generator)
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVERS = ROOT / "benches" / "servers" / "line_servers.py"
+ECHO = ROOT / "examples" / "echo_server.py"
 CONTENDERS = ["gmprt", "gmprt-procs1", "asyncio-streams", "uvloop-streams"]
 
 
@@ -50,7 +53,13 @@ def contender(name: str, unix: str | None = None) -> echo.Contender:
 
 
 def one_run(
-    loadgen: Path, c: echo.Contender, conns: int, size: int, secs: float, lines: bool
+    loadgen: Path,
+    c: echo.Contender,
+    conns: int,
+    size: int,
+    secs: float,
+    lines: bool,
+    unix: str | None = None,
 ) -> dict[str, Any]:
     """One fresh server, one load generator run: figures, or why not."""
     if c.skip:
@@ -60,7 +69,8 @@ def one_run(
     except RuntimeError as e:
         return {"failed": str(e)}
     try:
-        base = [str(loadgen), "--port", str(srv.port), "-c", str(conns), "-s", str(size)]
+        to = ["--unix", unix] if unix else ["--port", str(srv.port)]
+        base = [str(loadgen), *to, "-c", str(conns), "-s", str(size)]
         base += ["--lines"] if lines else []
         cmd = [*base, "-d", str(secs), "--warmup", str(min(1.0, secs / 2)), "--json"]
         # A discarded warm-up run first, against the same server: a fresh
@@ -122,6 +132,25 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {n: median_of(rs) | {"runs": rs} for n, rs in runs.items()}
 
 
+def bench_unix(args: argparse.Namespace) -> dict[str, Any]:
+    """gmprt's echo (``recv`` / ``sendall``) over TCP and over a Unix
+    socket, same rounds and warm-ups as the line echo."""
+    loadgen = echo.find_loadgen(args.loadgen)
+    with tempfile.TemporaryDirectory(prefix="gmprt-unix-") as d:
+        path = os.path.join(d, "echo.sock")
+        cases = {
+            "gmprt-tcp": (echo.Contender("gmprt-tcp", [sys.executable, str(ECHO)]), None),
+            "gmprt-unix": (contender("gmprt", unix=path), path),
+        }
+        runs: dict[str, list[dict[str, Any]]] = {n: [] for n in cases}
+        for rnd in range(args.rounds):
+            for n in list(cases)[rnd % 2 :] + list(cases)[: rnd % 2]:
+                c, unix = cases[n]
+                r = one_run(loadgen, c, args.connections, 1024, args.duration, False, unix)
+                runs[n].append(r)
+    return {n: median_of(rs) | {"runs": rs} for n, rs in runs.items()}
+
+
 def table(res: dict[str, Any], args: argparse.Namespace) -> str:
     head = (
         f"Line echo, C={args.connections} x {args.size} B lines, median of "
@@ -153,6 +182,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=100)
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--servers", default=",".join(CONTENDERS))
+    p.add_argument("--unix", action="store_true", help="also gmprt echo over Unix vs TCP")
     p.add_argument("--loadgen")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
@@ -172,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     res = bench(args)
     print(table(res, args))
+    if args.unix:
+        u = bench_unix(args)
+        res["unix"] = u
+        print(f"\nEcho (recv/sendall), C={args.connections} x 1 KiB, TCP vs Unix socket:\n")
+        for n, r in u.items():
+            cpu = r.get("cpu_us_per_msg")
+            print(
+                f"  {n:12} {cpu} us/msg (min {r.get('cpu_min')}, max {r.get('cpu_max')}), "
+                f"{r.get('msgs_per_s')} msgs/s"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0
