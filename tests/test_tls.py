@@ -530,6 +530,30 @@ def test_start_tls_after_plaintext(certs, procs):
     assert gmprt.run(main, procs=procs) == (b"secret", "TLSv1.3")
 
 
+def test_start_tls_over_a_unix_socket(certs, tmp_path):
+    """TLS runs over any Conn: here a Unix socket from listen_unix/dial_unix."""
+    path = str(tmp_path / "tls.sock")
+
+    async def server(ln):
+        conn = await ln.accept(timeout=LONG)
+        tls = await conn.start_tls(server_ctx(certs), server_side=True, timeout=LONG)
+        await _echo(tls)
+
+    async def main():
+        with net.listen_unix(path) as ln:
+            srv = gmprt.go(server, ln)
+            conn = await net.dial_unix(path, timeout=LONG)
+            tls = await conn.start_tls(client_ctx(certs), server_hostname="localhost", timeout=LONG)
+            assert tls.remote_address == path and "unix" in repr(tls)
+            await tls.sendall(b"over unix", timeout=LONG)
+            got = await tls.recv(timeout=LONG)
+            tls.close()
+            await srv
+            return got
+
+    assert gmprt.run(main) == b"over unix"
+
+
 # ----- buffered reads
 
 
