@@ -1,5 +1,6 @@
-//! net: TCP and Unix stream listeners and connections on the netpoller,
-//! and waits on any file descriptor (Go's `net` over `internal/poll`).
+//! net: TCP and Unix stream listeners and connections, UDP sockets
+//! ([`PacketConn`], `udp`) on the netpoller, and waits on any file
+//! descriptor (Go's `net` over `internal/poll`).
 //!
 //! # Kinds and addresses
 //!
@@ -42,12 +43,12 @@
 //!
 //! # Ownership
 //!
-//! A [`Conn`] or [`Listener`] owns one socket (`sock`); an adopted one owns
-//! the descriptor it was given (the caller dups first to keep its own). Its `RwLock` is
-//! taken shared for every syscall (so one G can receive while another
-//! sends) and exclusively by `close`, so the fd is never closed, and its
-//! number reused, under a syscall in flight. Nothing here calls out (into
-//! Python or anything else) while holding it.
+//! A [`Conn`], [`Listener`] or [`PacketConn`] owns one socket (`sock`); an
+//! adopted one owns the descriptor it was given (the caller dups first to
+//! keep its own). Its `RwLock` is taken shared for every syscall (so one G
+//! can receive while another sends) and exclusively by `close`, so the fd
+//! is never closed, and its number reused, under a syscall in flight.
+//! Nothing here calls out (into Python or anything else) while holding it.
 //!
 //! A socket is registered with the netpoller lazily, on its first
 //! operation, by the runtime that performs it: a listener made before its
