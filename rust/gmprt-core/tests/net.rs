@@ -8,9 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering::*};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, RwLock};
-use std::task::Poll;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,54 +17,9 @@ use gmprt_core::net::{self, Conn, Dial, FdWait, IoWait, Listener};
 use gmprt_core::netpoll::Dir;
 use gmprt_core::{Sched, Step};
 
+#[macro_use]
 mod common;
-use common::{go, new_sched, wait_until, DEADLINE};
-
-/// Taken shared by every test, and exclusively by those that change the
-/// process's descriptor limit (which would starve the others of fds).
-static FDS: RwLock<()> = RwLock::new(());
-
-fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    FDS.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
-    FDS.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// In a G's step: the result of the poll expression `$poll`, or ends the
-/// step parked on `$op` (an `IoWait`, `Dial` or `FdWait`), to poll again
-/// once woken.
-macro_rules! await_io {
-    ($cx:expr, $poll:expr, $op:expr) => {
-        loop {
-            match $poll {
-                Poll::Ready(r) => break r,
-                Poll::Pending => {
-                    if $op.park($cx.waker()) {
-                        return Step::Park;
-                    }
-                }
-            }
-        }
-    };
-}
-
-#[track_caller]
-fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
-    rx.recv_timeout(DEADLINE)
-        .unwrap_or_else(|e| panic!("no {what} within {DEADLINE:?}: {e}"))
-}
-
-/// Waits for every G to finish and nothing to be parked on the netpoller,
-/// then stops and joins the runtime.
-#[track_caller]
-fn finish(s: Arc<Sched>) {
-    wait_until(&s, "every G to finish", || s.stats().goroutines == 0);
-    wait_until(&s, "no netpoll waiters", || s.netpoll().waiters() == 0);
-    s.stop();
-    assert!(s.join(Duration::from_secs(10)), "an M did not exit");
-}
+use common::{fds_exclusive, fds_shared, finish_io, go, new_sched, recv, wait_until, DEADLINE};
 
 fn loopback() -> Arc<Listener> {
     let ln = Listener::bind("127.0.0.1:0".parse().unwrap(), 1024, false).expect("listen");
@@ -134,7 +88,7 @@ fn echo_g(s: &Arc<Sched>, conn: Conn, tally: Arc<Tally>, errs: Sender<String>) {
 /// exactly once, in order, on the connection it was sent on.
 #[test]
 fn echo_server_and_clients_account_for_every_byte() {
-    let _fds = shared();
+    let _fds = fds_shared();
     const CLIENTS: usize = 32;
     const LEN: usize = 256 * 1024;
     let s = new_sched(2);
@@ -249,7 +203,7 @@ fn echo_server_and_clients_account_for_every_byte() {
         seen.iter().all(|&n| n == 1),
         "clients finished {seen:?} times"
     );
-    finish(s);
+    finish_io(s);
     let errors: Vec<String> = errs_rx.try_iter().collect();
     assert!(errors.is_empty(), "{errors:?}");
     let total = CLIENTS * LEN;
@@ -280,7 +234,7 @@ fn set_nofile(rl: &libc::rlimit) {
 /// backlog, and goes on serving.
 #[test]
 fn accept_backs_off_out_of_fds_and_the_listener_survives() {
-    let _fds = exclusive();
+    let _fds = fds_exclusive();
     let s = new_sched(2);
     let ln = loopback();
     let addr = ln.tcp_addr().unwrap();
@@ -350,7 +304,7 @@ fn accept_backs_off_out_of_fds_and_the_listener_survives() {
     wait_until(&s, "a later accept", || accepted() == 5);
     assert!(!ln.is_backing_off());
     ln.close();
-    finish(s);
+    finish_io(s);
     let errors: Vec<String> = errs_rx.try_iter().collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
@@ -358,7 +312,7 @@ fn accept_backs_off_out_of_fds_and_the_listener_survives() {
 /// Moved here with the function from `netpoll`.
 #[test]
 fn nofile_limit_is_raised_to_the_hard_limit() {
-    let _fds = exclusive();
+    let _fds = fds_exclusive();
     let soft = net::raise_nofile_limit().unwrap();
     assert_eq!(nofile().rlim_cur, soft);
 }
@@ -368,7 +322,7 @@ fn nofile_limit_is_raised_to_the_hard_limit() {
 /// Dialing a port nobody listens on fails with ConnectionRefused, at once.
 #[test]
 fn dial_to_a_closed_port_is_refused() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let s = new_sched(1);
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -383,13 +337,13 @@ fn dial_to_a_closed_port_is_refused() {
     });
     let e = recv(&rx, "the dial").expect_err("dialed a closed port");
     assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
-    finish(s);
+    finish_io(s);
 }
 
 /// A dial over several addresses goes on past the refused ones.
 #[test]
 fn dial_tries_the_next_address() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let s = new_sched(1);
     let closed: SocketAddr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -406,7 +360,7 @@ fn dial_tries_the_next_address() {
     let peer = recv(&rx, "the dial").expect("dial");
     assert_eq!(peer, ln.local_addr().unwrap());
     let _accepted = ln.accept().unwrap();
-    finish(s);
+    finish_io(s);
 }
 
 // ===== deadlines =====
@@ -415,7 +369,7 @@ fn dial_tries_the_next_address() {
 /// and the connection then receives and sends as usual.
 #[test]
 fn recv_deadline_times_out_and_the_conn_stays_usable() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let s = new_sched(2);
     let ln = loopback();
     let mut peer = TcpStream::connect(ln.tcp_addr().unwrap()).unwrap();
@@ -490,14 +444,14 @@ fn recv_deadline_times_out_and_the_conn_stays_usable() {
     let mut got = [0u8; 5];
     peer.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"world");
-    finish(s);
+    finish_io(s);
 }
 
 /// An accept whose deadline passes returns TimedOut; the listener serves
 /// the next accept.
 #[test]
 fn accept_deadline_times_out() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let s = new_sched(1);
     let ln = loopback();
     let addr = ln.tcp_addr().unwrap();
@@ -519,7 +473,7 @@ fn accept_deadline_times_out() {
     assert!(net::is_timeout(&e), "{e}");
     let _c = TcpStream::connect(addr).unwrap();
     recv(&rx, "the accept").expect("accept");
-    finish(s);
+    finish_io(s);
 }
 
 // ===== close =====
@@ -529,7 +483,7 @@ fn accept_deadline_times_out() {
 /// accept. Later operations fail the same way.
 #[test]
 fn close_wakes_the_parked_gs() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let s = new_sched(2);
     let ln = loopback();
     let _peer = TcpStream::connect(ln.tcp_addr().unwrap()).unwrap();
@@ -584,7 +538,7 @@ fn close_wakes_the_parked_gs() {
     assert!(!conn.close(), "closed twice");
     assert!(net::is_closed(&conn.peer_addr().unwrap_err()));
     assert!(net::is_closed(&conn.close_write().unwrap_err()));
-    finish(s);
+    finish_io(s);
 }
 
 // ===== fd waits =====
@@ -593,7 +547,7 @@ fn close_wakes_the_parked_gs() {
 /// one that never becomes so; the fd stays the caller's.
 #[test]
 fn fd_waits_park_until_ready_or_the_deadline() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let s = new_sched(1);
     let (mut a, b) = UnixStream::pair().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -624,5 +578,5 @@ fn fd_waits_park_until_ready_or_the_deadline() {
     let mut got = [0u8; 1];
     (&b).read_exact(&mut got).unwrap();
     assert_eq!(&got, b"x");
-    finish(s);
+    finish_io(s);
 }

@@ -7,49 +7,16 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use gmprt_core::net::{self, IoWait, PacketConn, DATAGRAM_MAX};
 use gmprt_core::{Sched, Step};
 
+#[macro_use]
 mod common;
-use common::{go, new_sched, wait_until, DEADLINE};
-
-/// In a G's step: the result of the poll expression `$poll`, or ends the
-/// step parked on `$wait`, to poll again once woken.
-macro_rules! await_io {
-    ($cx:expr, $poll:expr, $wait:expr) => {
-        loop {
-            match $poll {
-                Poll::Ready(r) => break r,
-                Poll::Pending => {
-                    if $wait.park($cx.waker()) {
-                        return Step::Park;
-                    }
-                }
-            }
-        }
-    };
-}
-
-#[track_caller]
-fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
-    rx.recv_timeout(DEADLINE)
-        .unwrap_or_else(|e| panic!("no {what} within {DEADLINE:?}: {e}"))
-}
-
-/// Waits for every G to finish and nothing to be parked on the netpoller,
-/// then stops and joins the runtime.
-#[track_caller]
-fn finish(s: Arc<Sched>) {
-    wait_until(&s, "every G to finish", || s.stats().goroutines == 0);
-    wait_until(&s, "no netpoll waiters", || s.netpoll().waiters() == 0);
-    s.stop();
-    assert!(s.join(Duration::from_secs(10)), "an M did not exit");
-}
+use common::{finish_io, go, new_sched, recv, wait_until};
 
 fn loopback() -> Arc<PacketConn> {
     Arc::new(PacketConn::bind("127.0.0.1:0".parse().unwrap(), false).expect("bind"))
@@ -160,7 +127,7 @@ fn echo_round_trips_with_connected_clients() {
     }
     assert!(resent < CLIENTS * ROUNDS, "nearly every datagram was lost");
     server.close();
-    finish(s);
+    finish_io(s);
 }
 
 /// Linux: an ICMP port unreachable for a connected socket's datagram makes
@@ -189,7 +156,7 @@ fn connected_socket_to_a_closed_port_is_refused() {
     });
     let e = recv(&rx, "the receive").expect_err("a refusal");
     assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
-    finish(s);
+    finish_io(s);
 }
 
 /// A receive deadline times out and the socket stays usable; a datagram
@@ -266,7 +233,7 @@ fn deadlines_truncation_empty_datagrams_and_close() {
     });
     let e = recv(&rx, "the send_to").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EISCONN), "{e}");
-    finish(s);
+    finish_io(s);
 }
 
 /// `from_fd` takes UDP sockets only.

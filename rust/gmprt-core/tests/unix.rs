@@ -10,9 +10,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex, RwLock};
-use std::task::Poll;
+use std::sync::mpsc::{self};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,50 +19,9 @@ use gmprt_core::net::{self, Addr, Conn, Dial, IoWait, Listener, UnixAddr};
 use gmprt_core::Step;
 use socket2::{Domain, SockAddr, Socket, Type};
 
+#[macro_use]
 mod common;
-use common::{go, new_sched, wait_until, DEADLINE};
-
-/// Taken shared by every test, and exclusively by the one that changes the
-/// process's descriptor limit.
-static FDS: RwLock<()> = RwLock::new(());
-
-fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    FDS.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
-    FDS.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// See tests/net.rs.
-macro_rules! await_io {
-    ($cx:expr, $poll:expr, $op:expr) => {
-        loop {
-            match $poll {
-                Poll::Ready(r) => break r,
-                Poll::Pending => {
-                    if $op.park($cx.waker()) {
-                        return Step::Park;
-                    }
-                }
-            }
-        }
-    };
-}
-
-#[track_caller]
-fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
-    rx.recv_timeout(DEADLINE)
-        .unwrap_or_else(|e| panic!("no {what} within {DEADLINE:?}: {e}"))
-}
-
-#[track_caller]
-fn finish(s: Arc<gmprt_core::Sched>) {
-    wait_until(&s, "every G to finish", || s.stats().goroutines == 0);
-    wait_until(&s, "no netpoll waiters", || s.netpoll().waiters() == 0);
-    s.stop();
-    assert!(s.join(Duration::from_secs(10)), "an M did not exit");
-}
+use common::{fds_exclusive, fds_shared, finish_io, go, new_sched, recv, wait_until, DEADLINE};
 
 /// A fresh directory for socket files, removed on drop.
 struct TempDir(PathBuf);
@@ -190,7 +148,7 @@ fn message(len: usize) -> Vec<u8> {
 /// the listener closes.
 #[test]
 fn echo_over_a_path_and_the_file_goes_on_close() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let dir = TempDir::new();
     let path = dir.path("echo.sock");
     let s = new_sched(2);
@@ -214,14 +172,14 @@ fn echo_over_a_path_and_the_file_goes_on_close() {
     assert!(path.exists());
     assert!(ln.close());
     assert!(!path.exists(), "the socket file outlived the listener");
-    finish(s);
+    finish_io(s);
 }
 
 /// An abstract name: no file, the address keeps the name, and a Python-
 /// style `to_bytes` gives the leading NUL back.
 #[test]
 fn echo_over_an_abstract_name() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let name = abstract_name("echo");
     let s = new_sched(1);
     let ln = Arc::new(Listener::bind_unix(&name, 128).unwrap());
@@ -236,13 +194,13 @@ fn echo_over_an_abstract_name() {
     assert_eq!(got, b"abstract");
     assert_eq!(peer, Addr::Unix(want));
     ln.close();
-    finish(s);
+    finish_io(s);
 }
 
 /// The empty path binds a name the kernel picks (Linux autobind).
 #[test]
 fn the_empty_path_autobinds_an_abstract_name() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let ln = Listener::bind_unix("", 16).unwrap();
     let Addr::Unix(UnixAddr::Abstract(name)) = ln.local_addr() else {
         panic!("autobind gave {:?}", ln.local_addr());
@@ -261,7 +219,7 @@ fn the_empty_path_autobinds_an_abstract_name() {
 /// is an adopted listener's file. Dropping a listener removes its own.
 #[test]
 fn the_close_removes_only_the_file_it_bound() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let dir = TempDir::new();
 
     let replaced = dir.path("replaced.sock");
@@ -292,7 +250,7 @@ fn the_close_removes_only_the_file_it_bound() {
 
 #[test]
 fn bind_and_dial_errors() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let dir = TempDir::new();
     let s = new_sched(1);
 
@@ -337,7 +295,7 @@ fn bind_and_dial_errors() {
         assert_eq!(e.raw_os_error(), Some(want), "{}: {e}", p.display());
     }
     drop(bound);
-    finish(s);
+    finish_io(s);
 }
 
 // ===== a full backlog =====
@@ -362,7 +320,7 @@ fn fill_backlog(path: &Path) -> Vec<Socket> {
 /// and connects once an accept makes room; with a deadline, it times out.
 #[test]
 fn a_dial_waits_out_a_full_backlog() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let dir = TempDir::new();
     let path = dir.path("full.sock");
     let s = new_sched(2);
@@ -412,7 +370,7 @@ fn a_dial_waits_out_a_full_backlog() {
     assert_eq!(peer, Addr::Unix(UnixAddr::Path(path.clone())));
     drop(queued);
     ln.close();
-    finish(s);
+    finish_io(s);
 }
 
 // ===== accept backoff =====
@@ -436,7 +394,7 @@ fn set_nofile(rl: &libc::rlimit) {
 /// connections wait in the backlog) and serves them once fds free up.
 #[test]
 fn unix_accept_backs_off_out_of_fds() {
-    let _fds = exclusive();
+    let _fds = fds_exclusive();
     let dir = TempDir::new();
     let path = dir.path("nofile.sock");
     let s = new_sched(2);
@@ -486,7 +444,7 @@ fn unix_accept_backs_off_out_of_fds() {
     set_nofile(&before);
     wait_until(&s, "the waiting clients to be accepted", || accepted() == 4);
     ln.close();
-    finish(s);
+    finish_io(s);
 }
 
 // ===== adopting sockets =====
@@ -497,7 +455,7 @@ fn unix_accept_backs_off_out_of_fds() {
 /// the close.
 #[test]
 fn adopted_sockets_work_and_a_kept_dup_outlives_them() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let s = new_sched(1);
 
     // A Unix socketpair, one end adopted through a dup.
@@ -560,13 +518,13 @@ fn adopted_sockets_work_and_a_kept_dup_outlives_them() {
     assert_eq!(peer, cconn.local_addr().unwrap());
     ln.close();
     cconn.close();
-    finish(s);
+    finish_io(s);
 }
 
 /// Each wrong kind is an InvalidInput error that names what it got.
 #[test]
 fn adopting_the_wrong_kind_is_refused() {
-    let _fds = shared();
+    let _fds = fds_shared();
     let refused = |r: io::Result<()>, has: &str| {
         let e = r.expect_err(has);
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");

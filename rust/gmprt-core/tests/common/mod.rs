@@ -4,7 +4,8 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -56,4 +57,53 @@ pub fn wait_until(s: &Sched, what: &str, done: impl Fn() -> bool) {
         );
         thread::sleep(Duration::from_micros(200));
     }
+}
+
+/// In a G's step: the result of the poll expression `$poll`, or ends the
+/// step parked on `$op` (an `IoWait`, `Dial` or `FdWait`), to poll again
+/// once woken. (`#[macro_use] mod common;` brings it in.)
+#[macro_export]
+macro_rules! await_io {
+    ($cx:expr, $poll:expr, $op:expr) => {
+        loop {
+            match $poll {
+                std::task::Poll::Ready(r) => break r,
+                std::task::Poll::Pending => {
+                    if $op.park($cx.waker()) {
+                        return gmprt_core::Step::Park;
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// The next message on `rx`; fails the test naming `what` after
+/// [`DEADLINE`].
+#[track_caller]
+pub fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
+    rx.recv_timeout(DEADLINE)
+        .unwrap_or_else(|e| panic!("no {what} within {DEADLINE:?}: {e}"))
+}
+
+/// Waits for every G to finish and nothing to be parked on the netpoller,
+/// then stops and joins the runtime.
+#[track_caller]
+pub fn finish_io(s: Arc<Sched>) {
+    wait_until(&s, "every G to finish", || s.stats().goroutines == 0);
+    wait_until(&s, "no netpoll waiters", || s.netpoll().waiters() == 0);
+    s.stop();
+    assert!(s.join(Duration::from_secs(10)), "an M did not exit");
+}
+
+/// Taken shared by every socket test, and exclusively by those that change
+/// the process's descriptor limit (which would starve the others of fds).
+static FDS: RwLock<()> = RwLock::new(());
+
+pub fn fds_shared() -> RwLockReadGuard<'static, ()> {
+    FDS.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn fds_exclusive() -> RwLockWriteGuard<'static, ()> {
+    FDS.write().unwrap_or_else(|p| p.into_inner())
 }
