@@ -1,5 +1,7 @@
 """Helpers shared by the test modules."""
 
+import socket
+
 import gmprt
 
 # Cap for polling loops that spin on `await gmprt.sleep(0)`: large enough
@@ -14,3 +16,46 @@ async def spin_until(pred, cap=SPIN_CAP):
             return
         await gmprt.sleep(0)
     raise AssertionError("condition not reached: a G that should run never did")
+
+
+# Seconds any one socket wait in the tests may take: "did not hang".
+LONG = 20
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def have_ipv6():
+    """Whether ::1 can be bound here."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+async def echo(conn):
+    """Echoes a stream connection (plain or TLS) until EOF, then closes it."""
+    with conn:
+        while data := await conn.recv(65536, timeout=LONG):
+            await conn.sendall(data, timeout=LONG)
+
+
+async def serve(ln, handler=echo):
+    """Accepts until the listener closes, a G of ``handler`` per connection."""
+    while True:
+        try:
+            conn = await ln.accept()
+        except OSError:  # closed
+            return
+        gmprt.go(handler, conn)

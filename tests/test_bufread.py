@@ -12,8 +12,7 @@ import socket
 import gmprt
 import pytest
 from gmprt.net import IncompleteReadError, LimitOverrunError
-
-LONG = 20  # seconds: "did not hang"
+from helpers import LONG
 
 
 def _bg(method, *args, **kwargs):

@@ -13,8 +13,7 @@ import time
 import gmprt
 import pytest
 from gmprt import _dial
-
-LONG = 20  # seconds: "did not hang"
+from helpers import LONG
 
 
 @pytest.fixture

@@ -19,43 +19,10 @@ import time
 
 import gmprt
 import pytest
-
-LONG = 20  # seconds: "did not hang"
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def _have_ipv6():
-    if not socket.has_ipv6:
-        return False
-    try:
-        s = socket.socket(socket.AF_INET6)
-        s.bind(("::1", 0))
-        s.close()
-        return True
-    except OSError:
-        return False
-
-
-async def _echo(conn):
-    with conn:
-        while data := await conn.recv(65536, timeout=LONG):
-            await conn.sendall(data, timeout=LONG)
-
-
-async def _serve(ln, handler=_echo):
-    while True:
-        try:
-            conn = await ln.accept()
-        except OSError:  # closed
-            return
-        gmprt.go(handler, conn)
+from helpers import LONG
+from helpers import free_port as _free_port
+from helpers import have_ipv6 as _have_ipv6
+from helpers import serve as _serve
 
 
 async def _settled_counts():

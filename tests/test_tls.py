@@ -21,9 +21,11 @@ import time
 import gmprt
 import pytest
 from gmprt import net
-from helpers import spin_until
+from helpers import LONG, spin_until
+from helpers import echo as _echo
+from helpers import free_port as _free_port
+from helpers import serve as _serve
 
-LONG = 20  # seconds: "did not hang"
 OPENSSL = shutil.which("openssl")
 
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="the openssl CLI is not installed")
@@ -104,29 +106,6 @@ def client_ctx(certs, *, version=None, alpn=None):
     if alpn:
         ctx.set_alpn_protocols(alpn)
     return ctx
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-async def _echo(conn):
-    with conn:
-        while data := await conn.recv(65536, timeout=LONG):
-            await conn.sendall(data, timeout=LONG)
-
-
-async def _serve(ln, handler=_echo):
-    while True:
-        try:
-            conn = await ln.accept()
-        except OSError:  # closed
-            return
-        gmprt.go(handler, conn)
 
 
 async def _wait_thread(t):

@@ -19,8 +19,9 @@ import time
 
 import gmprt
 import pytest
-
-LONG = 20  # seconds: "did not hang"
+from helpers import LONG
+from helpers import echo as _echo
+from helpers import serve as _serve
 
 
 @pytest.fixture
@@ -34,21 +35,6 @@ def sockdir():
 
 def _abstract(tag):
     return f"\0gmprt-test-{os.getpid()}-{tag}-{random.randrange(1 << 30)}"
-
-
-async def _echo(conn):
-    with conn:
-        while data := await conn.recv(65536, timeout=LONG):
-            await conn.sendall(data, timeout=LONG)
-
-
-async def _serve(ln, handler=_echo):
-    while True:
-        try:
-            conn = await ln.accept()
-        except OSError:  # closed
-            return
-        gmprt.go(handler, conn)
 
 
 async def _wait_thread(t):
