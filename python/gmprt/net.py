@@ -147,14 +147,30 @@ ready.
 
 from __future__ import annotations
 
-import ssl as _ssl
-from typing import overload
+from typing import TYPE_CHECKING, Any, overload
 
 from . import _gmprt
 from ._dial import dial, resolve
 from ._gmprt import Conn, Listener, PacketConn, dial_udp, dial_unix, listen_udp, listen_unix
 from ._streams import IncompleteReadError, LimitOverrunError
-from ._tls import TLSConn, TLSListener, dial_tls
+
+if TYPE_CHECKING:
+    import ssl as _ssl
+
+    from ._tls import TLSConn, TLSListener, dial_tls
+
+# The TLS names load `ssl` (about 40 ms, OpenSSL included) on first use,
+# not at `import gmprt` (PEP 562).
+_TLS_NAMES = frozenset({"TLSConn", "TLSListener", "dial_tls"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TLS_NAMES:
+        from . import _tls
+
+        return getattr(_tls, name)
+    raise AttributeError(f"module 'gmprt.net' has no attribute {name!r}")
+
 
 __all__ = [
     "Conn",
@@ -208,9 +224,13 @@ def listen(
         OSError: the address is in use or cannot be bound.
         TypeError: ``ssl`` is not an ``ssl.SSLContext``.
     """
-    if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+    if ssl is None:
+        return _gmprt.listen(host, port, backlog=backlog, reuse_port=reuse_port)
+    import ssl as ssl_module
+
+    from ._tls import TLSListener
+
+    if not isinstance(ssl, ssl_module.SSLContext):
         raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__}")
     ln = _gmprt.listen(host, port, backlog=backlog, reuse_port=reuse_port)
-    if ssl is None:
-        return ln
     return TLSListener(ln, ssl)
