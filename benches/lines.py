@@ -73,12 +73,13 @@ def one_run(
         base = [str(loadgen), *to, "-c", str(conns), "-s", str(size)]
         base += ["--lines"] if lines else []
         cmd = [*base, "-d", str(secs), "--warmup", str(min(1.0, secs / 2)), "--json"]
-        # A discarded warm-up run first, against the same server: a fresh
-        # asyncio server's first load generator run settles into a slow
-        # mode for the whole run (3-4x the user *and* system CPU per
-        # message, no context switches: fewer events per loop turn) that
-        # the run's own --warmup does not leave; the second run does not
-        # (issue 14). Every contender gets the same treatment.
+        # A discarded warm-up run first, against the same server. A fresh
+        # asyncio server's recv(256 KiB) buffers sit above glibc's initial
+        # 128 KiB mmap threshold, so each message maps, remaps and unmaps
+        # pages (strace: 1 mmap + 1 mremap + 1 munmap per message, 3-4x
+        # the CPU) until a whole buffer is freed, which first happens when
+        # a connection closes and raises glibc's dynamic threshold. The
+        # warm-up run's closes put every contender in its steady state.
         warm = [*base, "--warmup", "0", "-d", str(min(1.0, secs))]
         subprocess.run(warm, capture_output=True, timeout=secs + 60)
         cpu0, t0 = echo.cpu_seconds(srv.proc.pid), time.monotonic()

@@ -338,10 +338,10 @@ def run_client(mode: str, port: int, pid: int, certs: dict[str, str], a: argpars
 def one_round(name: str, certs: dict[str, str], a: argparse.Namespace) -> dict[str, Any]:
     proc, port = start_server(name, certs, a.host)
     try:
-        # A discarded echo run first, against the same server: a fresh
-        # asyncio server's first load run can settle into a slow mode for
-        # the whole run (see benches/lines.py's one_run); every contender
-        # gets the same treatment.
+        # A discarded echo run first, against the same server: its closes
+        # raise glibc's mmap threshold past asyncio's 256 KiB recv buffers,
+        # which a fresh server maps and unmaps per message (see
+        # benches/lines.py's one_run). Every contender gets the same.
         run_client("echo", port, proc.pid, certs, a)
         return {
             "echo": run_client("echo", port, proc.pid, certs, a),
