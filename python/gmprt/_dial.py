@@ -20,10 +20,11 @@ is closed, so no socket leaks. Each attempt is a G, as in Go's
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable
 from typing import Any
 
 from . import _gmprt
-from ._gmprt import Chan, ChanEmpty, Conn, Timeout, go, shield
+from ._gmprt import CancelScope, Chan, ChanEmpty, Conn, Timeout, go, shield
 from ._gmprt import timeout as _timeout
 
 # RFC 8305 §5: "A simple implementation can have a fixed delay for how long
@@ -69,24 +70,34 @@ async def _lookup(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in found))
 
 
-async def resolve(host: str, port: int = 0, *, timeout: float | None = None) -> list[str]:
+def resolve(host: str, port: int = 0, *, timeout: float | None = None) -> Awaitable[list[str]]:
     """The addresses of ``host``: ``await gmprt.net.resolve("example.org")``
     returns IP address strings in the order ``getaddrinfo`` gives them
     (RFC 6724: the ones to try first first), each once. A literal address
     is returned as is.
 
     The lookup runs in a sync G, so it blocks no P: other Gs keep running
-    however long the resolver takes.
+    however long the resolver takes. A lookup the caller gave up on (a
+    timeout, a cancel) still runs to its end in its G.
 
     Raises:
         socket.gaierror: the name does not resolve.
         gmprt.Timeout: no answer within ``timeout`` seconds.
+        ValueError: ``port`` outside 0 to 65535, or a bad ``timeout``
+            (at the call, not at the await).
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an integer from 0 to 65535, got {port!r}")
+    # The scope is made now, so a bad timeout raises here and the
+    # deadline counts from the call.
+    scope = _timeout(timeout)
+    return _resolve(host, port, scope)
+
+
+async def _resolve(host: str, port: int, scope: CancelScope) -> list[str]:
     if _literal(host):
         return [host[1:-1] if host.startswith("[") else host]
-    with _timeout(timeout):
+    with scope:
         return await _lookup(host, port)
     raise AssertionError("unreachable: the timeout scope re-raises")  # pragma: no cover
 
@@ -104,7 +115,7 @@ def interleave(addrs: list[str]) -> list[str]:
     return out
 
 
-async def dial(host: str, port: int, *, timeout: float | None = None) -> Conn:
+def dial(host: str, port: int, *, timeout: float | None = None) -> Awaitable[Conn]:
     """Connect to ``host``:``port`` over TCP: ``conn = await
     gmprt.net.dial(host, port)``.
 
@@ -122,13 +133,19 @@ async def dial(host: str, port: int, *, timeout: float | None = None) -> Conn:
         socket.gaierror: the name does not resolve.
         gmprt.Timeout: not connected within ``timeout`` seconds.
         OSError: another connect error.
-        ValueError: ``port`` outside 1 to 65535.
+        ValueError: ``port`` outside 1 to 65535, or a bad ``timeout`` (at
+            the call, not at the await).
     """
     if host and _literal(host):
-        return await _gmprt.dial(host, port, timeout=timeout)
+        # Straight to Rust: a token, no coroutine frame, validated now.
+        return _gmprt.dial(host, port, timeout=timeout)
     port = _check_port(port)
-    with _timeout(timeout):
-        addrs = interleave(await _lookup(host or "localhost", port))
+    return _dial_name(host or "localhost", port, _timeout(timeout))
+
+
+async def _dial_name(host: str, port: int, scope: CancelScope) -> Conn:
+    with scope:
+        addrs = interleave(await _lookup(host, port))
         if len(addrs) == 1:
             return await _gmprt.dial(addrs[0], port)
         return await dial_addrs(addrs, port)
