@@ -460,7 +460,9 @@ def test_gmprt_client_vs_python_sslsocket(certs, procs):
     async def main():
         t = threading.Thread(target=server)
         t.start()
+        deadline = time.monotonic() + LONG
         while not ready.is_set():
+            assert time.monotonic() < deadline, "the SSLSocket server never got ready"
             await gmprt.sleep(0.01)
         c = await net.dial_tls("127.0.0.1", box["port"], ssl=client_ctx(certs), timeout=LONG)
         msg = os.urandom(300_000)

@@ -65,7 +65,7 @@ def run_gmprt(host: str, port: int, procs: int | None, unix: str | None) -> None
 
     async def serve() -> None:
         if unix:
-            ln = gmprt.net.listen_unix(unix)  # type: ignore[attr-defined]
+            ln = gmprt.net.listen_unix(unix)
             handler = raw
             print(f"listening on {unix}:0", flush=True)
         else:

@@ -32,6 +32,7 @@ impl TempDir {
         let p = std::env::temp_dir().join(format!(
             "gmprt-unix-{}-{}",
             std::process::id(),
+            // Only uniqueness is needed: no other memory is published.
             N.fetch_add(1, Relaxed)
         ));
         std::fs::create_dir_all(&p).unwrap();
@@ -348,6 +349,8 @@ fn a_dial_waits_out_a_full_backlog() {
         let mut dial = Dial::unix(&path, in_ms(DEADLINE.as_millis() as u64)).unwrap();
         go(&s, move |cx| {
             let r = await_io!(cx, dial.poll(cx.sched()), dial);
+            // Pairs with the test thread's load below (SeqCst: plain and
+            // obviously enough for a test).
             connected.fetch_add(1, SeqCst);
             let _ = tx.send(r.map(|c| c.peer_addr().unwrap()));
             Step::Done

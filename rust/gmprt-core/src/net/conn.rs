@@ -109,7 +109,7 @@ impl Conn {
         buf: &mut [u8],
         wait: &mut IoWait,
     ) -> Poll<io::Result<usize>> {
-        self.poll_io(sched, Dir::Read, wait, |s| {
+        self.sock.poll_io(sched, Dir::Read, wait, |s| {
             // SAFETY: `buf` is valid for `buf.len()` bytes.
             unsafe { recv_raw(s, buf.as_mut_ptr(), buf.len()) }
         })
@@ -129,7 +129,7 @@ impl Conn {
         // A length a peer sent (a length-prefixed protocol) must not size
         // an allocation: `recv(2**36)` would abort the process.
         let max = max.min(RECV_MAX);
-        self.poll_io(sched, Dir::Read, wait, |s| {
+        self.sock.poll_io(sched, Dir::Read, wait, |s| {
             buf.clear();
             buf.reserve(max);
             // SAFETY: `buf` has capacity for `max` bytes at `as_mut_ptr()`.
@@ -196,23 +196,6 @@ impl Conn {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return wait.block(reg, Dir::Write),
             }
-        }
-    }
-
-    /// One operation in `dir`: registration, the attempt, and on
-    /// would-block the deadline check or the wait recorded.
-    fn poll_io<T>(
-        &self,
-        sched: &Sched,
-        dir: Dir,
-        wait: &mut IoWait,
-        op: impl FnMut(&Stream) -> io::Result<T>,
-    ) -> Poll<io::Result<T>> {
-        wait.resume()?;
-        let reg = self.sock.registration(sched)?;
-        match self.sock.attempt(&reg, dir, op) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => wait.block(reg, dir),
         }
     }
 

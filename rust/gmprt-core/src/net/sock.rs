@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::task::Poll;
 
 use super::error::{closed, NetpollError};
+use super::wait::IoWait;
 use crate::api::Waker;
 use crate::netpoll::{Dir, Netpoll, Registration};
 use crate::sched::Sched;
@@ -153,6 +154,27 @@ impl<S: AsRawFd> Sock<S> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return Poll::Ready(r),
             }
+        }
+    }
+}
+
+impl<S: AsRawFd> Sock<S> {
+    /// One operation in `dir` (the shape of every `poll_*` on a socket):
+    /// resume the wait, get the registration, [`attempt`](Self::attempt)
+    /// `op`, and on would-block check the deadline or record the wait
+    /// (module docs, "The I/O path").
+    pub(crate) fn poll_io<T>(
+        &self,
+        sched: &Sched,
+        dir: Dir,
+        wait: &mut IoWait,
+        op: impl FnMut(&S) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        wait.resume()?;
+        let reg = self.registration(sched)?;
+        match self.attempt(&reg, dir, op) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => wait.block(reg, dir),
         }
     }
 }

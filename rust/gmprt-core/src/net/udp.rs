@@ -215,7 +215,7 @@ impl PacketConn {
         wait: &mut IoWait,
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
         let max = max.min(DATAGRAM_MAX);
-        self.poll_io(sched, Dir::Read, wait, |s| {
+        self.sock.poll_io(sched, Dir::Read, wait, |s| {
             let (k, addr) = recv_into(s, buf, max, true)?;
             let addr = addr.expect("recvfrom returns an address");
             Ok((k, ip(addr)?))
@@ -233,7 +233,7 @@ impl PacketConn {
         wait: &mut IoWait,
     ) -> Poll<io::Result<usize>> {
         let max = max.min(DATAGRAM_MAX);
-        self.poll_io(sched, Dir::Read, wait, |s| {
+        self.sock.poll_io(sched, Dir::Read, wait, |s| {
             Ok(recv_into(s, buf, max, false)?.0)
         })
     }
@@ -255,7 +255,7 @@ impl PacketConn {
             }
         }
         let to = SockAddr::from(addr);
-        self.poll_io(sched, Dir::Write, wait, |s| {
+        self.sock.poll_io(sched, Dir::Write, wait, |s| {
             s.send_to_with_flags(data, &to, FLAGS)
         })
     }
@@ -269,24 +269,8 @@ impl PacketConn {
         data: &[u8],
         wait: &mut IoWait,
     ) -> Poll<io::Result<usize>> {
-        self.poll_io(sched, Dir::Write, wait, |s| s.send_with_flags(data, FLAGS))
-    }
-
-    /// One operation in `dir`: registration, the attempt, and on
-    /// would-block the deadline check or the wait recorded.
-    fn poll_io<T>(
-        &self,
-        sched: &Sched,
-        dir: Dir,
-        wait: &mut IoWait,
-        op: impl FnMut(&Socket) -> io::Result<T>,
-    ) -> Poll<io::Result<T>> {
-        wait.resume()?;
-        let reg = self.sock.registration(sched)?;
-        match self.sock.attempt(&reg, dir, op) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => wait.block(reg, dir),
-        }
+        self.sock
+            .poll_io(sched, Dir::Write, wait, |s| s.send_with_flags(data, FLAGS))
     }
 
     /// Whether the socket is connected to one peer.
