@@ -27,14 +27,18 @@ OPTIONS:
     -t, --threads N            event-loop threads [default: 1]
         --connect-timeout SECONDS
                                give up on connections not made by then [default: 10]
+        --pid PID              report the CPU time (user + system) process PID
+                               spends in the measured window, and per message,
+                               read from /proc/PID/stat as the window opens and
+                               closes (Linux)
         --lines                each message is a line: SIZE - 1 printable bytes and a
                                newline (for servers that echo line by line)
         --json                 print one JSON object instead of text
     -h, --help                 print this help
 
 Exit status: 0 when no error was counted, 1 when any was (connect failures,
-resets, early closes, mismatched bytes), 2 on bad arguments or an address
-that cannot be resolved.
+resets, early closes, mismatched bytes), 2 on bad arguments, an address
+that cannot be resolved, or a --pid with no /proc/PID/stat to read.
 ";
 
 /// What the command line asked for.
@@ -149,6 +153,15 @@ where
             "--warmup" => cfg.warmup = seconds(&opt, &value()?)?,
             "-t" | "--threads" => cfg.threads = count(&opt, &value()?)?,
             "--connect-timeout" => cfg.connect_timeout = seconds(&opt, &value()?)?,
+            "--pid" => {
+                let v = value()?;
+                cfg.pid = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|&p| p != 0)
+                        .ok_or_else(|| format!("--pid: expected a process id, got {v:?}"))?,
+                );
+            }
             _ => return Err(format!("unknown option {arg:?} (see --help)")),
         }
     }
@@ -182,6 +195,19 @@ mod tests {
         assert_eq!(c.warmup, Duration::from_secs(1));
         assert_eq!(c.threads, 1);
         assert!(!c.json);
+        assert_eq!(c.pid, None);
+    }
+
+    #[test]
+    fn pid() {
+        assert_eq!(
+            run(&["--port", "1", "--pid", "4242"]).unwrap().pid,
+            Some(4242)
+        );
+        assert_eq!(run(&["--port", "1", "--pid=7"]).unwrap().pid, Some(7));
+        for bad in ["0", "-1", "x", ""] {
+            assert!(run(&["--port", "1", "--pid", bad]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::{mpsc, Arc};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
@@ -20,7 +20,7 @@ use mio::{Interest as MioInterest, Registry};
 use crate::Target;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::{Config, Errors, Histogram, Latency, Report};
+use crate::{cpu, Config, Errors, Histogram, Latency, Report};
 
 /// Distinct message start offsets: a prime, so that `i * A + k * B` with
 /// `A`, `B` prime to it visits every offset.
@@ -522,6 +522,33 @@ impl Worker {
     }
 }
 
+/// Sleeps until `t`, or until every worker has finished (all its
+/// connections failed: the window has nothing more to measure).
+fn sleep_until(t: Instant, workers: &[JoinHandle<ThreadResult>]) {
+    loop {
+        let now = Instant::now();
+        if now >= t || workers.iter().all(JoinHandle::is_finished) {
+            return;
+        }
+        // Short naps so a run whose connections all failed ends soon;
+        // the last one ends at `t` itself.
+        thread::sleep((t - now).min(Duration::from_millis(20)));
+    }
+}
+
+/// The CPU clocks at one edge of the window.
+struct CpuMark {
+    client: Duration,
+    server: Option<io::Result<Duration>>,
+}
+
+fn cpu_mark(pid: Option<u32>) -> CpuMark {
+    CpuMark {
+        client: cpu::own_cpu(),
+        server: pid.map(cpu::process_cpu),
+    }
+}
+
 pub(crate) fn run(cfg: &Config, addr: Target) -> io::Result<Report> {
     let threads = cfg.threads.clamp(1, cfg.connections.max(1));
     let pattern = Arc::new(Pattern::new(cfg.size, cfg.lines));
@@ -564,6 +591,18 @@ pub(crate) fn run(cfg: &Config, addr: Target) -> io::Result<Report> {
     for g in &gos {
         let _ = g.send(win);
     }
+    // The workers count a message when its echo completes inside the
+    // window; this thread reads the CPU clocks as the window opens and
+    // closes, so the CPU figures cover the same span.
+    sleep_until(win.warm_end, &handles);
+    let open = cpu_mark(cfg.pid);
+    sleep_until(win.end, &handles);
+    let close = cpu_mark(cfg.pid);
+    let (server_cpu, server_cpu_error) = match (open.server, close.server) {
+        (Some(Ok(a)), Some(Ok(b))) => (Some(b.saturating_sub(a)), None),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => (None, Some(e.to_string())),
+        _ => (None, None),
+    };
 
     let mut hist = Histogram::new();
     let mut messages = 0;
@@ -612,6 +651,10 @@ pub(crate) fn run(cfg: &Config, addr: Target) -> io::Result<Report> {
         histogram: hist,
         errors,
         first_error: first.map(|(_, t)| t),
+        server_pid: cfg.pid,
+        server_cpu,
+        server_cpu_error,
+        client_cpu: close.client.saturating_sub(open.client),
     })
 }
 

@@ -6,7 +6,9 @@
 //! message. After `warmup` the run is measured for `duration`: messages
 //! completed in the window, their round-trip latency, and every error
 //! (connect failure, reset, early close, mismatched byte). A connection that
-//! fails is closed and counted, not reopened.
+//! fails is closed and counted, not reopened. The CPU time this process
+//! spends in the window is reported too, and, given the server's `pid`, the
+//! server's (see [`cpu`]).
 //!
 //! It knows nothing of gmprt: the benchmarks drive every contender's server
 //! with it alike.
@@ -27,6 +29,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 pub mod args;
+pub mod cpu;
 mod engine;
 pub mod hist;
 
@@ -57,6 +60,9 @@ pub struct Config {
     pub lines: bool,
     /// Connect to this Unix socket instead of `host:port` (`--unix`).
     pub unix: Option<std::path::PathBuf>,
+    /// The server's process: its CPU time over the window is reported
+    /// (`--pid`).
+    pub pid: Option<u32>,
 }
 
 impl Default for Config {
@@ -73,6 +79,7 @@ impl Default for Config {
             json: false,
             lines: false,
             unix: None,
+            pid: None,
         }
     }
 }
@@ -147,6 +154,17 @@ pub struct Report {
     pub errors: Errors,
     /// A description of the first error seen, if any.
     pub first_error: Option<String>,
+    /// The process whose CPU time was read (`--pid`).
+    pub server_pid: Option<u32>,
+    /// The server's user + system CPU time over the measured window, read
+    /// from `/proc/PID/stat` as the window opened and as it closed (clock
+    /// tick resolution, 10 ms on Linux). None without `--pid`, or when it
+    /// could not be read (see `server_cpu_error`).
+    pub server_cpu: Option<Duration>,
+    /// Why `server_cpu` is missing although `--pid` was given.
+    pub server_cpu_error: Option<String>,
+    /// This process's (the load generator's) CPU time over the window.
+    pub client_cpu: Duration,
 }
 
 /// Where the load goes: a TCP address, or a Unix socket path (`--unix`).
@@ -176,18 +194,28 @@ pub fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
 }
 
 /// Runs the load described by `cfg` and reports what it measured. Fails only
-/// when the host cannot be resolved or a thread cannot be started; errors on
-/// connections are counted in the report.
+/// when the host cannot be resolved, `cfg.pid` names no process, or a thread
+/// cannot be started; errors on connections are counted in the report.
 pub fn run(cfg: &Config) -> std::io::Result<Report> {
     let addr = match &cfg.unix {
         Some(p) => Target::Unix(p.clone()),
-        None => Target::Tcp(resolve(&cfg.host, cfg.port)?),
+        None => Target::Tcp(resolve(&cfg.host, cfg.port).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{}:{}: {e}", cfg.host, cfg.port))
+        })?),
     };
+    // A wrong pid shows now, before any load, not as a missing figure after.
+    if let Some(pid) = cfg.pid {
+        cpu::process_cpu(pid)?;
+    }
     engine::run(cfg, addr)
 }
 
 fn us(ns: u64) -> f64 {
     ns as f64 / 1_000.0
+}
+
+fn json_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("null".into(), |x| format!("{x:.digits$}"))
 }
 
 fn json_str(s: &str) -> String {
@@ -209,6 +237,13 @@ fn json_str(s: &str) -> String {
 }
 
 impl Report {
+    /// The server's CPU time per message counted in the window, in
+    /// microseconds (None without a CPU figure or without messages).
+    pub fn server_cpu_us_per_msg(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.messages > 0).then(|| cpu.as_secs_f64() * 1e6 / self.messages as f64)
+    }
+
     /// Human-readable summary.
     pub fn to_text(&self) -> String {
         let l = &self.latency;
@@ -257,6 +292,31 @@ impl Report {
         if let Some(first) = &self.first_error {
             let _ = writeln!(s, "  first error: {first}");
         }
+        let window = self.elapsed.as_secs_f64();
+        let _ = write!(
+            s,
+            "  cpu       client {:.3} s ({:.0}%)",
+            self.client_cpu.as_secs_f64(),
+            100.0 * self.client_cpu.as_secs_f64() / window
+        );
+        match (self.server_pid, self.server_cpu, &self.server_cpu_error) {
+            (Some(pid), Some(cpu), _) => {
+                let _ = write!(
+                    s,
+                    ", server (pid {pid}) {:.3} s ({:.0}%)",
+                    cpu.as_secs_f64(),
+                    100.0 * cpu.as_secs_f64() / window
+                );
+                if let Some(per) = self.server_cpu_us_per_msg() {
+                    let _ = write!(s, ", {per:.3} µs/msg");
+                }
+            }
+            (_, _, Some(e)) => {
+                let _ = write!(s, ", server: not measured: {e}");
+            }
+            _ => {}
+        }
+        s.push('\n');
         s
     }
 
@@ -272,7 +332,9 @@ impl Report {
                 "\"latency_us\":{{\"min\":{:.1},\"mean\":{:.1},\"p50\":{:.1},\"p90\":{:.1},",
                 "\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},",
                 "\"errors\":{{\"total\":{},\"connect\":{},\"reset\":{},\"closed\":{},",
-                "\"mismatch\":{},\"other\":{}}},\"first_error\":{}}}"
+                "\"mismatch\":{},\"other\":{}}},\"first_error\":{},",
+                "\"client_cpu_s\":{:.6},\"server_pid\":{},\"server_cpu_s\":{},",
+                "\"server_cpu_us_per_msg\":{},\"server_cpu_error\":{}}}"
             ),
             json_str(&self.addr.to_string()),
             self.connections,
@@ -299,6 +361,13 @@ impl Report {
             e.mismatch,
             e.other,
             self.first_error.as_deref().map_or("null".into(), json_str),
+            self.client_cpu.as_secs_f64(),
+            self.server_pid.map_or("null".into(), |p| p.to_string()),
+            json_opt(self.server_cpu.map(|d| d.as_secs_f64()), 3),
+            json_opt(self.server_cpu_us_per_msg(), 4),
+            self.server_cpu_error
+                .as_deref()
+                .map_or("null".into(), json_str),
         )
     }
 }

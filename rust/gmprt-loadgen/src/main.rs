@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let report = match gmprt_loadgen::run(&cfg) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("gmprt-loadgen: {}:{}: {e}", cfg.host, cfg.port);
+            eprintln!("gmprt-loadgen: {e}");
             return ExitCode::from(2);
         }
     };

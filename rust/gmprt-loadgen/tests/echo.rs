@@ -1,10 +1,10 @@
 //! The load generator against in-process std-thread servers: a correct echo
 //! server, and servers that corrupt, cross-wire, close, stay silent or are
-//! not there at all.
+//! not there at all; and `--pid`'s CPU window against child processes.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -210,9 +210,36 @@ fn binary_prints_json_and_sets_exit_status() {
         "\"connections\":4",
         "\"errors\":{\"total\":0",
         "\"first_error\":null",
+        "\"server_pid\":null",
+        "\"server_cpu_s\":null",
+        "\"server_cpu_us_per_msg\":null",
+        "\"client_cpu_s\":",
     ] {
         assert!(text.contains(key), "{key} missing in {text}");
     }
+
+    // --pid of a live process (this one: the echo server runs in it).
+    let me = std::process::id().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_gmprt-loadgen"))
+        .args(["--port", &port.to_string(), "-c", "4", "-d", "0.2"])
+        .args(["--warmup", "0", "--json", "--pid", &me])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(&format!("\"server_pid\":{me},")), "{text}");
+    assert!(!text.contains("\"server_cpu_s\":null"), "{text}");
+    assert!(!text.contains("\"server_cpu_us_per_msg\":null"), "{text}");
+    assert!(text.contains("\"server_cpu_error\":null"), "{text}");
+
+    // A pid with no process: a message and exit status 2, before any load.
+    let out = Command::new(env!("CARGO_BIN_EXE_gmprt-loadgen"))
+        .args(["--port", &port.to_string(), "--pid", "99999999"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--pid 99999999"), "{err}");
 
     let port = server(corrupt);
     let out = Command::new(env!("CARGO_BIN_EXE_gmprt-loadgen"))
@@ -227,4 +254,62 @@ fn binary_prints_json_and_sets_exit_status() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A child process that spins on one core until killed.
+fn spinner() -> std::process::Child {
+    Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn server_cpu_covers_the_measured_window_only() {
+    // A single-threaded spinner can use at most the window's wall time;
+    // counting the 1 s warm-up as well would give up to 1.5 s.
+    let mut spin = spinner();
+    let port = server(echo);
+    let mut c = cfg(port, 4, 100, 500);
+    c.warmup = Duration::from_secs(1);
+    c.pid = Some(spin.id());
+    let r = run_bounded(&c);
+    spin.kill().unwrap();
+    spin.wait().unwrap();
+    let cpu = r.server_cpu.expect("a server CPU figure");
+    assert!(r.server_cpu_error.is_none(), "{:?}", r.server_cpu_error);
+    // Clock ticks are 10 ms: allow two, and the reading's own lateness.
+    assert!(cpu <= c.duration + Duration::from_millis(30), "{cpu:?}");
+    assert!(
+        cpu >= Duration::from_millis(50),
+        "{cpu:?}: the spinner hardly ran"
+    );
+    let per = r.server_cpu_us_per_msg().unwrap();
+    let want = cpu.as_secs_f64() * 1e6 / r.messages as f64;
+    assert!((per - want).abs() < 1e-9);
+    assert!(r.to_text().contains(&format!("server (pid {})", spin.id())));
+}
+
+#[test]
+fn server_gone_before_the_window_closes_is_reported_not_a_panic() {
+    let mut short = Command::new("sleep").arg("0.3").spawn().unwrap();
+    let pid = short.id();
+    // Reaped at once, so no zombie keeps /proc/PID/stat readable.
+    let reaper = thread::spawn(move || short.wait());
+    let port = server(echo);
+    let mut c = cfg(port, 2, 100, 800);
+    c.pid = Some(pid);
+    let r = run_bounded(&c);
+    reaper.join().unwrap().unwrap();
+    assert!(r.server_cpu.is_none());
+    let e = r.server_cpu_error.clone().expect("an error");
+    assert!(e.contains(&format!("--pid {pid}")), "{e}");
+    assert!(r.to_json().contains("\"server_cpu_s\":null"));
+    assert!(
+        r.to_text().contains("server: not measured"),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(r.errors.total(), 0, "{}", r.to_text());
 }
