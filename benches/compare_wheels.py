@@ -70,15 +70,16 @@ def gmprt_version(python: str) -> str:
 def echo_once(python: str, conns: int, duration: float, warmup: float) -> dict[str, Any]:
     import echo
 
-    ns = argparse.Namespace(duration=duration, warmup=warmup, threads=1)
     c = echo.Contender("gmprt", [python, str(echo.GMPRT_SERVER)])
-    row = echo.run_echo(_loadgen(), c, "127.0.0.1", conns, 1024, ns)
-    if "msgs_per_s" not in row:
+    row = echo.one_run(_loadgen(), c, conns, 1024, duration, warmup)
+    if "cpu_us_per_msg" not in row or "failed" in row:
         return {"failed": row.get("failed", "no figure")}
-    out = {"msgs_per_s": row["msgs_per_s"], "p99_us": row["p99_us"], "errors": row["errors"]}
-    if row.get("server_cpu") is not None:
-        out["value"] = row["server_cpu"] / row["msgs_per_s"] * 1e6
-    return out
+    return {
+        "value": row["cpu_us_per_msg"],
+        "msgs_per_s": row["msgs_per_s"],
+        "p99_us": row["p99_us"],
+        "errors": row["errors"],
+    }
 
 
 _LOADGEN: list[Path] = []

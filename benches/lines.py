@@ -6,8 +6,9 @@ Every server runs in a fresh process per round (benches/servers/
 line_servers.py) and is driven by ``gmprt-loadgen --lines``: C connections,
 one line of S bytes (S - 1 printable bytes and ``\\n``) in flight each,
 every echoed byte checked. The headline figure is the **server's CPU time
-per message**: its utime + stime from /proc over the load generator's run
-divided by the messages the run carried (msgs/s x run time). On a 2-core
+per message**: its utime + stime over the measured window, which the
+load generator reads from /proc/PID/stat (``--pid``), divided by the
+messages echoed in the window. On a 2-core
 machine the client shares the CPU with the server, so msgs/s mostly
 measures the client; CPU per message does not. Each figure is the median
 of ``--rounds`` interleaved rounds (min and max kept), each on a fresh
@@ -25,10 +26,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -61,43 +60,16 @@ def one_run(
     lines: bool,
     unix: str | None = None,
 ) -> dict[str, Any]:
-    """One fresh server, one load generator run: figures, or why not."""
-    if c.skip:
-        return {"skipped": c.skip}
-    try:
-        srv = echo.start_server(c, "127.0.0.1")
-    except RuntimeError as e:
-        return {"failed": str(e)}
-    try:
-        to = ["--unix", unix] if unix else ["--port", str(srv.port)]
-        base = [str(loadgen), *to, "-c", str(conns), "-s", str(size)]
-        base += ["--lines"] if lines else []
-        cmd = [*base, "-d", str(secs), "--warmup", str(min(1.0, secs / 2)), "--json"]
-        # A discarded warm-up run first, against the same server. A fresh
-        # asyncio server's recv(256 KiB) buffers sit above glibc's initial
-        # 128 KiB mmap threshold, so each message maps, remaps and unmaps
-        # pages (strace: 1 mmap + 1 mremap + 1 munmap per message, 3-4x
-        # the CPU) until a whole buffer is freed, which first happens when
-        # a connection closes and raises glibc's dynamic threshold. The
-        # warm-up run's closes put every contender in its steady state.
-        warm = [*base, "--warmup", "0", "-d", str(min(1.0, secs))]
-        subprocess.run(warm, capture_output=True, timeout=secs + 60)
-        cpu0, t0 = echo.cpu_seconds(srv.proc.pid), time.monotonic()
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60)
-        wall = time.monotonic() - t0
-        cpu1 = echo.cpu_seconds(srv.proc.pid)
-    finally:
-        echo.stop_server(srv)
-    if r.returncode not in (0, 1) or not r.stdout.strip():
-        return {"failed": f"gmprt-loadgen exit {r.returncode}: {r.stderr.strip()}"}
-    lg = json.loads(r.stdout)
-    if lg["errors"]["total"]:
-        return {"failed": f"{lg['errors']['total']} errors: {lg['first_error']}"}
-    msgs = lg["msgs_per_s"] * wall
-    out = {"msgs_per_s": lg["msgs_per_s"], "p99_us": lg["latency_us"]["p99"]}
-    if cpu0 is not None and cpu1 is not None and msgs > 0:
-        out["cpu_us_per_msg"] = (cpu1 - cpu0) / msgs * 1e6
-    return out
+    """One fresh server, a discarded load run, the measured run (echo.one_run):
+    msgs/s, p99 and the server's CPU per message, or why not."""
+    row = echo.one_run(
+        loadgen, c, conns, size, secs, min(1.0, secs / 2), lines=lines, unix=unix
+    )  # fmt: skip
+    if "skipped" in row or "failed" in row:
+        return {k: row[k] for k in ("skipped", "failed") if k in row}
+    if row["errors"]:
+        return {"failed": f"{row['errors']} errors: {row['first_error']}"}
+    return {k: row[k] for k in ("msgs_per_s", "p99_us", "cpu_us_per_msg")}
 
 
 def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -58,11 +58,14 @@ GOALS = {
     "ping_pong": "≥ 10× faster than asyncio",
     "fan_out": "≥ 3× asyncio's items/s",
     "parked_memory": "≤ 512 B per G at 1M",
-    "echo": "≥ 1.3× uvloop streams and ≥ asyncio protocol msgs/s, p99 no worse",
+    "echo": (
+        "server CPU/msg ≤ 0.9× uvloop protocol's and ≤ 0.9× Go's, at C=100 × 1 KiB and "
+        "C=1000 × 16 KiB"
+    ),
     "idle": "≤ 2 KB per connection in the server process",
     "blocking": "p99 tick delay < 25 ms",
     "cpu_hog": "p99 tick delay < 50 ms",
-    "parallel_c": "procs = all cores ≥ 1.6× faster than procs = 1, and ≥ 1.6× asyncio",
+    "parallel_c": "≥ 1.6× asyncio and within 10% of a 2-thread pool, at gmprt's default procs",
     "overload": "RSS stays flat with limits on; every refused request gets a clear error",
     "cancel": "≥ 5× asyncio (µs per cancel to completion)",
     "deadline": (
@@ -331,14 +334,16 @@ def r_echo(sc):
         rows = []
         for name, by in res.items():
             r = by.get(key, {})
-            if "msgs_per_s" not in r:
+            if "cpu_us_per_msg" not in r:
                 rows.append([name] + ["—"] * 7 + [why_not(r) or r.get("note", "")])
                 continue
             errs = f"{r['errors']} errors: {r['first_error']}" if r.get("errors") else ""
             cpu = "—" if r.get("server_cpu") is None else f"{r['server_cpu']:.0%}"
+            spread = f" ({num(r['cpu_min'])}–{num(r['cpu_max'])})" if "cpu_min" in r else ""
             rows.append(
                 [
                     name,
+                    num(r["cpu_us_per_msg"]) + spread,
                     num(r["msgs_per_s"], 0),
                     num(r["p50_us"], 0),
                     num(r["p99_us"], 0),
@@ -346,8 +351,7 @@ def r_echo(sc):
                     f"{r['client_cpu']:.0%}",
                     "—"
                     if name == GMPRT
-                    else xfmt(adv(g.get("msgs_per_s"), r["msgs_per_s"], False)),
-                    "—" if name == GMPRT else xfmt(adv(g.get("p99_us"), r["p99_us"], True)),
+                    else xfmt(adv(g.get("cpu_us_per_msg"), r["cpu_us_per_msg"], True)),
                     errs,
                 ]
             )
@@ -356,48 +360,53 @@ def r_echo(sc):
             + table(
                 [
                     "server",
+                    "server CPU µs/msg (min–max)",
                     "msgs/s",
                     "p50 µs",
                     "p99 µs",
                     "server CPU",
                     "client CPU",
-                    "gmprt msgs/s adv.",
-                    "gmprt p99 adv.",
+                    "gmprt CPU/msg adv.",
                     "note",
                 ],
                 rows,
             )
         )
-        spec = conns in (100, 1000) or len(cases) == 1
-        if not spec:
+        if [conns, size] not in ([100, 1024], [1000, 16384]) and len(cases) > 1:
             continue
-        for other, want in (("uvloop-streams", 1.3), ("asyncio-protocol", 1.0)):
+        for other, want in (("uvloop-protocol", 0.9), ("go", 0.9)):
             o = res.get(other, {}).get(key, {})
-            if "msgs_per_s" not in g or "msgs_per_s" not in o:
+            if "cpu_us_per_msg" not in g or "cpu_us_per_msg" not in o:
                 goal.check(None, f"C={conns} {size_label(size)} vs {other}: {why_not(g or o)}")
                 continue
-            r = g["msgs_per_s"] / o["msgs_per_s"]
-            ok = r >= want and g["p99_us"] <= o["p99_us"]
+            r = g["cpu_us_per_msg"] / o["cpu_us_per_msg"]
             goal.check(
-                ok,
-                f"C={conns} {size_label(size)}: {r:.2f}× {other} msgs/s (want ≥ {want:g}×), "
-                f"p99 {num(g['p99_us'], 0)} vs {num(o['p99_us'], 0)} µs",
+                r <= want,
+                f"C={conns} {size_label(size)}: {r:.2f}× {other}'s CPU/msg (want ≤ {want:g}×; "
+                f"{num(g['cpu_us_per_msg'])} vs {num(o['cpu_us_per_msg'])} µs)",
             )
     # Headline: the C=100, 1 KiB case (or the first measured).
     key = "c100-1024" if [100, 1024] in cases else f"c{cases[0][0]}-{cases[0][1]}"
     g = res.get(GMPRT, {}).get(key, {})
-    if "msgs_per_s" in g:
+    if "cpu_us_per_msg" in g:
         c, s = key[1:].split("-")
-        head["gmprt"] = f"{num(g['msgs_per_s'], 0)} msgs/s (C={c}, {size_label(int(s))})"
+        head["gmprt"] = f"{num(g['cpu_us_per_msg'])} µs CPU/msg (C={c}, {size_label(int(s))})"
         head["others"] = ", ".join(
-            f"{n} {num(v, 0)} ({xfmt(adv(g['msgs_per_s'], v, False))})"
+            f"{n} {num(v)} ({xfmt(adv(g['cpu_us_per_msg'], v, True))})"
             for n, by in res.items()
-            if not n.startswith(GMPRT) and (v := by.get(key, {}).get("msgs_per_s"))
+            if not n.startswith(GMPRT) and (v := by.get(key, {}).get("cpu_us_per_msg"))
         )
+    rounds = p.get("rounds", 1)
+    go = f" Go's server runs at GOMAXPROCS={p['go_maxprocs']}." if "go_maxprocs" in p else ""
     intro = (
-        f"{p['duration']:g} s measured after {p['warmup']:g} s warmup per run, "
-        f"best of {p['repeat']}, gmprt-loadgen with {p['threads']} thread(s), "
-        "one message in flight per connection."
+        "The figure that compares servers is the **server's CPU time per message** "
+        "(its utime + stime over the measured window, read from /proc by gmprt-loadgen "
+        "--pid, ÷ the messages echoed in it): on a 2-core machine the client shares the "
+        "CPU, so msgs/s mostly measures the client. "
+        f"Median of {rounds} interleaved round(s), a fresh server each, which first gets a "
+        f"discarded load run; {p['duration']:g} s measured after {p['warmup']:g} s warmup, "
+        f"gmprt-loadgen with {p['threads']} thread(s), one message in flight per "
+        f"connection.{go}"
     )
     return intro + "\n\n" + "\n\n".join(parts), goal, head
 
@@ -518,9 +527,9 @@ def r_parallel_c(sc):
     res = sc["results"]
     p = sc["params"]
     cores = p.get("cores", 1)
-    top = f"gmprt-procs{cores}" if cores > 1 else GMPRT_1
+    pool = f"threading-{cores}"
+    g = res.get(GMPRT, {}).get("elapsed_s")
     base = res.get(GMPRT_1, {}).get("elapsed_s")
-    gtop = res.get(top, {}).get("elapsed_s")
     rows = []
     for name, r in res.items():
         if "elapsed_s" not in r:
@@ -531,36 +540,42 @@ def r_parallel_c(sc):
                 name,
                 num(r["elapsed_s"], 3),
                 xfmt(adv(r["elapsed_s"], base, True)),
-                "—" if name == top else xfmt(adv(gtop, r["elapsed_s"], True)),
+                "—" if name == GMPRT else xfmt(adv(g, r["elapsed_s"], True)),
                 "",
             ]
         )
     md = f"{p['tasks']:,} tasks, each hashing a {p['buffer']} buffer; {cores} cores.\n\n"
-    md += table(["contender", "seconds", "speedup vs gmprt-procs1", f"{top} adv.", "note"], rows)
+    md += table(["contender", "seconds", "speedup vs gmprt-procs1", "gmprt adv.", "note"], rows)
+    md += (
+        "\n\nThe goal compares gmprt at its default procs with asyncio (which hashes one "
+        f"buffer at a time) and with a {cores}-thread pool, not procs={cores} with procs=1: "
+        "each hashing G is a plain function, so sysmon hands the P of an M sitting in the C "
+        "call to another M after 20 µs, and procs=1 already hashes on every core."
+    )
     goal = Goal()
-    if gtop is None or base is None:
-        goal.check(None, why_not(res.get(top)) or why_not(res.get(GMPRT_1)))
+    if g is None:
+        goal.check(None, why_not(res.get(GMPRT)))
     else:
-        goal.check(
-            base / gtop >= 1.6,
-            f"{top} is {xfmt(base / gtop)} faster than gmprt-procs1 (want ≥ 1.6×; "
-            f"{num(gtop, 3)} vs {num(base, 3)} s)",
-        )
         a = res.get("asyncio", {}).get("elapsed_s")
-        if a is not None:
-            goal.check(a / gtop >= 1.6, f"{xfmt(a / gtop)} asyncio (want ≥ 1.6×)")
-            if a / base >= 1.6:
-                md += (
-                    f"\n\ngmprt-procs1 alone is {xfmt(a / base)} faster than asyncio: with one "
-                    "P the hashes already run in parallel (sysmon hands the P of an M that sits "
-                    "in a C call to another M), so more Ps have little left to add."
-                )
+        if a is None:
+            goal.check(None, f"asyncio: {why_not(res.get('asyncio'))}")
+        else:
+            goal.check(a / g >= 1.6, f"{xfmt(a / g)} asyncio (want ≥ 1.6×; {num(g, 3)} s)")
+        t = res.get(pool, {}).get("elapsed_s")
+        if t is None:
+            goal.check(None, f"{pool}: {why_not(res.get(pool))}")
+        else:
+            goal.check(
+                g <= 1.1 * t,
+                f"{g / t:.2f}× the {cores}-thread pool's time (want ≤ 1.10×; "
+                f"{num(g, 3)} vs {num(t, 3)} s)",
+            )
     others = ", ".join(
-        f"{n} {num(r['elapsed_s'], 3)} s ({xfmt(adv(gtop, r['elapsed_s'], True))})"
+        f"{n} {num(r['elapsed_s'], 3)} s ({xfmt(adv(g, r['elapsed_s'], True))})"
         for n, r in res.items()
         if not n.startswith(GMPRT) and "elapsed_s" in r
     )
-    return md, goal, {"gmprt": f"{top} {num(gtop, 3)} s" if gtop else "—", "others": others}
+    return md, goal, {"gmprt": f"{num(g, 3)} s" if g else "—", "others": others}
 
 
 OUTCOMES = [
@@ -1039,13 +1054,13 @@ def chart_echo(sc, path: Path, title: str) -> bool:
     for ax, size in zip(axes[0], sizes, strict=True):
         conns = sorted(c for c, s in sc["params"]["cases"] if s == size)
         for name, by in sc["results"].items():
-            pts = [(c, by.get(f"c{c}-{size}", {}).get("msgs_per_s")) for c in conns]
+            pts = [(c, by.get(f"c{c}-{size}", {}).get("cpu_us_per_msg")) for c in conns]
             pts = [(c, v) for c, v in pts if v]
             if pts:
                 style = "o-" if not name.startswith("uvloop") else "s--"
                 ax.plot(*zip(*pts, strict=True), style, label=name, color=COLORS.get(name))
                 drawn = True
-        ax.set(xscale="log", xlabel="connections", ylabel="msgs/s")
+        ax.set(xscale="log", xlabel="connections", ylabel="server CPU µs per message")
         ax.set_title(f"{size_label(size)} messages")
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
@@ -1202,12 +1217,7 @@ def vs_asyncio(name: str, sc: dict[str, Any]) -> float | None:
     if name in ("blocking", "cpu_hog"):
         return pair("p99_ms")
     if name == "parallel_c":
-        cores = sc["params"].get("cores", 1)
-        return adv(
-            res.get(f"gmprt-procs{cores}", {}).get("elapsed_s"),
-            res.get("asyncio", {}).get("elapsed_s"),
-            True,
-        )
+        return pair("elapsed_s")
     if name == "parked_memory":
         g, a = res.get(GMPRT, {}).get("by_n", {}), res.get("asyncio", {}).get("by_n", {})
         common = sorted(set(g) & set(a), key=int)
@@ -1218,9 +1228,9 @@ def vs_asyncio(name: str, sc: dict[str, Any]) -> float | None:
         cases = sc["params"]["cases"]
         key = "c100-1024" if [100, 1024] in cases else f"c{cases[0][0]}-{cases[0][1]}"
         return adv(
-            res.get(GMPRT, {}).get(key, {}).get("msgs_per_s"),
-            res.get("asyncio-streams", {}).get(key, {}).get("msgs_per_s"),
-            False,
+            res.get(GMPRT, {}).get(key, {}).get("cpu_us_per_msg"),
+            res.get("asyncio-streams", {}).get(key, {}).get("cpu_us_per_msg"),
+            True,
         )
     return None
 

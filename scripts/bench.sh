@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the release wheel and the load generator, then runs the whole
 # benchmark suite (benches/suite.py): every scenario of BENCHMARKS.md, gmprt
-# against asyncio, uvloop and threading, each contender in its own process,
+# against asyncio, uvloop, threading and Go's own echo server (Debian's
+# golang-go, installed when missing), each contender in its own process,
 # in one run. Results land in benches/results/. Arguments go to suite.py
 # (--quick, --only SCENARIO..., --readme).
 set -euo pipefail
@@ -17,5 +18,14 @@ rm -rf dist
 maturin build -q --release -o dist
 python -m pip install -q --force-reinstall --no-deps dist/gmprt-*.whl
 cargo build -q --release -p gmprt-loadgen
+if ! command -v go >/dev/null; then
+    # Go's echo server is a contender in the echo scenario; without a
+    # toolchain benches/echo.py skips it with a note.
+    SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+    if command -v apt-get >/dev/null; then
+        $SUDO apt-get install -y -q golang-go >/dev/null ||
+            echo "golang-go did not install: the echo scenario runs without Go"
+    fi
+fi
 
 python benches/suite.py "$@"
