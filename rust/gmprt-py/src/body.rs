@@ -452,8 +452,8 @@ impl Body for PyBody {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
         // SAFETY: only Ms step bodies, and `PyHooks::m_main` keeps every M
         // attached for its whole life (it detaches only around waits, never
-        // during a step). Assuming skips `attach`'s reference-pool drain,
-        // a mutex round trip per step.
+        // during a step), so PyO3 already counts the thread attached and a
+        // `Py` dropped in the step decrefs at once.
         let py = unsafe { Python::assume_attached() };
         let _in_g = InG::enter(cx.id(), self.cancel());
         let step = match Entered::enter(py, &self.ctx) {

@@ -21,6 +21,12 @@
 //!    `net` (`gmprt.net` and the fd waits, over gmprt-core's `net`);
 //! 6. `hooks` (the M hooks) and `runtime` (`run()`, `go()`, `stats()`);
 //! 7. `lib`, registering everything on the module.
+//!
+//! Built without PyO3's reference pool (`.cargo/config.toml`): a `Py` is
+//! only ever dropped by a thread PyO3 counts attached (every M is, for its
+//! whole life; the `am_send` slot attaches explicitly), so no call pays
+//! the pool's mutex. The shipped wheel leaks a `Py` dropped detached;
+//! the one `scripts/test.sh` tests aborts.
 
 mod body;
 mod cancel;

@@ -453,9 +453,29 @@ unsafe extern "C" fn token_am_send(
     _arg: *mut ffi::PyObject,
     out: *mut *mut ffi::PyObject,
 ) -> ffi::PySendResult {
-    // SAFETY: CPython calls slots attached (the slot's contract above).
-    let py = unsafe { Python::assume_attached() };
-    // SAFETY: `slf` is a live Token (this slot is only on Token's type).
+    // CPython calls slots attached, but not always through PyO3: off an M
+    // (a plain thread awaiting a token under asyncio, say) PyO3 does not
+    // know it, and with the reference pool compiled out (`.cargo/
+    // config.toml`) a `Py` dropped here would abort. `attach` costs one
+    // thread-local increment when PyO3 already counts the thread attached,
+    // as it does on every M.
+    Python::attach(|py| {
+        // SAFETY: `slf` is a live Token (this slot is only on Token's type),
+        // and `out` is valid, per the slot's contract.
+        unsafe { send_attached(py, slf, out) }
+    })
+}
+
+/// [`token_am_send`]'s body, with PyO3 counting the thread attached.
+///
+/// # Safety
+/// `slf` is a live `Token`; `out` is valid for a write.
+unsafe fn send_attached(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    out: *mut *mut ffi::PyObject,
+) -> ffi::PySendResult {
+    // SAFETY: `slf` is a live Token (the caller's contract).
     let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<Token>() };
     let advanced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Token::advance(&slf)))
         .unwrap_or_else(|_| {
@@ -471,7 +491,7 @@ unsafe extern "C" fn token_am_send(
             (ffi::PySendResult::PYGEN_ERROR, std::ptr::null_mut())
         }
     };
-    // SAFETY: `out` is valid per the slot's contract.
+    // SAFETY: `out` is valid (the caller's contract).
     unsafe { *out = value };
     status
 }
