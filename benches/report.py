@@ -34,6 +34,7 @@ ORDER = [
     "deadline",
     "lines",
     "tls",
+    "tracing",
 ]
 
 TITLES = {
@@ -51,6 +52,7 @@ TITLES = {
     "deadline": "deadline: a per-request deadline over a slow upstream, under a flood",
     "lines": "line echo: readline / write per 100 B line under gmprt-loadgen --lines",
     "tls": "TLS echo: server CPU per 1 KiB message and TLS 1.3 handshakes/s",
+    "tracing": "tracing cost: ping-pong and spawn with gmprt.trace.record off and on",
 }
 
 GOALS = {
@@ -74,6 +76,7 @@ GOALS = {
     ),
     "lines": "≥ 2× asyncio streams (server CPU per line)",
     "tls": "server CPU per message no higher than asyncio + ssl's and uvloop + ssl's",
+    "tracing": "with a recording on, ping-pong costs ≤ 2× its figure with none",
 }
 
 ADVANTAGE_NOTE = (
@@ -977,6 +980,42 @@ def r_tls(sc):
     return md, goal, {"gmprt": f"{num(g, 1)} µs CPU/msg" if g else "—", "others": others}
 
 
+def r_tracing(sc):
+    res = sc["results"]
+    rows = []
+    for kind, fig in res.items():
+        off, on = fig.get("off", {}), fig.get("on", {})
+        rows.append(
+            [
+                kind.replace("_", "-"),
+                num(off.get("us")) if "us" in off else why_not(off) or why_not(fig),
+                num(on.get("us")) if "us" in on else why_not(on) or why_not(fig),
+                xfmt(fig.get("on_over_off")),
+                f"{fig['n']:,}" if "n" in fig else "—",
+                f"{on.get('file_bytes', 0) / 1e6:,.1f} MB" if on.get("file_bytes") else "—",
+            ]
+        )
+    md = (
+        "µs per round trip (ping-pong) or per G (spawn+join), best of 3 runs in a "
+        f"process, median of {sc['params']['rounds']} interleaved rounds. off: nothing "
+        "records (each event site is one relaxed load and a branch); on: inside "
+        "`gmprt.trace.record()`, default ring of 262,144 events per thread (10 MiB).\n\n"
+    )
+    md += table(["scenario", "off µs", "on µs", "on ÷ off", "n", "trace file"], rows)
+    goal = Goal()
+    pp = res.get("ping_pong", {})
+    r = pp.get("on_over_off")
+    goal.check(
+        None if r is None else r <= 2.0,
+        f"ping-pong on ÷ off {xfmt(r)} (want ≤ 2×)" if r else f"ping-pong: {why_not(pp)}",
+    )
+    head = {
+        "gmprt": f"ping-pong on ÷ off {xfmt(r)}",
+        "others": f"spawn on ÷ off {xfmt(res.get('spawn', {}).get('on_over_off'))}",
+    }
+    return md, goal, head
+
+
 RENDER = {
     "spawn": r_spawn,
     "ping_pong": r_ping_pong,
@@ -992,6 +1031,7 @@ RENDER = {
     "deadline": r_deadline,
     "lines": r_lines,
     "tls": r_tls,
+    "tracing": r_tracing,
 }
 
 

@@ -65,6 +65,7 @@ MODULES = {
     "deadline": "deadline",
     "lines": "lines",
     "tls": "tls",
+    "tracing": "tracing",
 }
 
 

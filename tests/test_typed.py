@@ -13,3 +13,8 @@ import user_program  # noqa: E402
 
 def test_typed_example_program_runs():
     assert user_program.run_both() == ((0, 30, ["item 0", "item 1", "item 2"]), "sync")
+
+
+def test_typed_trace_calls_run(tmp_path):
+    written, p99 = user_program.traced(str(tmp_path / "t.json"))
+    assert written > 0 and p99 >= 0

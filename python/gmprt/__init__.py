@@ -41,9 +41,11 @@ the Gs it starts.
 
 See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)``,
 ``help(gmprt.Chan)``, ``help(gmprt.select)``, ``help(gmprt.WaitGroup)``,
-``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)`` and ``help(gmprt.net)``
-(TCP and UDP on the netpoller).
+``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)``, ``help(gmprt.net)``
+(TCP and UDP on the netpoller) and ``help(gmprt.trace)`` (execution traces).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from . import net
 from ._gmprt import (
@@ -77,6 +79,19 @@ from ._gmprt import (
 )
 from ._group import Group
 
+if TYPE_CHECKING:
+    from . import trace as trace
+
+
+def __getattr__(name: str) -> Any:
+    # gmprt.trace loads on first use: it is not needed to run Gs, and
+    # `python -m gmprt.trace` must not find it imported already.
+    if name == "trace":
+        import importlib
+
+        return importlib.import_module(".trace", __name__)
+    raise AttributeError(f"module 'gmprt' has no attribute {name!r}")
+
 __all__ = [
     "CLOSED",
     "CancelScope",
@@ -105,6 +120,7 @@ __all__ = [
     "sleep",
     "stats",
     "timeout",
+    "trace",
     "wait_readable",
     "wait_writable",
 ]

@@ -4,7 +4,10 @@ G without a cast or an ignore. Also run as a test (tests/test_typed.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import gmprt
+import gmprt.trace
 
 
 async def square(n: int) -> int:
@@ -44,6 +47,18 @@ async def main() -> tuple[int, int, list[str]]:
 
 def sync_main() -> str:
     return "sync"
+
+
+def traced(path: str) -> tuple[int, float]:
+    """A recording, a flight recorder's write, and the summary of both."""
+    with gmprt.trace.record(path):
+        gmprt.run(sync_main)
+    rec: gmprt.trace.FlightRecorder = gmprt.trace.flight_recorder(5.0)
+    written: int = rec.write(path + ".flight")
+    rec.stop()
+    s: dict[str, Any] = gmprt.trace.summary(gmprt.trace.load(path))
+    p99: float = s["latency_us"]["p99"]
+    return written, p99
 
 
 def run_both() -> tuple[tuple[int, int, list[str]], str]:

@@ -11,6 +11,8 @@
 //! - [`sysmon`]: the thread that retakes the P of a step that runs long.
 //! - [`cpuclock`]: a thread's CPU time, so that a long step is reported
 //!   only when its thread really ran.
+//! - [`trace`]: the execution tracer and flight recorder (Chrome
+//!   trace-event JSON), one Relaxed load per event while off.
 //! - [`net`]: TCP listeners, connections, dialing and fd waits on the
 //!   netpoller, for Gs of any embedder (Rust-native ones in `tests/net.rs`).
 //! - [`chan`]: Go's channels and `select`; [`sync`]: `WaitGroup`,
@@ -27,7 +29,7 @@
 //! Each layer uses only the layers listed before it:
 //!
 //! 1. `g` and `loom` (the std/loom facade) at the bottom;
-//! 2. `runq`, `timer`, `park`, `cpuclock`;
+//! 2. `runq`, `timer`, `park`, `cpuclock`, `trace`;
 //! 3. `netpoll` (on `timer`; it hands readied wakers back through its
 //!    `Ready` trait and never calls the scheduler);
 //! 4. `api` and `sched`, side by side: `api` is the face, `sched` the
@@ -58,6 +60,7 @@ pub mod sudog;
 pub mod sync;
 pub mod sysmon;
 pub mod timer;
+pub mod trace;
 
 pub use api::{Body, Config, Cx, GRef, Hooks, NoHooks, Stats, Step, Stopped, Waker};
 pub use chan::{Case, Chan, RecvPark, SelectPark, Selected, SendPark};

@@ -19,7 +19,8 @@
 //! 5. `parked` (await or block on one core operation), and on it `chan`
 //!    (`gmprt.Chan`, `select`) and `sync` (WaitGroup, Mutex, Semaphore);
 //!    `net` (`gmprt.net` and the fd waits, over gmprt-core's `net`);
-//! 6. `hooks` (the M hooks) and `runtime` (`run()`, `go()`, `stats()`);
+//! 6. `hooks` (the M hooks), `trace` (the tracer's switch and output)
+//!    and `runtime` (`run()`, `go()`, `stats()`);
 //! 7. `lib`, registering everything on the module.
 //!
 //! Built without PyO3's reference pool (`.cargo/config.toml`): a `Py` is
@@ -43,6 +44,7 @@ mod runtime;
 mod sync;
 mod time;
 mod token;
+mod trace;
 
 use pyo3::prelude::*;
 
@@ -63,6 +65,10 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cancel::CancelScope>()?;
     m.add("Cancelled", py.get_type::<Cancelled>())?;
     m.add_function(wrap_pyfunction!(runtime::stats, m)?)?;
+    m.add_function(wrap_pyfunction!(trace::_trace_start, m)?)?;
+    m.add_function(wrap_pyfunction!(trace::_trace_stop, m)?)?;
+    m.add_function(wrap_pyfunction!(trace::_trace_snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(trace::_trace_enabled, m)?)?;
     m.add_function(wrap_pyfunction!(time::sleep, m)?)?;
     net::register(m)?;
     m.add_class::<handle::GHandle>()?;

@@ -157,6 +157,12 @@ fn new_g(
         }
         return Err(PyRuntimeError::new_err(e.to_string()));
     }
+    if gmprt_core::trace::enabled() {
+        if let Ok(h) = &out {
+            let h = h.get();
+            crate::trace::name_g(h.id(), &h.name(py));
+        }
+    }
     out
 }
 

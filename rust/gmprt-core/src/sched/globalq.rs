@@ -28,6 +28,7 @@ use crate::loom::lock;
 use crate::loom::sync::atomic::Ordering::*;
 use crate::loom::sync::Arc;
 use crate::runq::{self, Overflow as _};
+use crate::trace::{self, Kind};
 
 /// How far a netpoll batch fills a P's local queue (half the ring, like a
 /// global batch); see `Sched::inject`.
@@ -74,6 +75,12 @@ impl Sched {
             }
         }
         drop(batch);
+        if trace::enabled() {
+            trace::emit(Kind::Poll, gs.len() as u64, 0, 0);
+            for g in &gs {
+                trace::emit(Kind::Ready, g.id(), 0, 0);
+            }
+        }
         let mut gs = gs.into_iter();
         let first = if run_one { gs.next() } else { None };
         let n = gs.len();

@@ -365,6 +365,10 @@ impl Sched {
     /// Prepares a new G (`g`, or one from the free list) for `body` and
     /// queues it.
     fn enqueue_new(self: &Arc<Self>, g: Option<GPtr>, id: u64, body: BoxBody) {
+        if crate::trace::enabled() {
+            let by = self.with_current(|m| m.slot.g.load(Relaxed)).unwrap_or(0);
+            crate::trace::emit(crate::trace::Kind::Spawn, id, by, 0);
+        }
         self.ngs.fetch_add(1, Relaxed);
         self.spawned.fetch_add(1, Relaxed);
         // One borrow of the P for the G and its enqueue (Go's newproc +

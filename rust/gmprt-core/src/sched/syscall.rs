@@ -286,6 +286,7 @@ impl Sched {
     /// there is work for it, otherwise to the idle list.
     pub(crate) fn handoffp(self: &Arc<Self>, p: Box<P>) {
         self.handoffs.fetch_add(1, Relaxed);
+        crate::trace::emit(crate::trace::Kind::Handoff, p.id as u64, 0, 0);
         let mut l = lock(&self.lock);
         if !p.runq.is_empty() || !l.runq.is_empty() {
             return self.startm(l, p, false);

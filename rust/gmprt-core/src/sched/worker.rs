@@ -74,6 +74,7 @@ use crate::loom::{lock, thread};
 use crate::netpoll::Polled;
 use crate::park::{Handoff, Note};
 use crate::runq::Overflow as _;
+use crate::trace::{self, Kind, StepEnd};
 
 /// Go's fairness tick: every 61st schedtick a P takes one G from the global
 /// queue before its own (proc.go `schedtick%61`; 61 is prime so it does not
@@ -398,6 +399,7 @@ impl Sched {
                 }
                 if let Some((g, stolen)) = p.runq.steal_from(&self.allp[victim].q, last) {
                     self.steals.fetch_add(u64::from(stolen), Relaxed);
+                    trace::emit(Kind::Steal, p.id as u64, victim as u64, stolen);
                     return Some(g);
                 }
             }
@@ -412,6 +414,8 @@ impl Sched {
             p.schedtick = p.schedtick.wrapping_add(1);
         }
         let gen = g.start_running();
+        let pid = p.id;
+        let traced = trace::span_start();
         let run = |body: &mut Option<BoxBody>| {
             let body = body.as_mut().expect("runnable G without a body");
             m.slot.bump(); // odd: in a step
@@ -437,6 +441,12 @@ impl Sched {
         // SAFETY: we popped `g` from a run queue and made it RUNNING: this M
         // owns it until it yields, parks or finishes below.
         let step = unsafe { g.with_body(run) };
+        let end = match step {
+            Step::Yield => StepEnd::Yield,
+            Step::Park => StepEnd::Park,
+            Step::Done => StepEnd::Done,
+        };
+        trace::emit_since(Kind::Step, traced, g.id(), trace::step_c(pid, end, 0));
         // Fast path: the P is still lent to us (Go's exitsyscallfast).
         // Otherwise sysmon handed it to another M meanwhile; this M finishes
         // the step's bookkeeping without a P and then goes idle.
@@ -502,6 +512,10 @@ impl Sched {
     /// Go's `ready`: make `g` (already `RUNNABLE`) run. Local runnext when
     /// called on an M of ours with a P, else the global queue; then `wakep`.
     pub(crate) fn ready(self: &Arc<Self>, g: GPtr, next: bool) {
+        if trace::enabled() {
+            let by = self.with_current(|m| m.slot.g.load(Relaxed)).unwrap_or(0);
+            trace::emit(Kind::Ready, g.id(), by, 0);
+        }
         let overflow = GlobalOverflow(self);
         let local = self
             .with_current_p(|p| p.runq.push(g, next, &overflow))
