@@ -42,7 +42,8 @@ the Gs it starts.
 See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)``,
 ``help(gmprt.Chan)``, ``help(gmprt.select)``, ``help(gmprt.WaitGroup)``,
 ``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)`` and ``help(gmprt.net)``
-(TCP and UDP on the netpoller).
+(TCP and UDP on the netpoller). Debugging: ``gmprt.dump()`` prints every G
+with its stack and what it waits on (``gmprt.goroutines()`` as data).
 """
 
 from . import net
@@ -76,6 +77,7 @@ from ._gmprt import (
     wait_writable,
 )
 from ._group import Group
+from ._traceback import dump, goroutines
 
 __all__ = [
     "CLOSED",
@@ -95,7 +97,9 @@ __all__ = [
     "Timeout",
     "WaitGroup",
     "deadline",
+    "dump",
     "go",
+    "goroutines",
     "move_on_after",
     "net",
     "run",

@@ -3,7 +3,7 @@
 from collections.abc import Callable, Coroutine, Generator
 from os import PathLike
 from ssl import SSLContext
-from types import TracebackType
+from types import CodeType, TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, final, overload
 
 from ._tls import TLSConn
@@ -48,6 +48,7 @@ __all__ = [
     "wait_readable",
     "wait_writable",
     "_go_linked",
+    "_goroutines",
     "_group_scope",
 ]
 
@@ -97,6 +98,8 @@ class G(Generic[_T]):
 
     @property
     def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
     def done(self) -> bool: ...
     def __await__(self) -> Generator[Any, None, _T]: ...
     def join(self, timeout: float | None = None) -> _T: ...
@@ -166,6 +169,20 @@ def go(  # type: ignore[overload-overlap]
 def go(fn_: Callable[..., _T], /, *args: Any, **kwargs: Any) -> G[_T]: ...
 def sleep(seconds: float) -> Awaitable[None]: ...
 def stats() -> dict[str, Any]: ...
+def _goroutines() -> list[
+    tuple[
+        int,
+        str,
+        str | None,
+        float | None,
+        int | None,
+        G[Any] | None,
+        Any,
+        int | None,
+        CodeType | None,
+        int | None,
+    ]
+]: ...
 
 def wait_readable(fd: int | _HasFileno, timeout: float | None = None) -> Awaitable[None]: ...
 def wait_writable(fd: int | _HasFileno, timeout: float | None = None) -> Awaitable[None]: ...

@@ -15,6 +15,7 @@ use std::time::Duration;
 use gmprt_core::chan::{
     select_done, select_or_park, select_try, AlreadyClosed, TryRecvError, TrySendError,
 };
+use gmprt_core::WaitReason;
 use gmprt_core::{Case, Chan, Done, Notify, Op, RecvPark, SelectPark, Selected, SendPark};
 use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -296,6 +297,10 @@ impl Blocking for SendOp {
     fn describe(&self) -> String {
         "chan send".into()
     }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::ChanSend
+    }
 }
 
 /// `await ch.recv()` / `ch.recv_blocking()` / `async for`.
@@ -344,6 +349,10 @@ impl Blocking for RecvOp {
 
     fn describe(&self) -> String {
         "chan receive".into()
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::ChanReceive
     }
 }
 
@@ -549,6 +558,14 @@ impl Blocking for SelectOp {
             "select (no cases)".into()
         } else {
             "select".into()
+        }
+    }
+
+    fn reason(&self) -> WaitReason {
+        if self.cases.is_empty() {
+            WaitReason::SelectNoCases
+        } else {
+            WaitReason::Select
         }
     }
 

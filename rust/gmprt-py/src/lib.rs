@@ -19,7 +19,8 @@
 //! 5. `parked` (await or block on one core operation), and on it `chan`
 //!    (`gmprt.Chan`, `select`) and `sync` (WaitGroup, Mutex, Semaphore);
 //!    `net` (`gmprt.net` and the fd waits, over gmprt-core's `net`);
-//! 6. `hooks` (the M hooks) and `runtime` (`run()`, `go()`, `stats()`);
+//! 6. `hooks` (the M hooks), `traceback` (the goroutine dump's walk) and
+//!    `runtime` (`run()`, `go()`, `stats()`);
 //! 7. `lib`, registering everything on the module.
 
 mod body;
@@ -37,6 +38,7 @@ mod runtime;
 mod sync;
 mod time;
 mod token;
+mod traceback;
 
 use pyo3::prelude::*;
 
@@ -57,6 +59,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cancel::CancelScope>()?;
     m.add("Cancelled", py.get_type::<Cancelled>())?;
     m.add_function(wrap_pyfunction!(runtime::stats, m)?)?;
+    m.add_function(wrap_pyfunction!(traceback::_goroutines, m)?)?;
     m.add_function(wrap_pyfunction!(time::sleep, m)?)?;
     net::register(m)?;
     m.add_class::<handle::GHandle>()?;

@@ -15,6 +15,8 @@
 //! - `gfree.rs`: the G free lists.
 //! - `deadlock.rs`: `checkdead`, and the check for work stranded by a
 //!   failed `newm`.
+//! - `traceback.rs`: every live G for a goroutine dump (`forEachG`), and
+//!   the counts by state and wait reason that schedtrace prints.
 //!
 //! # Objects
 //!
@@ -136,6 +138,7 @@ mod gfree;
 mod globalq;
 mod idle;
 mod syscall;
+pub mod traceback;
 mod worker;
 
 pub(crate) use syscall::{MSlot, PSlot};

@@ -67,7 +67,7 @@ use super::globalq::{GlobalOverflow, LOCAL_SHARE};
 use super::{MSlot, Sched, P};
 use crate::api::{BoxBody, Cx, Hooks, Step, Waker};
 use crate::cpuclock::CpuClock;
-use crate::g::GPtr;
+use crate::g::{GPtr, WaitReason};
 use crate::loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering::*};
 use crate::loom::sync::Arc;
 use crate::loom::{lock, thread};
@@ -138,6 +138,7 @@ impl Sched {
                     steps: AtomicU64::new(0),
                     g: AtomicU64::new(0),
                     may_block: AtomicBool::new(false),
+                    in_call: AtomicBool::new(false),
                     thread: thread_id(),
                     cpu: CpuClock::current(),
                 }),
@@ -420,10 +421,11 @@ impl Sched {
                 sched: self,
                 g,
                 gen,
+                reason: WaitReason::Other,
             };
             // Only a Rust panic may reach this catch; a forced unwind parks
             // the thread at the guard first ("Foreign unwinds").
-            catch_unwind(AssertUnwindSafe(|| {
+            let step = catch_unwind(AssertUnwindSafe(|| {
                 let guard = ParkOnForcedUnwind::arm();
                 let step = body.step(&mut cx);
                 guard.disarm();
@@ -432,7 +434,12 @@ impl Sched {
             .unwrap_or_else(|_| {
                 eprintln!("gmprt: G {} panicked; it is treated as finished", g.id());
                 Step::Done
-            })
+            });
+            if step == Step::Park {
+                // Before `commit_park`, whose Release publishes it.
+                g.set_park_info(cx.reason);
+            }
+            step
         };
         // SAFETY: we popped `g` from a run queue and made it RUNNING: this M
         // owns it until it yields, parks or finishes below.

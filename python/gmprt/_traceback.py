@@ -1,0 +1,179 @@
+"""Goroutine dumps: :func:`gmprt.goroutines` and :func:`gmprt.dump`.
+
+The runtime walks every live G (``_gmprt._goroutines``: Go's ``forEachG``,
+each runnable or parked G held still for a moment while references to its
+coroutine, handle and park token are taken). This module turns those into
+dicts and text: a parked coroutine's stack is its ``cr_await`` chain, which
+needs no thread; a running G's is its M's live frame
+(``sys._current_frames``).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import IO, Any
+
+from . import _gmprt
+
+__all__ = ["dump", "format_dump", "goroutines"]
+
+_THIS_FILE = __file__
+
+
+def _frame_entry(code: types.CodeType, line: int | None) -> dict[str, Any]:
+    return {
+        "function": getattr(code, "co_qualname", code.co_name),
+        "file": code.co_filename,
+        "line": line,
+    }
+
+
+def _await_chain(coro: Any) -> list[dict[str, Any]]:
+    """A suspended coroutine's frames, outermost first: ``cr_frame`` of
+    each coroutine down the ``cr_await`` chain (``gi_yieldfrom`` for
+    generator-based awaitables). Only the built-in types are followed:
+    their attributes are C slots, so reading them runs no user code."""
+    out: list[dict[str, Any]] = []
+    obj = coro
+    for _ in range(1000):  # a cycle cannot happen, but bound the walk anyway
+        if isinstance(obj, types.CoroutineType):
+            frame, nxt = obj.cr_frame, obj.cr_await
+        elif isinstance(obj, types.GeneratorType):
+            frame, nxt = obj.gi_frame, obj.gi_yieldfrom
+        else:
+            break
+        if frame is not None:
+            out.append(_frame_entry(frame.f_code, frame.f_lineno))
+        obj = nxt
+    return out
+
+
+def _thread_stack(frame: types.FrameType | None) -> list[dict[str, Any]]:
+    """A live thread's frames, outermost first, without this module's."""
+    out: list[dict[str, Any]] = []
+    while frame is not None:
+        if frame.f_code.co_filename != _THIS_FILE:
+            out.append(_frame_entry(frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    out.reverse()
+    return out
+
+
+def goroutines(leaked: bool = False) -> list[dict[str, Any]]:
+    """Every live G of the running runtime, as dicts (empty when none runs).
+
+    Go's goroutine dump (``SIGQUIT``, ``/debug/pprof/goroutine?debug=2``)
+    as data. Each dict has:
+
+    - ``id`` (int) and ``name``: the G's function (``__qualname__``);
+    - ``state``: ``"running"``, ``"runnable"``, ``"waiting"`` (parked), or
+      ``"syscall"`` (a sync G inside a blocking call: a ``_blocking``
+      method, a C call that released the GIL);
+    - ``wait``: what a waiting G waits on (``"chan receive"``, ``"chan
+      send"``, ``"select"``, ``"sleep"``, ``"net recv from
+      127.0.0.1:5000"``, ``"Mutex.lock"``, ``"WaitGroup.wait"``,
+      ``"Semaphore.acquire"``, ``"join G 7"``, ...), else None;
+      ``wait_seconds`` (float): for how long, else None;
+    - ``stack``: the G's Python frames, outermost first, each a dict with
+      ``function``, ``file`` and ``line`` (a parked G's await chain; a
+      running G's live frames; empty for a G that has not started);
+    - ``created_by``: ``{"g": creator id or None, "function", "file",
+      "line"}``, where ``go()`` was called (None for a running G: only a
+      G held still can be asked);
+    - ``thread``: a running G's OS thread (``threading.get_ident()``).
+
+    The walk is consistent per G (an entry never mixes two Gs), not a
+    snapshot of all Gs at one instant: the runtime keeps running.
+
+    Args:
+        leaked: list only the Gs that wait forever (not implemented yet:
+            raises ``NotImplementedError``).
+    """
+    if leaked:
+        raise NotImplementedError("gmprt.goroutines(leaked=True) is not implemented yet")
+    raw = _gmprt._goroutines()
+    frames: dict[int, types.FrameType] | None = None
+    out: list[dict[str, Any]] = []
+    for gid, state, wait, wait_s, thread, handle, coro, creator, ocode, oline in raw:
+        if coro is not None:
+            stack = _await_chain(coro)
+        elif thread is not None:
+            if frames is None:
+                frames = sys._current_frames()
+            stack = _thread_stack(frames.get(thread))
+        else:
+            stack = []
+        if handle is not None:
+            name = handle.name
+        elif stack:
+            name = stack[0]["function"]
+        else:
+            name = "?"
+        created_by = None
+        if ocode is not None:
+            created_by = {"g": creator, **_frame_entry(ocode, oline)}
+        elif handle is not None and creator is not None:
+            created_by = {"g": creator, "function": "?", "file": "?", "line": None}
+        out.append(
+            {
+                "id": gid,
+                "name": name,
+                "state": state,
+                "wait": wait,
+                "wait_seconds": wait_s,
+                "stack": stack,
+                "created_by": created_by,
+                "thread": thread,
+            }
+        )
+    out.sort(key=lambda g: g["id"])
+    return out
+
+
+def _duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)} minutes"
+    return f"{s / 3600:.1f} hours"
+
+
+def format_dump(gs: list[dict[str, Any]] | None = None) -> str:
+    """The text :func:`dump` prints, from :func:`goroutines` (or ``gs``)."""
+    if gs is None:
+        gs = goroutines()
+    parts = []
+    for g in gs:
+        what = g["wait"] if g["state"] == "waiting" else g["state"]
+        if g["wait_seconds"] is not None:
+            what = f"{what}, {_duration(g['wait_seconds'])}"
+        lines = [f"goroutine {g['id']} [{what}]: {g['name']}"]
+        for f in reversed(g["stack"]):  # innermost first, as Go prints
+            lines.append(f"  {f['function']}(...)")
+            lines.append(f"      {f['file']}:{f['line']}")
+        if not g["stack"]:
+            lines.append("  (no Python frame: not started, or between steps)")
+        c = g["created_by"]
+        if c is not None:
+            who = f" in G {c['g']}" if c["g"] is not None else ""
+            lines.append(f"created by {c['function']}{who} at {c['file']}:{c['line']}")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + ("\n" if parts else "")
+
+
+def dump(file: IO[str] | None = None) -> None:
+    """Print every live G, Go's goroutine dump, to ``file`` (default
+    ``sys.stderr``)::
+
+        goroutine 7 [chan receive, 3.2s]: worker
+          worker(...)
+              /srv/app.py:12
+        created by main in G 1 at /srv/app.py:20
+
+    Innermost frame first, as Go prints them. See :func:`goroutines` for
+    the fields and for what is consistent.
+    """
+    out = sys.stderr if file is None else file
+    out.write(format_dump())
+    out.flush()

@@ -1,0 +1,95 @@
+//! traceback: the binding's half of a goroutine dump. The core walks every
+//! live G and holds each runnable or parked one still for a moment
+//! (`Sched::for_each_g`); here that moment is spent taking references
+//! (`PyBody::snapshot`) and nothing else, and the references are turned
+//! into Python values after every G is let go. `gmprt.goroutines()` (in
+//! python/gmprt/_traceback.py) walks the coroutines' await chains and
+//! formats the dump from what this returns.
+//!
+//! # Why nothing more happens while a G is held
+//!
+//! Its wakers spin until it is let go. Running Python code there (a
+//! `__repr__`, a finalizer run by an allocation that triggers the cyclic
+//! GC) could drop the GIL to an M whose wake of this very G would then
+//! spin holding the GIL the dumper needs back. Reference increments,
+//! `PyCode_Addr2Line` and Rust allocations do not release the GIL.
+
+use gmprt_core::{GState, WaitReason};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+
+use crate::body::{PyBody, Snap};
+use crate::rt::sched;
+
+/// One G as the core saw it, with what was taken from its body.
+struct Seen {
+    id: u64,
+    state: GState,
+    reason: WaitReason,
+    wait_us: u64,
+    thread: Option<u64>,
+    snap: Option<Snap>,
+}
+
+/// `_gmprt._goroutines()`: every live G of the running runtime (empty when
+/// none runs), as tuples ``(id, state, wait, wait_seconds, thread, handle,
+/// coro, creator, origin_code, origin_line)``. For the Python wrapper.
+#[pyfunction]
+pub(crate) fn _goroutines(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    let out = PyList::empty(py);
+    let Some(sched) = sched() else {
+        return Ok(out);
+    };
+    let mut seen = Vec::new();
+    sched.for_each_g(|v| {
+        let snap = v
+            .body
+            .and_then(|b| b.as_any())
+            .and_then(|a| a.downcast_ref::<PyBody>())
+            .map(|b| b.snapshot(py));
+        seen.push(Seen {
+            id: v.id,
+            state: v.state,
+            reason: v.reason,
+            wait_us: v.wait_us,
+            thread: v.thread,
+            snap,
+        });
+    });
+    for s in seen {
+        let waiting = s.state == GState::Waiting;
+        let wait = match (&s.snap, waiting) {
+            (Some(Snap { token: Some(t), .. }), true) => Some(t.get().describe()),
+            (_, true) => Some(s.reason.as_str().to_string()),
+            _ => None,
+        };
+        let wait_seconds = waiting.then(|| s.wait_us as f64 / 1e6);
+        let (handle, coro, creator, code, line) = match s.snap {
+            Some(sn) => (
+                Some(sn.handle),
+                sn.coro,
+                sn.creator,
+                sn.origin_code,
+                sn.origin_line,
+            ),
+            None => (None, None, None, None, None),
+        };
+        let t = PyTuple::new(
+            py,
+            [
+                s.id.into_pyobject(py)?.into_any(),
+                s.state.as_str().into_pyobject(py)?.into_any(),
+                wait.into_pyobject(py)?.into_any(),
+                wait_seconds.into_pyobject(py)?.into_any(),
+                s.thread.into_pyobject(py)?.into_any(),
+                handle.into_pyobject(py)?.into_any(),
+                coro.into_pyobject(py)?.into_any(),
+                creator.into_pyobject(py)?.into_any(),
+                code.into_pyobject(py)?.into_any(),
+                line.into_pyobject(py)?.into_any(),
+            ],
+        )?;
+        out.append(t)?;
+    }
+    Ok(out)
+}

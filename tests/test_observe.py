@@ -1,0 +1,328 @@
+"""Observability: the goroutine dump (gmprt.goroutines(), gmprt.dump()),
+SIGQUIT, and schedtrace. Tests parse what is printed; every wait is
+bounded."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import threading
+
+import gmprt
+import pytest
+from helpers import spin_until
+
+HEADER = re.compile(r"^goroutine (\d+) \[([^\]]+)\]: (\S+)$", re.M)
+
+
+async def wait_parked(n_waiting, cap=200_000):
+    """Yield until at least `n_waiting` Gs are parked (bounded)."""
+    for _ in range(cap):
+        if sum(g["state"] == "waiting" for g in gmprt.goroutines()) >= n_waiting:
+            return
+        await gmprt.sleep(0.001)
+    raise AssertionError(f"never saw {n_waiting} parked Gs: {gmprt.goroutines()}")
+
+
+def by_name(gs):
+    return {g["name"]: g for g in gs}
+
+
+def test_outside_run_there_are_none():
+    assert gmprt.goroutines() == []
+    out = io.StringIO()
+    gmprt.dump(out)
+    assert out.getvalue() == ""
+
+
+def test_each_kind_of_wait_is_named(procs):
+    async def receiver(ch):
+        try:
+            await ch.recv()
+        except gmprt.Cancelled:
+            raise
+
+    async def sender(ch):
+        await ch.send(1)
+
+    async def selector(a, b):
+        await gmprt.select(a.recv_case(), b.recv_case())
+
+    async def sleeper():
+        await gmprt.sleep(60)
+
+    async def locker(mu):
+        await mu.lock()
+
+    async def acquirer(sem):
+        await sem.acquire()
+
+    async def waiter(wg):
+        await wg.wait()
+
+    async def joiner(g):
+        await g
+
+    async def acceptor(ln):
+        await ln.accept()
+
+    async def reader(conn):
+        await conn.recv()
+
+    async def main():
+        mu, sem, wg = gmprt.Mutex(), gmprt.Semaphore(1), gmprt.WaitGroup()
+        await mu.lock()
+        await sem.acquire()
+        wg.add(1)
+        ln = gmprt.net.listen("127.0.0.1", 0)
+        host, port = ln.address
+        ln2 = gmprt.net.listen("127.0.0.1", 0)
+        client = await gmprt.net.dial(*ln2.address)
+        server = await ln2.accept()
+        s = gmprt.go(sleeper)
+        gmprt.go(receiver, gmprt.Chan())
+        gmprt.go(sender, gmprt.Chan())
+        gmprt.go(selector, gmprt.Chan(), gmprt.Chan())
+        gmprt.go(locker, mu)
+        gmprt.go(acquirer, sem)
+        gmprt.go(waiter, wg)
+        gmprt.go(joiner, s)
+        gmprt.go(acceptor, ln)
+        gmprt.go(reader, server)
+        await wait_parked(10)
+        gs = by_name(gmprt.goroutines())
+        client_addr = client.local_address
+        client.close()
+        server.close()
+        ln.close()
+        ln2.close()
+        return gs, s.id, (host, port), client_addr
+
+    gs, sid, (host, port), client_addr = gmprt.run(main, procs=procs)
+    want = {
+        "main.<locals>.receiver": "chan receive",
+        "main.<locals>.sender": "chan send",
+        "main.<locals>.selector": "select",
+        "main.<locals>.sleeper": "sleep",
+        "main.<locals>.locker": "Mutex.lock",
+        "main.<locals>.acquirer": "Semaphore.acquire",
+        "main.<locals>.waiter": "WaitGroup.wait",
+        "main.<locals>.joiner": f"join G {sid}",
+    }
+    names = {k.rsplit(".", 1)[-1]: v for k, v in gs.items()}
+    for name, wait in want.items():
+        short = name.rsplit(".", 1)[-1]
+        g = names[short]
+        assert g["state"] == "waiting", g
+        assert g["wait"] == wait, g
+        assert isinstance(g["wait_seconds"], float) and g["wait_seconds"] >= 0
+    assert names["acceptor"]["wait"] == f"net accept on {host}:{port}"
+    assert names["reader"]["wait"].startswith("net recv from 127.0.0.1:"), names["reader"]
+    assert str(client_addr[1]) in names["reader"]["wait"]
+    main_g = names["main"]
+    assert main_g["state"] == "running"
+    assert main_g["thread"] is not None
+
+
+def test_stack_follows_the_await_chain_and_creation_site(procs):
+    async def inner(ch):
+        await ch.recv()
+
+    async def middle(ch):
+        await inner(ch)
+
+    async def outer(ch):
+        await middle(ch)
+
+    async def main():
+        ch = gmprt.Chan()
+        line = sys._getframe().f_lineno + 1
+        g = gmprt.go(outer, ch)
+        await wait_parked(1)
+        gs = {x["id"]: x for x in gmprt.goroutines()}
+        ch.close()
+        try:
+            await g
+        except gmprt.ChanClosed:
+            pass
+        return gs, g.id, line
+
+    gs, gid, line = gmprt.run(main, procs=procs)
+    g = gs[gid]
+    assert [f["function"].rsplit(".", 1)[-1] for f in g["stack"]] == ["outer", "middle", "inner"]
+    assert all(f["file"] == __file__ for f in g["stack"])
+    assert g["created_by"]["g"] == 1
+    assert g["created_by"]["line"] == line
+    assert g["created_by"]["file"] == __file__
+    assert g["created_by"]["function"].endswith("main")
+    assert gs[1]["created_by"] is None  # main: created by run()
+    # The running main's own stack comes from its thread.
+    assert gs[1]["stack"][-1]["function"].endswith("main")
+
+
+def test_wait_seconds_grows_while_parked():
+    async def sleeper():
+        await gmprt.sleep(60)
+
+    async def main():
+        g = gmprt.go(sleeper)
+        await gmprt.sleep(0.3)
+        (entry,) = [x for x in gmprt.goroutines() if x["id"] == g.id]
+        g.cancel()
+        return entry
+
+    entry = gmprt.run(main)
+    # A lower bound only (the clock is coarse, a few ms): it waited 0.3 s.
+    assert entry["wait_seconds"] >= 0.2, entry
+
+
+def test_sync_g_in_a_blocking_call_is_syscall():
+    started = threading.Event()
+
+    def blocker(ch):
+        started.set()
+        try:
+            ch.recv_blocking(timeout=20)
+        except gmprt.ChanClosed:
+            pass
+
+    async def main():
+        ch = gmprt.Chan()
+        g = gmprt.go(blocker, ch)
+        await spin_until(started.is_set)
+        for _ in range(2000):
+            e = [x for x in gmprt.goroutines() if x["id"] == g.id]
+            if e and e[0]["state"] == "syscall":
+                break
+            await gmprt.sleep(0.005)
+        ch.close()
+        await g
+        return e[0]
+
+    e = gmprt.run(main, procs=1)
+    assert e["state"] == "syscall", e
+    assert e["thread"] is not None
+    assert any(f["function"].endswith("blocker") for f in e["stack"]), e
+
+
+def test_runnable_g_not_started_yet():
+    async def later():
+        pass
+
+    def main():
+        # A sync main holds its P: the new G cannot start meanwhile.
+        g = gmprt.go(later)
+        gs = gmprt.goroutines()
+        return gs, g.id
+
+    gs, gid = gmprt.run(main, procs=1)
+    (e,) = [x for x in gs if x["id"] == gid]
+    assert e["state"] == "runnable"
+    assert e["name"].endswith("later")
+    assert e["stack"] == []
+    assert e["created_by"]["g"] == 1
+
+
+def test_dump_text_parses_and_matches_goroutines(procs):
+    async def worker(ch):
+        try:
+            await ch.recv()
+        except gmprt.ChanClosed:
+            pass
+
+    async def main():
+        ch = gmprt.Chan()
+        for _ in range(5):
+            gmprt.go(worker, ch)
+        await wait_parked(5)
+        out = io.StringIO()
+        gmprt.dump(out)
+        gs = gmprt.goroutines()
+        ch.close()
+        return out.getvalue(), gs
+
+    text, gs = gmprt.run(main, procs=procs)
+    headers = HEADER.findall(text)
+    assert {int(i) for i, _, _ in headers} == {g["id"] for g in gs}
+    waits = [w for _, w, name in headers if name.endswith("worker")]
+    assert len(waits) == 5
+    assert all(re.fullmatch(r"chan receive, \d+\.\ds", w) for w in waits), waits
+    assert len(re.findall(r"^created by \S+main in G 1 at .+:\d+$", text, re.M)) == 5, text
+    assert f"{__file__}:" in text
+
+
+def test_dump_while_gs_churn(procs):
+    """Dumps in a loop while other Gs spawn, park, wake and finish on
+    other Ms: every entry is whole, and nothing crashes or hangs."""
+    N = 3000
+
+    async def child(ch):
+        await gmprt.sleep(0)
+        try:
+            await ch.recv()
+        except gmprt.ChanClosed:
+            pass
+
+    async def spawner(ch, wg):
+        for _ in range(N):
+            gmprt.go(child, ch)
+            if _ % 50 == 0:
+                await gmprt.sleep(0)
+        wg.done()
+
+    async def closer(ch, stop):
+        # Keeps Gs ending: each value wakes one child.
+        while not stop:
+            ch.try_send(None)
+            await gmprt.sleep(0)
+
+    async def main():
+        ch, wg, stop = gmprt.Chan(16), gmprt.WaitGroup(), []
+        wg.add(2)
+        gmprt.go(spawner, ch, wg)
+        gmprt.go(spawner, ch, wg)
+        c = gmprt.go(closer, ch, stop)
+        dumps = 0
+        while dumps < 200:
+            for g in gmprt.goroutines():
+                assert g["state"] in ("running", "runnable", "waiting", "syscall")
+                assert isinstance(g["id"], int) and g["name"]
+                if g["state"] == "waiting":
+                    assert g["wait"] and g["wait_seconds"] is not None
+            dumps += 1
+            await gmprt.sleep(0)
+        await wg.wait()
+        stop.append(1)
+        await c
+        ch.close()
+        return dumps
+
+    assert gmprt.run(main, procs=procs) == 200
+
+
+def test_leaked_is_not_implemented_yet():
+    async def main():
+        with pytest.raises(NotImplementedError):
+            gmprt.goroutines(leaked=True)
+
+    gmprt.run(main)
+
+
+def test_from_a_foreign_thread():
+    got = []
+
+    async def sleeper():
+        await gmprt.sleep(60)
+
+    async def main():
+        g = gmprt.go(sleeper)
+        await wait_parked(1)
+        t = threading.Thread(target=lambda: got.append(gmprt.goroutines()))
+        t.start()
+        t.join(20)
+        g.cancel()
+
+    gmprt.run(main)
+    (gs,) = got
+    assert any(g["wait"] == "sleep" for g in gs)
