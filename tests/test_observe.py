@@ -326,3 +326,113 @@ def test_from_a_foreign_thread():
     gmprt.run(main)
     (gs,) = got
     assert any(g["wait"] == "sleep" for g in gs)
+
+
+# ---- SIGQUIT and the Deadlock message ---------------------------------------
+
+SIGQUIT_CHILD = r"""
+import io, sys, threading
+import gmprt
+
+seen = threading.Event()
+
+class Tee(io.TextIOBase):
+    def write(self, s):
+        sys.__stderr__.write(s)
+        if "SIGQUIT" in s:
+            seen.set()
+        return len(s)
+
+    def flush(self):
+        sys.__stderr__.flush()
+
+sys.stderr = Tee()
+
+async def stuck(ch):
+    try:
+        await ch.recv()
+    except gmprt.ChanClosed:
+        pass
+
+async def main():
+    ch = gmprt.Chan()
+    gmprt.go(stuck, ch)
+    await gmprt.sleep(0.05)
+    print("READY", flush=True)
+    for _ in range(600):  # 30 s at most
+        if seen.is_set():
+            break
+        await gmprt.sleep(0.05)
+    ch.close()
+    print("DONE", seen.is_set(), flush=True)
+
+gmprt.run(main)
+"""
+
+
+def _sigquit_child(env_extra):
+    import os
+    import signal
+    import subprocess
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **env_extra)
+    p = subprocess.Popen(
+        [sys.executable, "-c", SIGQUIT_CHILD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "READY"
+        p.send_signal(signal.SIGQUIT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate(timeout=10)
+    return p.returncode, out, err
+
+
+def test_sigquit_prints_the_dump_and_keeps_running():
+    rc, out, err = _sigquit_child({})
+    assert rc == 0, err
+    assert out.strip() == "DONE True", (out, err)
+    assert err.startswith("SIGQUIT: quit\n"), err
+    headers = HEADER.findall(err)
+    assert "stuck" in {name for _, _, name in headers}, err
+    waits = {name: w for _, w, name in headers}
+    assert waits["stuck"].startswith("chan receive"), err
+    assert waits["main"] in ("running", "runnable") or waits["main"].startswith("sleep"), err
+    assert "created by main in G 1 at <string>:" in err, err
+
+
+def test_gmprt_traceback_crash_prints_and_exits_2():
+    rc, out, err = _sigquit_child({"GMPRT_TRACEBACK": "crash"})
+    assert rc == 2, (rc, out, err)
+    assert "DONE" not in out
+    assert "SIGQUIT: quit" in err
+    assert any(name == "stuck" for _, _, name in HEADER.findall(err)), err
+
+
+def test_deadlock_message_has_each_stack():
+    async def inner(ch):
+        await ch.recv()
+
+    async def one(ch):
+        await inner(ch)
+
+    async def main():
+        gmprt.go(one, gmprt.Chan())
+        await gmprt.Chan().recv()
+
+    with pytest.raises(gmprt.Deadlock) as e:
+        gmprt.run(main)
+    msg = str(e.value)
+    assert msg.startswith("all goroutines are asleep - deadlock!"), msg
+    # Each G's line, then its frames, innermost first.
+    one_stack = r"G 2 \(\S*one\) \[chan receive\]\n\s+\S*inner\(\.\.\.\)\n\s+\S+:\d+\n\s+\S*one\("
+    assert re.search(one_stack, msg), msg
+    assert re.search(r"G 1 \(\S*main\) \[chan receive\]\n\s+\S*main\(\.\.\.\)", msg), msg
+    assert "created by" in msg

@@ -49,6 +49,7 @@ __all__ = [
     "wait_writable",
     "_go_linked",
     "_goroutines",
+    "_set_traceback",
     "_group_scope",
 ]
 
@@ -169,6 +170,7 @@ def go(  # type: ignore[overload-overlap]
 def go(fn_: Callable[..., _T], /, *args: Any, **kwargs: Any) -> G[_T]: ...
 def sleep(seconds: float) -> Awaitable[None]: ...
 def stats() -> dict[str, Any]: ...
+def _set_traceback(module: Any) -> None: ...
 def _goroutines() -> list[
     tuple[
         int,

@@ -10,6 +10,7 @@ needs no thread; a running G's is its M's live frame
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from typing import IO, Any
@@ -139,6 +140,20 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} hours"
 
 
+def _format_stack(g: dict[str, Any]) -> list[str]:
+    lines = []
+    for f in reversed(g["stack"]):  # innermost first, as Go prints
+        lines.append(f"  {f['function']}(...)")
+        lines.append(f"      {f['file']}:{f['line']}")
+    if not g["stack"]:
+        lines.append("  (no Python frame: not started, or between steps)")
+    c = g["created_by"]
+    if c is not None:
+        who = f" in G {c['g']}" if c["g"] is not None else ""
+        lines.append(f"created by {c['function']}{who} at {c['file']}:{c['line']}")
+    return lines
+
+
 def format_dump(gs: list[dict[str, Any]] | None = None) -> str:
     """The text :func:`dump` prints, from :func:`goroutines` (or ``gs``)."""
     if gs is None:
@@ -148,16 +163,7 @@ def format_dump(gs: list[dict[str, Any]] | None = None) -> str:
         what = g["wait"] if g["state"] == "waiting" else g["state"]
         if g["wait_seconds"] is not None:
             what = f"{what}, {_duration(g['wait_seconds'])}"
-        lines = [f"goroutine {g['id']} [{what}]: {g['name']}"]
-        for f in reversed(g["stack"]):  # innermost first, as Go prints
-            lines.append(f"  {f['function']}(...)")
-            lines.append(f"      {f['file']}:{f['line']}")
-        if not g["stack"]:
-            lines.append("  (no Python frame: not started, or between steps)")
-        c = g["created_by"]
-        if c is not None:
-            who = f" in G {c['g']}" if c["g"] is not None else ""
-            lines.append(f"created by {c['function']}{who} at {c['file']}:{c['line']}")
+        lines = [f"goroutine {g['id']} [{what}]: {g['name']}", *_format_stack(g)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + ("\n" if parts else "")
 
@@ -177,3 +183,33 @@ def dump(file: IO[str] | None = None) -> None:
     out = sys.stderr if file is None else file
     out.write(format_dump())
     out.flush()
+
+
+# ---- hooks the runtime calls (registered with _gmprt._set_traceback) ----
+
+
+def _stacks() -> dict[int, str]:
+    """Each live G's formatted stack by id, for the ``gmprt.Deadlock``
+    message (called by ``run()`` while the deadlocked Gs still sleep)."""
+    return {g["id"]: "\n".join("  " + line for line in _format_stack(g)) for g in goroutines()}
+
+
+def _on_sigquit(signum: int, frame: object) -> None:
+    """``kill -QUIT``: the dump to stderr, and the program goes on (Go
+    dumps and exits; ``GMPRT_TRACEBACK=crash`` does that: exit status 2).
+    Installed by ``run()`` for its duration, on the main thread, unless
+    the program has its own SIGQUIT handler."""
+    crash = os.environ.get("GMPRT_TRACEBACK", "").strip().lower() == "crash"
+    err = sys.stderr
+    try:
+        err.write("SIGQUIT: quit\n\n")
+        err.write(format_dump())
+        err.flush()
+    finally:
+        if crash:
+            err.write("\ngmprt: GMPRT_TRACEBACK=crash: exit status 2\n")
+            err.flush()
+            os._exit(2)
+
+
+_gmprt._set_traceback(sys.modules[__name__])

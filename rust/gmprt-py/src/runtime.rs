@@ -51,6 +51,7 @@ use crate::handle::GHandle;
 use crate::hooks::PyHooks;
 use crate::lock::lock;
 use crate::rt::{self, sched, RunState};
+use crate::traceback;
 
 /// The most Ps `run()` accepts: Go's old `_MaxGomaxprocs`. Each P is
 /// allocated up front, so an absurd `procs` would abort on allocation.
@@ -307,6 +308,7 @@ pub(crate) fn run(
     };
     let rs = rt::install(config, |ev| Box::new(PyHooks::new(ev)))?;
     let signals = WakeupFd::install(py, rs.ev.wake_w.as_raw_fd());
+    let sigquit = traceback::SigQuit::install(py);
     let interval = SwitchInterval::lower(py);
     let result = run_main(py, &rs, main, args);
     let mut result = result;
@@ -315,6 +317,11 @@ pub(crate) fn run(
             result = Err(Stop::Err(interrupted));
         }
     }
+    // Each G's stack for the deadlock report, while they still sleep.
+    let stacks = match &result {
+        Err(Stop::Deadlock) => traceback::stacks(py),
+        _ => Vec::new(),
+    };
     // Sync Gs asleep in a `_blocking` call: listed for a deadlock report,
     // then woken with Cancelled so that their Ms can be joined.
     let asleep = cancel::blocked_sync_gs();
@@ -328,9 +335,10 @@ pub(crate) fn run(
         }
     }
     drop(interval);
+    drop(sigquit);
     drop(signals);
     let result = match result {
-        Err(Stop::Deadlock) => Err(Deadlock::new_err(deadlock_report(&leftovers))),
+        Err(Stop::Deadlock) => Err(Deadlock::new_err(deadlock_report(&leftovers, &stacks))),
         Err(Stop::Err(e)) => Err(e),
         Ok(v) => Ok(v),
     };
@@ -510,11 +518,22 @@ fn report_long_step(
     }
 }
 
-fn deadlock_report(parked: &[String]) -> String {
+/// Go's report: the header, then each G ("G 3 (worker) [chan receive]",
+/// as `shutdown` and `cancel::blocked_sync_gs` word it) with its stack
+/// from the dump taken before the Gs were closed.
+fn deadlock_report(parked: &[String], stacks: &[(u64, String)]) -> String {
     let mut msg = String::from("all goroutines are asleep - deadlock!\n");
     for line in parked {
         msg.push_str("\n  ");
         msg.push_str(line);
+        let id = line
+            .strip_prefix("G ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some((_, stack)) = stacks.iter().find(|(g, _)| Some(*g) == id) {
+            msg.push('\n');
+            msg.push_str(stack);
+        }
     }
     msg
 }

@@ -14,9 +14,11 @@
 //! spin holding the GIL the dumper needs back. Reference increments,
 //! `PyCode_Addr2Line` and Rust allocations do not release the GIL.
 
+use std::sync::OnceLock;
+
 use gmprt_core::{GState, WaitReason};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::body::{PyBody, Snap};
 use crate::rt::sched;
@@ -92,4 +94,72 @@ pub(crate) fn _goroutines(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
         out.append(t)?;
     }
     Ok(out)
+}
+
+/// The Python half (`gmprt._traceback`), registered once at import: the
+/// runtime calls its `_on_sigquit` and `_stacks` without importing a
+/// module above it.
+static HOOKS: OnceLock<Py<PyAny>> = OnceLock::new();
+
+/// `_gmprt._set_traceback(module)`: called by `gmprt._traceback` at import.
+#[pyfunction]
+pub(crate) fn _set_traceback(module: Py<PyAny>) {
+    let _ = HOOKS.set(module);
+}
+
+/// Each live G's formatted stack by id (`_traceback._stacks`), for the
+/// Deadlock message; empty if the hooks are missing or fail.
+pub(crate) fn stacks(py: Python<'_>) -> Vec<(u64, String)> {
+    let got = || -> PyResult<Vec<(u64, String)>> {
+        let Some(m) = HOOKS.get() else {
+            return Ok(Vec::new());
+        };
+        let d = m.bind(py).call_method0("_stacks")?;
+        d.cast::<PyDict>()?
+            .iter()
+            .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
+            .collect()
+    };
+    got().unwrap_or_default()
+}
+
+/// `kill -QUIT` prints the dump during `run()` (`_traceback._on_sigquit`):
+/// the handler is installed for the life of `run()`, restored after. Only
+/// on the main thread (the only one that may set handlers), and only over
+/// the default action: a program's own SIGQUIT handler stays.
+pub(crate) struct SigQuit<'py> {
+    py: Python<'py>,
+    installed: bool,
+}
+
+impl<'py> SigQuit<'py> {
+    pub(crate) fn install(py: Python<'py>) -> SigQuit<'py> {
+        let installed = (|| -> PyResult<bool> {
+            let Some(m) = HOOKS.get() else {
+                return Ok(false);
+            };
+            let signal = py.import("signal")?;
+            let quit = signal.getattr("SIGQUIT")?;
+            if !signal
+                .call_method1("getsignal", (&quit,))?
+                .eq(signal.getattr("SIG_DFL")?)?
+            {
+                return Ok(false);
+            }
+            signal.call_method1("signal", (quit, m.bind(py).getattr("_on_sigquit")?))?;
+            Ok(true)
+        })()
+        .unwrap_or(false);
+        SigQuit { py, installed }
+    }
+}
+
+impl Drop for SigQuit<'_> {
+    fn drop(&mut self) {
+        if self.installed {
+            let _ = self.py.import("signal").and_then(|s| {
+                s.call_method1("signal", (s.getattr("SIGQUIT")?, s.getattr("SIG_DFL")?))
+            });
+        }
+    }
 }
