@@ -436,3 +436,114 @@ def test_deadlock_message_has_each_stack():
     assert re.search(one_stack, msg), msg
     assert re.search(r"G 1 \(\S*main\) \[chan receive\]\n\s+\S*main\(\.\.\.\)", msg), msg
     assert "created by" in msg
+
+
+# ---- schedtrace -------------------------------------------------------------
+
+SCHED = re.compile(
+    r"^SCHED (?P<ms>\d+)ms: gomaxprocs=(?P<procs>\d+) idleprocs=(?P<idle>\d+) "
+    r"threads=(?P<threads>\d+) spinningthreads=\d+ idlethreads=\d+ runqueue=\d+ "
+    r"\[(?P<local>[\d ]*)\] gs: running=\d+ runnable=\d+ syscall=\d+ "
+    r"waiting=(?P<waiting>\d+)(?: \((?P<reasons>[^)]*)\))? netpoll_waiters=\d+ "
+    r"timers=(?P<timers>\d+) handoffs=\+\d+ steals=\+\d+$",
+    re.M,
+)
+
+SCHED_CHILD = """
+import gmprt
+
+async def w(ch):
+    try:
+        await ch.recv()
+    except gmprt.ChanClosed:
+        pass
+
+async def main():
+    ch = gmprt.Chan()
+    for _ in range(3):
+        gmprt.go(w, ch)
+    await gmprt.sleep(0.6)
+    ch.close()
+
+gmprt.run(main, procs=2{kw})
+print("DONE")
+"""
+
+
+def _sched_lines(err):
+    return [m.groupdict() for m in SCHED.finditer(err)]
+
+
+def test_schedtrace_env_prints_go_lines(run_script):
+    import os
+
+    os.environ["GMPRT_SCHEDTRACE"] = "20"
+    try:
+        r = run_script(SCHED_CHILD.format(kw=""))
+    finally:
+        del os.environ["GMPRT_SCHEDTRACE"]
+    assert r.returncode == 0 and r.stdout.strip() == "DONE", r.stderr
+    lines = _sched_lines(r.stderr)
+    assert len(lines) >= 2, r.stderr
+    assert [int(x["ms"]) for x in lines] == sorted(int(x["ms"]) for x in lines)
+    for x in lines:
+        assert x["procs"] == "2" and len(x["local"].split()) == 2, x
+    # The three receivers (and main's sleep) show up by reason.
+    assert any(x["reasons"] and "chan receive=3" in x["reasons"] for x in lines), r.stderr
+    assert any(x["reasons"] and "sleep=1" in x["reasons"] for x in lines), r.stderr
+    # Every stderr line is a SCHED line: nothing else was printed.
+    assert all(SCHED.match(line) for line in r.stderr.splitlines()), r.stderr
+
+
+def test_schedtrace_argument(run_script):
+    r = run_script(SCHED_CHILD.format(kw=", schedtrace=20"))
+    assert r.returncode == 0, r.stderr
+    assert len(_sched_lines(r.stderr)) >= 2, r.stderr
+
+
+def test_scheddetail_adds_p_m_and_g_lines(run_script):
+    import os
+
+    os.environ.update(GMPRT_SCHEDTRACE="20", GMPRT_SCHEDDETAIL="1")
+    try:
+        r = run_script(SCHED_CHILD.format(kw=""))
+    finally:
+        del os.environ["GMPRT_SCHEDTRACE"], os.environ["GMPRT_SCHEDDETAIL"]
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^  P0: status=\d schedtick=\d+ runqsize=\d+$", r.stderr, re.M), r.stderr
+    assert re.search(r"^  P1: status=\d ", r.stderr, re.M), r.stderr
+    assert re.search(
+        r"^  M\d+: curg=-?\d+ blocked=(true|false) thread=0x[0-9a-f]+$", r.stderr, re.M
+    )
+    assert len(re.findall(r"^  G\d+: status=4\(chan receive\)$", r.stderr, re.M)) >= 3, r.stderr
+
+
+def test_schedtrace_bad_env_warns_once_and_is_ignored(run_script):
+    import os
+
+    code = """
+    import gmprt
+    async def main():
+        await gmprt.sleep(0.05)
+    gmprt.run(main)
+    gmprt.run(main)
+    print("DONE")
+    """
+    os.environ["GMPRT_SCHEDTRACE"] = "abc"
+    try:
+        r = run_script(code)
+    finally:
+        del os.environ["GMPRT_SCHEDTRACE"]
+    assert r.returncode == 0 and r.stdout.strip() == "DONE", r.stderr
+    assert r.stderr.count("RuntimeWarning: GMPRT_SCHEDTRACE must be a whole number") == 1, r.stderr
+    assert "'abc'" in r.stderr or '"abc"' in r.stderr
+    assert not re.search(r"^SCHED ", r.stderr, re.M), r.stderr
+
+
+@pytest.mark.parametrize("bad", [-1, 3_600_001, "10"])
+def test_schedtrace_argument_is_checked(bad):
+    async def main():
+        pass
+
+    with pytest.raises((ValueError, TypeError)):
+        gmprt.run(main, schedtrace=bad)

@@ -153,6 +153,7 @@ def run(  # type: ignore[overload-overlap]
     *args: Any,
     procs: int | None = None,
     max_threads: int | None = None,
+    schedtrace: int | None = None,
 ) -> _T: ...
 @overload
 def run(
@@ -161,6 +162,7 @@ def run(
     *args: Any,
     procs: int | None = None,
     max_threads: int | None = None,
+    schedtrace: int | None = None,
 ) -> _T: ...
 @overload
 def go(  # type: ignore[overload-overlap]

@@ -156,6 +156,12 @@ pub struct Config {
     /// than `procs` exist ([`DEFAULT_IDLE_KEEPALIVE`]; `sched/idle.rs`,
     /// "Retiring idle Ms").
     pub idle_keepalive: Duration,
+    /// Go's `GODEBUG=schedtrace`: sysmon prints the schedtrace line to
+    /// stderr this often (`sched/schedtrace.rs`). None: never.
+    pub schedtrace: Option<Duration>,
+    /// Go's `scheddetail=1`: each schedtrace line is followed by a line
+    /// per P, M and G.
+    pub scheddetail: bool,
 }
 
 impl Default for Config {
@@ -164,6 +170,8 @@ impl Default for Config {
             procs: 1,
             max_threads: DEFAULT_MAX_THREADS,
             idle_keepalive: DEFAULT_IDLE_KEEPALIVE,
+            schedtrace: None,
+            scheddetail: false,
         }
     }
 }

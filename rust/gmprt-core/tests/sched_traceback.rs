@@ -181,3 +181,40 @@ fn counts_by_reason() {
     s.stop();
     assert!(s.join(Duration::from_secs(10)));
 }
+
+/// Go's schedtrace head, then gmprt's fields and the scheddetail lines.
+#[test]
+fn schedtrace_line() {
+    let s = new_sched(2);
+    let parked = Arc::new(Mutex::new(Vec::<Waker>::new()));
+    let p = parked.clone();
+    let mut first = true;
+    s.spawn(Box::new(common::FnBody(move |cx: &mut Cx<'_>| {
+        if !first {
+            return Step::Done;
+        }
+        first = false;
+        cx.set_wait_reason(WaitReason::ChanReceive);
+        p.lock().unwrap().push(cx.waker());
+        Step::Park
+    })))
+    .unwrap();
+    wait_until(&s, "a parked G", || s.g_counts().waiting == 1);
+    let mut prev = gmprt_core::TraceDelta::default();
+    let line = s.schedtrace(Duration::from_millis(1004), &mut prev, true);
+    let head = line.lines().next().unwrap();
+    assert!(
+        head.starts_with("SCHED 1004ms: gomaxprocs=2 idleprocs="),
+        "{head}"
+    );
+    assert!(head.contains(" runqueue=0 [0 0] gs: running=0 runnable=0 syscall=0 waiting=1 (chan receive=1) netpoll_waiters=0 timers=0 handoffs=+"), "{head}");
+    assert!(line.contains("\n  P0: status=0 schedtick="), "{line}");
+    assert!(line.contains("\n  P1: status=0 "), "{line}");
+    assert!(line.contains("status=4(chan receive)"), "{line}");
+    for w in std::mem::take(&mut *parked.lock().unwrap()) {
+        w.wake();
+    }
+    wait_until(&s, "every G to finish", || s.stats().goroutines == 0);
+    s.stop();
+    assert!(s.join(Duration::from_secs(10)));
+}

@@ -266,20 +266,30 @@ pub(crate) fn _go_linked(
 ///         CPython (only one thread runs Python at a time, so more Ps only
 ///         add GIL handoffs; other Ms still take over from a G blocked in
 ///         C), the number of CPUs on free-threaded builds.
+///     schedtrace: print Go's schedtrace line to stderr every this many
+///         milliseconds (``SCHED 1004ms: gomaxprocs=1 idleprocs=0
+///         threads=3 ...``, then gmprt's fields: Gs by state and wait
+///         reason, netpoll waiters, timers, handoffs and steals since the
+///         last line). Default: the ``GMPRT_SCHEDTRACE`` environment
+///         variable (milliseconds; an invalid value warns once and is
+///         ignored); 0 is off. ``GMPRT_SCHEDDETAIL=1`` adds a line per P,
+///         M and G, as Go's ``scheddetail`` does. Printed by the runtime's
+///         monitor thread, which never touches Python.
 ///
 /// Raises:
 ///     RuntimeError: a runtime is already running, or the thread cap was hit.
 ///     Deadlock: every G is asleep and nothing can wake one.
-///     ValueError: ``procs`` outside 1 to 1024, or ``max_threads`` outside
-///         1 to 1,000,000.
+///     ValueError: ``procs`` outside 1 to 1024, ``max_threads`` outside
+///         1 to 1,000,000, or ``schedtrace`` outside 0 to 3,600,000.
 #[pyfunction]
-#[pyo3(signature = (main, /, *args, procs=None, max_threads=None))]
+#[pyo3(signature = (main, /, *args, procs=None, max_threads=None, schedtrace=None))]
 pub(crate) fn run(
     py: Python<'_>,
     main: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
     procs: Option<Bound<'_, PyAny>>,
     max_threads: Option<Bound<'_, PyAny>>,
+    schedtrace: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     let procs = match procs {
         None => default_procs(py),
@@ -289,6 +299,7 @@ pub(crate) fn run(
         None => DEFAULT_MAX_THREADS,
         Some(n) => int_arg(&n, "max_threads", 1, MAX_THREADS)? as usize,
     };
+    let (schedtrace, scheddetail) = schedtrace_config(py, schedtrace)?;
     check_spawnable(&main, "gmprt.run()")?;
     // go() finds the same misuse when it calls the function (body.rs,
     // `misuse`), off the spawn path; run() says so before starting anything.
@@ -305,6 +316,8 @@ pub(crate) fn run(
         procs,
         max_threads,
         idle_keepalive: idle_keepalive()?,
+        schedtrace,
+        scheddetail,
     };
     let rs = rt::install(config, |ev| Box::new(PyHooks::new(ev)))?;
     let signals = WakeupFd::install(py, rs.ev.wake_w.as_raw_fd());
@@ -362,6 +375,49 @@ fn idle_keepalive() -> PyResult<Duration> {
                 "{VAR} must be a whole number of milliseconds (0 or more), got {v:?}"
             ))
         })
+}
+
+/// The most `schedtrace` may be, in ms: an hour.
+const MAX_SCHEDTRACE_MS: i64 = 3_600_000;
+
+/// Set once `GMPRT_SCHEDTRACE` was found invalid and said so.
+static SCHEDTRACE_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `run(schedtrace=)`, else `GMPRT_SCHEDTRACE` (ms; invalid: a
+/// `RuntimeWarning`, once per process, and off), and `GMPRT_SCHEDDETAIL=1`.
+fn schedtrace_config(
+    py: Python<'_>,
+    arg: Option<Bound<'_, PyAny>>,
+) -> PyResult<(Option<Duration>, bool)> {
+    let ms = match arg {
+        Some(n) => Some(int_arg(&n, "schedtrace", 0, MAX_SCHEDTRACE_MS)? as u64),
+        None => match std::env::var_os("GMPRT_SCHEDTRACE") {
+            None => None,
+            Some(v) => {
+                let parsed = v
+                    .to_str()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .filter(|&ms| ms <= MAX_SCHEDTRACE_MS as u64);
+                if parsed.is_none() && !SCHEDTRACE_WARNED.swap(true, Relaxed) {
+                    let msg = std::ffi::CString::new(format!(
+                        "GMPRT_SCHEDTRACE must be a whole number of milliseconds \
+                         (0 to {MAX_SCHEDTRACE_MS}), got {v:?}: ignored"
+                    ))
+                    .unwrap_or_default();
+                    PyErr::warn(
+                        py,
+                        &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+                        &msg,
+                        1,
+                    )?;
+                }
+                parsed
+            }
+        },
+    };
+    let every = ms.filter(|&ms| ms > 0).map(Duration::from_millis);
+    let detail = std::env::var("GMPRT_SCHEDDETAIL").is_ok_and(|v| v.trim() == "1");
+    Ok((every, every.is_some() && detail))
 }
 
 /// Why `run_main` ended without a result.

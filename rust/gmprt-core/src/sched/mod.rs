@@ -15,6 +15,7 @@
 //! - `gfree.rs`: the G free lists.
 //! - `deadlock.rs`: `checkdead`, and the check for work stranded by a
 //!   failed `newm`.
+//! - `schedtrace.rs`: Go's schedtrace line, which sysmon prints.
 //! - `traceback.rs`: every live G for a goroutine dump (`forEachG`), and
 //!   the counts by state and wait reason that schedtrace prints.
 //!
@@ -137,6 +138,7 @@ mod deadlock;
 mod gfree;
 mod globalq;
 mod idle;
+pub mod schedtrace;
 mod syscall;
 pub mod traceback;
 mod worker;
@@ -193,6 +195,9 @@ pub struct Sched {
     max_threads: usize,
     /// `Config::idle_keepalive` ("Retiring idle Ms", `idle.rs`).
     idle_keepalive: Duration,
+    /// `Config::schedtrace` and `Config::scheddetail`, for sysmon.
+    pub(crate) schedtrace: Option<Duration>,
+    pub(crate) scheddetail: bool,
     /// Every P's shared part. Indexed by `P::id`.
     pub(crate) allp: Box<[PSlot]>,
     lock: Mutex<Locked>,
@@ -279,6 +284,8 @@ impl Sched {
             procs: config.procs,
             max_threads: config.max_threads.max(1),
             idle_keepalive: config.idle_keepalive,
+            schedtrace: config.schedtrace.filter(|d| !d.is_zero()),
+            scheddetail: config.scheddetail,
             allp: allp.into_boxed_slice(),
             lock: Mutex::new(Locked {
                 runq: VecDeque::new(),
