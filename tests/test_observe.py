@@ -301,12 +301,45 @@ def test_dump_while_gs_churn(procs):
     assert gmprt.run(main, procs=procs) == 200
 
 
-def test_leaked_is_not_implemented_yet():
-    async def main():
-        with pytest.raises(NotImplementedError):
-            gmprt.goroutines(leaked=True)
+def test_leaked_lists_gs_on_channels_nobody_else_can_reach(procs):
+    async def leaky():
+        ch = gmprt.Chan()
+        await ch.recv()  # nobody else has ch
 
-    gmprt.run(main)
+    async def held(ch):
+        await ch.recv()  # main still holds ch
+
+    async def sel(a, b):
+        await gmprt.select(a.recv_case(), b.recv_case())
+
+    async def timed():
+        await gmprt.Chan().recv(timeout=30)  # its timeout ends it
+
+    async def sender():
+        await gmprt.Chan().send(1)
+
+    async def sleeper():
+        await gmprt.sleep(30)
+
+    async def main():
+        keep = gmprt.Chan()
+        gs = {
+            "leaky": gmprt.go(leaky),
+            "held": gmprt.go(held, keep),
+            "sel_lost": gmprt.go(sel, gmprt.Chan(), gmprt.Chan()),
+            "sel_kept": gmprt.go(sel, keep, gmprt.Chan()),
+            "timed": gmprt.go(timed),
+            "sender": gmprt.go(sender),
+            "sleeper": gmprt.go(sleeper),
+        }
+        await wait_parked(len(gs))
+        leaked = {g["id"] for g in gmprt.goroutines(leaked=True)}
+        keep.close()
+        for g in gs.values():
+            g.cancel()
+        return {name for name, g in gs.items() if g.id in leaked}
+
+    assert gmprt.run(main, procs=procs) == {"leaky", "sel_lost", "sender"}
 
 
 def test_from_a_foreign_thread():

@@ -185,6 +185,7 @@ def _goroutines() -> list[
         int | None,
         CodeType | None,
         int | None,
+        list[Chan[Any]] | None,
     ]
 ]: ...
 

@@ -10,6 +10,7 @@ needs no thread; a running G's is its M's live frame
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import types
@@ -88,15 +89,22 @@ def goroutines(leaked: bool = False) -> list[dict[str, Any]]:
     snapshot of all Gs at one instant: the runtime keeps running.
 
     Args:
-        leaked: list only the Gs that wait forever (not implemented yet:
-            raises ``NotImplementedError``).
+        leaked: list only the Gs that wait forever: parked on channel
+            operations (receive, send, select without a timeout or
+            default) on channels that nothing outside the waiting Gs
+            themselves can reach any more, so no one can ever complete
+            them (Go 1.26's goroutine leak profile). This walks the whole
+            Python heap with the other Gs paused (it holds the GIL), so it
+            costs about as much as a full ``gc.collect()``; see
+            ``_leaked_ids`` for what it can and cannot see.
     """
-    if leaked:
-        raise NotImplementedError("gmprt.goroutines(leaked=True) is not implemented yet")
+    only = _leaked_ids() if leaked else None
     raw = _gmprt._goroutines()
     frames: dict[int, types.FrameType] | None = None
     out: list[dict[str, Any]] = []
-    for gid, state, wait, wait_s, thread, handle, coro, creator, ocode, oline in raw:
+    for gid, state, wait, wait_s, thread, handle, coro, creator, ocode, oline, _ch in raw:
+        if only is not None and gid not in only:
+            continue
         if coro is not None:
             stack = _await_chain(coro)
         elif thread is not None:
@@ -130,6 +138,93 @@ def goroutines(leaked: bool = False) -> list[dict[str, Any]]:
         )
     out.sort(key=lambda g: g["id"])
     return out
+
+
+def _leak_candidates() -> tuple[dict[int, list[int]], set[int]]:
+    """Parked Gs whose wait only channels can end: G id -> the ids of
+    those channels; and the ids of those Gs' coroutines. Only ids leave
+    this function, so that no reference to a coroutine or a channel stays
+    on the stack of the walk in ``_leaked_ids``."""
+    cands: dict[int, list[int]] = {}
+    coros: set[int] = set()
+    for t in _gmprt._goroutines():
+        gid, state, coro, chans = t[0], t[1], t[6], t[10]
+        if state == "waiting" and chans is not None and coro is not None:
+            cands[gid] = [id(c) for c in chans]
+            coros.add(id(coro))
+    return cands, coros
+
+
+def _leaked_ids() -> set[int]:
+    """The ids of the Gs that wait forever on channels nothing else can
+    reach (``goroutines(leaked=True)``).
+
+    Go 1.26 marks the heap from the roots without the blocked
+    goroutines' stacks; a goroutine blocked on a channel the marking did
+    not reach is leaked. This does the same with the Python heap:
+
+    1. The roots are the objects referenced from outside the heap: the
+       cyclic GC's own rule, refcount minus the references from other
+       tracked objects (``gc.get_referents``). That counts everything the
+       interpreter holds (modules, thread stacks, running frames) and
+       everything Rust holds: a running or runnable G's coroutine (its
+       body holds it) is a root, with its locals.
+    2. Except the candidates' coroutines: the body's reference to a
+       parked G's coroutine is the G's own stack, which Go does not count
+       either; and the references each candidate's park token holds to its
+       channels (invisible to ``gc``: Rust-held) are subtracted.
+    3. Mark from the roots through ``gc.get_referents``; a candidate none
+       of whose channels is marked is leaked.
+
+    Approximate, and says so: Python objects whose references live in
+    Rust are opaque (a G's function, held by its handle, is a root, so a
+    closure or ``functools.partial`` capturing the channel keeps it
+    reachable); a channel kept only in a contextvar of the G is reachable
+    through its context. Both err towards "not leaked". The walk runs
+    with the switch interval raised, so that on GIL builds no other G
+    runs Python meanwhile and the heap holds still; on free-threaded
+    builds it is a best effort.
+    """
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(60.0)
+    try:
+        cands, coro_ids = _leak_candidates()
+        if not cands:
+            return set()
+        objs = gc.get_objects()
+        ext: dict[int, int] = {}
+        for o in objs:
+            # -3: the list, the loop variable, getrefcount's argument.
+            ext[id(o)] = sys.getrefcount(o) - 3
+        for o in objs:
+            for r in gc.get_referents(o):
+                k = id(r)
+                if k in ext:
+                    ext[k] -= 1
+        for chans in cands.values():
+            for k in chans:
+                if k in ext:
+                    ext[k] -= 1
+        stack: list[object] = []
+        for o in objs:
+            k = id(o)
+            if ext[k] <= 0 or k in coro_ids:
+                continue
+            if isinstance(o, types.FrameType) and o.f_code.co_filename == _THIS_FILE:
+                continue  # this walk's own frames hold everything
+            stack.append(o)
+        del objs, o
+        marked: set[int] = set()
+        while stack:
+            o = stack.pop()
+            k = id(o)
+            if k in marked:
+                continue
+            marked.add(k)
+            stack.extend(gc.get_referents(o))
+        return {gid for gid, chans in cands.items() if not any(k in marked for k in chans)}
+    finally:
+        sys.setswitchinterval(old)
 
 
 def _duration(s: float) -> str:

@@ -301,6 +301,10 @@ impl Blocking for SendOp {
     fn reason(&self) -> WaitReason {
         WaitReason::ChanSend
     }
+
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        Some(vec![self.ch.clone_ref(py).into_any()])
+    }
 }
 
 /// `await ch.recv()` / `ch.recv_blocking()` / `async for`.
@@ -353,6 +357,10 @@ impl Blocking for RecvOp {
 
     fn reason(&self) -> WaitReason {
         WaitReason::ChanReceive
+    }
+
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        Some(vec![self.ch.clone_ref(py).into_any()])
     }
 }
 
@@ -567,6 +575,18 @@ impl Blocking for SelectOp {
         } else {
             WaitReason::Select
         }
+    }
+
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        if self.default {
+            return None;
+        }
+        Some(
+            self.cases
+                .iter()
+                .map(|c| c.ch.clone_ref(py).into_any())
+                .collect(),
+        )
     }
 
     fn timeout(&self) -> Option<Duration> {

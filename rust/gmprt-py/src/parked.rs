@@ -72,6 +72,13 @@ pub(crate) trait Blocking: Send + Sync + 'static {
         WaitReason::Other
     }
 
+    /// The channels this operation waits on ([`Wait::chans`], without the
+    /// timeout check, which `Await` makes).
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        let _ = py;
+        None
+    }
+
     /// The timeout of an `await`: the queued operation expires after it.
     fn timeout(&self) -> Option<Duration> {
         None
@@ -282,6 +289,13 @@ impl<B: Blocking> Wait for Await<B> {
 
     fn reason(&self) -> WaitReason {
         self.b.reason()
+    }
+
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        if self.timeout.is_some() || self.b.timeout().is_some() {
+            return None;
+        }
+        self.b.chans(py)
     }
 
     fn cancel(&self, py: Python<'_>) -> bool {

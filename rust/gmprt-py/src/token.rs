@@ -67,6 +67,14 @@ pub(crate) trait Wait: Send + Sync + 'static {
         WaitReason::Other
     }
 
+    /// For the leak check (`gmprt.goroutines(leaked=True)`): the channels
+    /// this wait can only be ended through, or None when something else
+    /// ends it too (a timeout, a socket, a timer: never "leaked").
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        let _ = py;
+        None
+    }
+
     /// Driver only: the G was cancelled while this wait was registered (or
     /// just before registering it). Withdraw it; return false if the
     /// operation completed meanwhile, so that it is delivered (the next
@@ -255,6 +263,14 @@ impl Token {
     }
 
     /// What a G parked on this token waits on.
+    /// [`Wait::chans`] of this token's wait.
+    pub(crate) fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        match &self.op {
+            Op::Yield => None,
+            Op::Wait(w) => w.chans(py),
+        }
+    }
+
     pub(crate) fn describe(&self) -> String {
         match &self.op {
             Op::Yield => "yield".into(),

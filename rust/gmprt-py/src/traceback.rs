@@ -35,7 +35,9 @@ struct Seen {
 
 /// `_gmprt._goroutines()`: every live G of the running runtime (empty when
 /// none runs), as tuples ``(id, state, wait, wait_seconds, thread, handle,
-/// coro, creator, origin_code, origin_line)``. For the Python wrapper.
+/// coro, creator, origin_code, origin_line, chans)``, where ``chans`` is
+/// what a parked G's wait can only end through (`Wait::chans`: a list of
+/// channels, or None). For the Python wrapper.
 #[pyfunction]
 pub(crate) fn _goroutines(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
     let out = PyList::empty(py);
@@ -66,6 +68,10 @@ pub(crate) fn _goroutines(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
             _ => None,
         };
         let wait_seconds = waiting.then(|| s.wait_us as f64 / 1e6);
+        let chans = match (&s.snap, waiting) {
+            (Some(Snap { token: Some(t), .. }), true) => t.get().chans(py),
+            _ => None,
+        };
         let (handle, coro, creator, code, line) = match s.snap {
             Some(sn) => (
                 Some(sn.handle),
@@ -89,6 +95,7 @@ pub(crate) fn _goroutines(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
                 creator.into_pyobject(py)?.into_any(),
                 code.into_pyobject(py)?.into_any(),
                 line.into_pyobject(py)?.into_any(),
+                chans.into_pyobject(py)?.into_any(),
             ],
         )?;
         out.append(t)?;
