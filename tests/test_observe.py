@@ -580,3 +580,61 @@ def test_schedtrace_argument_is_checked(bad):
 
     with pytest.raises((ValueError, TypeError)):
         gmprt.run(main, schedtrace=bad)
+
+
+# ---- the debug endpoint -----------------------------------------------------
+
+
+def _http_get(url):
+    """A real HTTP client (urllib), run as a sync G: (status, type, body)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=20) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read().decode()
+
+
+def test_debug_endpoint_answers_a_real_http_client(procs):
+    import json
+
+    async def worker(ch):
+        try:
+            await ch.recv()
+        except gmprt.ChanClosed:
+            pass
+
+    async def main():
+        ch = gmprt.Chan()
+        w = gmprt.go(worker, ch)
+        with gmprt.debug.serve() as srv:
+            host, port = srv.address
+            base = f"http://{host}:{port}/debug/gmprt"
+            text = await gmprt.go(_http_get, base + "/goroutines")
+            js = await gmprt.go(_http_get, base + "/goroutines?format=json")
+            sched = await gmprt.go(_http_get, base + "/sched")
+            missing = await gmprt.go(_http_get, base + "/nope")
+        ch.close()
+        await w
+        return host, w.id, text, js, sched, missing
+
+    host, wid, text, js, sched, missing = gmprt.run(main, procs=procs)
+    assert host == "127.0.0.1"
+    status, ctype, body = text
+    assert status == 200 and ctype.startswith("text/plain"), text
+    headers = {int(i): (w, n) for i, w, n in HEADER.findall(body)}
+    assert headers[wid][0].startswith("chan receive"), body
+    assert headers[1][1].endswith("main")
+    status, ctype, body = js
+    assert status == 200 and ctype == "application/json"
+    gs = {g["id"]: g for g in json.loads(body)}
+    assert gs[wid]["state"] == "waiting" and gs[wid]["wait"] == "chan receive"
+    assert set(gs) >= {1, wid}
+    status, ctype, body = sched
+    assert status == 200
+    st = json.loads(body)
+    assert st["procs"] == procs and st["goroutines"] >= 3
+    assert SCHED.match(st["schedtrace"]), st["schedtrace"]
+    assert missing[0] == 404

@@ -46,7 +46,7 @@ See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)``,
 with its stack and what it waits on (``gmprt.goroutines()`` as data).
 """
 
-from . import net
+from . import debug, net
 from ._gmprt import (
     CLOSED,
     Cancelled,
@@ -97,6 +97,7 @@ __all__ = [
     "Timeout",
     "WaitGroup",
     "deadline",
+    "debug",
     "dump",
     "go",
     "goroutines",

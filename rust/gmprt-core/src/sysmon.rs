@@ -200,10 +200,9 @@ impl Sched {
         let mut delay = MIN_DELAY;
         let mut idle_looks = 0u32;
         // Go's schedtrace: the next line's time, and what the last saw.
-        let start = Instant::now();
         let mut trace = self
             .schedtrace
-            .map(|every| (start + every, every, TraceDelta::default()));
+            .map(|every| (Instant::now() + every, every, TraceDelta::default()));
         while self.sysmon_sleep(delay) {
             self.poll_if_stale();
             let now = Instant::now();
@@ -223,7 +222,7 @@ impl Sched {
             if let Some((next, every, prev)) = &mut trace {
                 let now = Instant::now();
                 if now >= *next {
-                    write_stderr(&self.schedtrace(now - start, prev, self.scheddetail));
+                    write_stderr(&self.schedtrace(self.uptime(), prev, self.scheddetail));
                     *next += *every;
                     if *next <= now {
                         // Fell behind (a long line): skip, do not burst.

@@ -61,6 +61,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(runtime::stats, m)?)?;
     m.add_function(wrap_pyfunction!(traceback::_goroutines, m)?)?;
     m.add_function(wrap_pyfunction!(traceback::_set_traceback, m)?)?;
+    m.add_function(wrap_pyfunction!(traceback::_schedtrace, m)?)?;
     m.add_function(wrap_pyfunction!(time::sleep, m)?)?;
     net::register(m)?;
     m.add_class::<handle::GHandle>()?;

@@ -14,7 +14,7 @@
 //! spin holding the GIL the dumper needs back. Reference increments,
 //! `PyCode_Addr2Line` and Rust allocations do not release the GIL.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use gmprt_core::{GState, WaitReason};
 use pyo3::prelude::*;
@@ -169,4 +169,25 @@ impl Drop for SigQuit<'_> {
             });
         }
     }
+}
+
+/// What the last `_schedtrace()` line saw of which runtime (its address):
+/// the "since the last line" fields of the debug endpoint's line.
+static LAST_TRACE: Mutex<Option<(usize, gmprt_core::TraceDelta)>> = Mutex::new(None);
+
+/// `_gmprt._schedtrace(detail=False)`: the schedtrace line now (None when
+/// no runtime runs); handoffs and steals count since the previous call.
+#[pyfunction]
+#[pyo3(signature = (detail=false))]
+pub(crate) fn _schedtrace(py: Python<'_>, detail: bool) -> Option<String> {
+    let sched = sched()?;
+    let key = std::sync::Arc::as_ptr(&sched) as usize;
+    py.detach(|| {
+        let mut last = crate::lock::lock(&LAST_TRACE);
+        if last.as_ref().is_none_or(|(k, _)| *k != key) {
+            *last = Some((key, gmprt_core::TraceDelta::default()));
+        }
+        let (_, prev) = last.as_mut().expect("just set");
+        Some(sched.schedtrace(sched.uptime(), prev, detail))
+    })
 }

@@ -195,6 +195,8 @@ pub struct Sched {
     max_threads: usize,
     /// `Config::idle_keepalive` ("Retiring idle Ms", `idle.rs`).
     idle_keepalive: Duration,
+    /// When the runtime was made: schedtrace's "SCHED <ms>ms".
+    started: Instant,
     /// `Config::schedtrace` and `Config::scheddetail`, for sysmon.
     pub(crate) schedtrace: Option<Duration>,
     pub(crate) scheddetail: bool,
@@ -284,6 +286,7 @@ impl Sched {
             procs: config.procs,
             max_threads: config.max_threads.max(1),
             idle_keepalive: config.idle_keepalive,
+            started: Instant::now(),
             schedtrace: config.schedtrace.filter(|d| !d.is_zero()),
             scheddetail: config.scheddetail,
             allp: allp.into_boxed_slice(),
@@ -336,6 +339,11 @@ impl Sched {
 
     pub fn procs(&self) -> usize {
         self.procs
+    }
+
+    /// How long ago the runtime was made (schedtrace's uptime).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Any thread: start a G running `body`. From inside a G of this runtime
