@@ -210,15 +210,20 @@ def test_runnable_g_not_started_yet():
     async def later():
         pass
 
-    def main():
-        # A sync main holds its P: the new G cannot start meanwhile.
-        g = gmprt.go(later)
-        gs = gmprt.goroutines()
-        return gs, g.id
+    async def main():
+        # The new G waits in the run queue until main's step ends (or
+        # sysmon hands main's P off, 10 ms into a long step: then try
+        # again with a new G; bounded).
+        for _ in range(50):
+            g = gmprt.go(later)
+            gs = gmprt.goroutines()
+            e = [x for x in gs if x["id"] == g.id]
+            if e and e[0]["state"] == "runnable":
+                return e[0]
+            await gmprt.sleep(0)
+        raise AssertionError("never saw a runnable G")
 
-    gs, gid = gmprt.run(main, procs=1)
-    (e,) = [x for x in gs if x["id"] == gid]
-    assert e["state"] == "runnable"
+    e = gmprt.run(main, procs=1)
     assert e["name"].endswith("later")
     assert e["stack"] == []
     assert e["created_by"]["g"] == 1
@@ -364,20 +369,29 @@ def test_from_a_foreign_thread():
 # ---- SIGQUIT and the Deadlock message ---------------------------------------
 
 SIGQUIT_CHILD = r"""
-import io, sys, threading
+import io, os, sys, threading
 import gmprt
 
 seen = threading.Event()
 
+# main goes on once the whole dump is out (the handler flushes after it),
+# not at its first line: the handler runs on the thread in run() while
+# main runs on an M. With GMPRT_TRACEBACK=crash it never goes on: the
+# handler ends the process.
+crash = os.environ.get("GMPRT_TRACEBACK") == "crash"
+started = False
+
 class Tee(io.TextIOBase):
     def write(self, s):
+        global started
         sys.__stderr__.write(s)
-        if "SIGQUIT" in s:
-            seen.set()
+        started = started or "SIGQUIT" in s
         return len(s)
 
     def flush(self):
         sys.__stderr__.flush()
+        if started and not crash:
+            seen.set()
 
 sys.stderr = Tee()
 
