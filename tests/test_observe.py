@@ -202,6 +202,8 @@ def test_sync_g_in_a_blocking_call_is_syscall():
 
     e = gmprt.run(main, procs=1)
     assert e["state"] == "syscall", e
+    assert e["wait"] == "chan receive", e
+    assert e["wait_seconds"] is None
     assert e["thread"] is not None
     assert any(f["function"].endswith("blocker") for f in e["stack"]), e
 

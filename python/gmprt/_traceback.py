@@ -75,7 +75,8 @@ def goroutines(leaked: bool = False) -> list[dict[str, Any]]:
     - ``wait``: what a waiting G waits on (``"chan receive"``, ``"chan
       send"``, ``"select"``, ``"sleep"``, ``"net recv from
       127.0.0.1:5000"``, ``"Mutex.lock"``, ``"WaitGroup.wait"``,
-      ``"Semaphore.acquire"``, ``"join G 7"``, ...), else None;
+      ``"Semaphore.acquire"``, ``"join G 7"``, ...); for a sync G in a
+      ``_blocking`` call, what that call waits on; else None;
       ``wait_seconds`` (float): for how long, else None;
     - ``stack``: the G's Python frames, outermost first, each a dict with
       ``function``, ``file`` and ``line`` (a parked G's await chain; a
@@ -256,6 +257,8 @@ def format_dump(gs: list[dict[str, Any]] | None = None) -> str:
     parts = []
     for g in gs:
         what = g["wait"] if g["state"] == "waiting" else g["state"]
+        if g["state"] == "syscall" and g["wait"]:
+            what = f"syscall: {g['wait']}"  # a sync G in a _blocking call
         if g["wait_seconds"] is not None:
             what = f"{what}, {_duration(g['wait_seconds'])}"
         lines = [f"goroutine {g['id']} [{what}]: {g['name']}", *_format_stack(g)]

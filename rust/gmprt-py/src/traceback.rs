@@ -60,11 +60,26 @@ pub(crate) fn _goroutines(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
             snap,
         });
     });
+    // A sync G inside a `_blocking` call says what it waits on through
+    // its cancel registration ("G 4 [chan receive, in a sync G]").
+    let blocked: Vec<(u64, String)> = crate::cancel::blocked_sync_gs()
+        .into_iter()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("G ")?;
+            let (id, rest) = rest.split_once(" [")?;
+            let what = rest.strip_suffix(", in a sync G]")?;
+            Some((id.parse().ok()?, what.to_string()))
+        })
+        .collect();
     for s in seen {
         let waiting = s.state == GState::Waiting;
         let wait = match (&s.snap, waiting) {
             (Some(Snap { token: Some(t), .. }), true) => Some(t.get().describe()),
             (_, true) => Some(s.reason.as_str().to_string()),
+            _ if s.state == GState::Syscall => blocked
+                .iter()
+                .find(|(id, _)| *id == s.id)
+                .map(|(_, w)| w.clone()),
             _ => None,
         };
         let wait_seconds = waiting.then(|| s.wait_us as f64 / 1e6);
