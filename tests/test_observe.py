@@ -654,3 +654,15 @@ def test_debug_endpoint_answers_a_real_http_client(procs):
     assert st["procs"] == procs and st["goroutines"] >= 3
     assert SCHED.match(st["schedtrace"]), st["schedtrace"]
     assert missing[0] == 404
+
+
+def test_g_name_is_the_function_qualname():
+    async def worker():
+        pass
+
+    async def main():
+        g = gmprt.go(worker)
+        await g
+        return g.name
+
+    assert gmprt.run(main).endswith("test_g_name_is_the_function_qualname.<locals>.worker")

@@ -398,6 +398,7 @@ fn schedtrace_config(
                     .to_str()
                     .and_then(|s| s.trim().parse::<u64>().ok())
                     .filter(|&ms| ms <= MAX_SCHEDTRACE_MS as u64);
+                // Relaxed: a once-flag that guards no other data.
                 if parsed.is_none() && !SCHEDTRACE_WARNED.swap(true, Relaxed) {
                     let msg = std::ffi::CString::new(format!(
                         "GMPRT_SCHEDTRACE must be a whole number of milliseconds \

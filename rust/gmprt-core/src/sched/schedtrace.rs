@@ -97,6 +97,8 @@ impl Sched {
             // Lent: a step runs on it (Go's _Prunning); otherwise it is
             // between steps, idle or held by a scheduling M: not told
             // apart without the lock, so "idle or scheduling".
+            // Relaxed: only the pointer's nullness is read, never the P
+            // (the owner's Release store and sysmon's swaps pair elsewhere).
             let status = u8::from(!p.lent.load(Relaxed).is_null());
             let _ = write!(
                 s,

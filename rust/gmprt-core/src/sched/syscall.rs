@@ -276,6 +276,8 @@ impl Sched {
                 None
             }
         });
+        // Relaxed: read only by dumps and schedtrace, which may see a call
+        // that just began or ended (`MSlot::in_call`); nothing pairs.
         self.with_current(|m| m.slot.in_call.store(true, Relaxed));
         let r = f();
         self.with_current(|m| m.slot.in_call.store(false, Relaxed));
