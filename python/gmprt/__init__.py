@@ -43,7 +43,10 @@ See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)``,
 ``help(gmprt.Chan)``, ``help(gmprt.select)``, ``help(gmprt.WaitGroup)``,
 ``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)`` and ``help(gmprt.net)``
 (TCP and UDP on the netpoller). Debugging: ``gmprt.dump()`` prints every G
-with its stack and what it waits on (``gmprt.goroutines()`` as data).
+with its stack and what it waits on (``gmprt.goroutines()`` as data;
+``leaked=True`` for the Gs parked forever), ``kill -QUIT`` prints it,
+``GMPRT_SCHEDTRACE=<ms>`` prints Go's schedtrace line, and
+``help(gmprt.debug)`` serves both over HTTP.
 """
 
 from . import debug, net

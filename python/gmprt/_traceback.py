@@ -87,7 +87,9 @@ def goroutines(leaked: bool = False) -> list[dict[str, Any]]:
     - ``thread``: a running G's OS thread (``threading.get_ident()``).
 
     The walk is consistent per G (an entry never mixes two Gs), not a
-    snapshot of all Gs at one instant: the runtime keeps running.
+    snapshot of all Gs at one instant: the runtime keeps running. It costs
+    about 10 µs per G (a second for 100,000 parked Gs), mostly building
+    the dicts; the Gs are held still only for the reference-taking part.
 
     Args:
         leaked: list only the Gs that wait forever: parked on channel
