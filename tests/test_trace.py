@@ -72,6 +72,9 @@ def test_record_writes_a_timeline_whose_flows_join_real_steps(tmp_path):
     assert set(ids) <= stepped
     names = {e["args"]["g"]: e["name"] for e in steps}
     assert "_pong" in names[ids[0]] and "_blocker" in names[ids[1]]
+    # Parks say why, in Go's words: the pong G waits on its channels.
+    pong_ends = {e["args"]["end"] for e in steps if e["args"]["g"] == ids[0]}
+    assert pong_ends & {"park: chan receive", "park: chan send"}, pong_ends
     # Every G that finished has exactly one step that ended "done".
     done = [e["args"]["g"] for e in steps if e["args"]["end"] == "done"]
     assert sorted(done) == sorted(set(done))
@@ -282,3 +285,68 @@ def test_tracing_while_gs_come_and_go_on_every_m(tmp_path):
         doc = gmprt.trace.load(p)
         for e in _steps(doc):
             assert e["dur"] >= 0 and "g" in e["args"]
+
+
+def _http_get(url):
+    """A real HTTP client (urllib), run as a sync G: (status, body bytes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_the_debug_endpoint_records_a_trace_on_request():
+    stop = []
+
+    async def ticker():
+        for _ in range(100_000):  # bounded: ~200 s at most
+            if stop:
+                return
+            await gmprt.sleep(0.002)
+
+    async def main():
+        t = gmprt.go(ticker)
+        with gmprt.debug.serve() as srv:
+            host, port = srv.address
+            base = f"http://{host}:{port}/debug/gmprt/trace"
+            ok = await gmprt.go(_http_get, base + "?seconds=0.2")
+            bad = await gmprt.go(_http_get, base + "?seconds=abc")
+            too_long = await gmprt.go(_http_get, base + "?seconds=1000")
+            with gmprt.trace.record(str(tmp) + "/busy.json"):
+                busy = await gmprt.go(_http_get, base + "?seconds=0.1")
+        stop.append(True)
+        await t
+        return t.id, ok, bad, too_long, busy
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tid, ok, bad, too_long, busy = gmprt.run(main)
+    status, body = ok
+    assert status == 200
+    doc = json.loads(body)
+    ticks = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["args"]["g"] == tid]
+    assert ticks, "the ticker's steps are in the trace"
+    assert any(e["args"]["end"] == "park: sleep" for e in ticks)
+    assert bad[0] == 400 and too_long[0] == 400
+    assert busy[0] == 409
+
+
+def test_the_overload_example_draws_its_timeline(tmp_path):
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "trace_overload.py")
+    out = tmp_path / "overload"
+    r = subprocess.run(
+        [sys.executable, example, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = gmprt.trace.load(str(out) + ".json")
+    ends = {e["args"]["end"] for e in _steps(doc)}
+    assert "park: Semaphore.acquire" in ends and "park: sleep" in ends
+    assert (tmp_path / "overload.png").read_bytes()[:4] == b"\x89PNG"

@@ -41,13 +41,18 @@ the Gs it starts.
 
 See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)``,
 ``help(gmprt.Chan)``, ``help(gmprt.select)``, ``help(gmprt.WaitGroup)``,
-``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)``, ``help(gmprt.net)``
-(TCP and UDP on the netpoller) and ``help(gmprt.trace)`` (execution traces).
+``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)`` and ``help(gmprt.net)``
+(TCP and UDP on the netpoller). Debugging: ``gmprt.dump()`` prints every G
+with its stack and what it waits on (``gmprt.goroutines()`` as data;
+``leaked=True`` for the Gs parked forever), ``kill -QUIT`` prints it,
+``GMPRT_SCHEDTRACE=<ms>`` prints Go's schedtrace line, ``help(gmprt.trace)``
+records a timeline of every G step, and ``help(gmprt.debug)`` serves the
+dump, the schedtrace line and traces over HTTP.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from . import net
+from . import debug, net
 from ._gmprt import (
     CLOSED,
     Cancelled,
@@ -78,6 +83,7 @@ from ._gmprt import (
     wait_writable,
 )
 from ._group import Group
+from ._traceback import dump, goroutines
 
 if TYPE_CHECKING:
     from . import trace as trace
@@ -110,7 +116,10 @@ __all__ = [
     "Timeout",
     "WaitGroup",
     "deadline",
+    "debug",
+    "dump",
     "go",
+    "goroutines",
     "move_on_after",
     "net",
     "run",

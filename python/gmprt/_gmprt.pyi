@@ -3,7 +3,7 @@
 from collections.abc import Callable, Coroutine, Generator
 from os import PathLike
 from ssl import SSLContext
-from types import TracebackType
+from types import CodeType, TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, final, overload
 
 from ._tls import TLSConn
@@ -48,6 +48,9 @@ __all__ = [
     "wait_readable",
     "wait_writable",
     "_go_linked",
+    "_goroutines",
+    "_set_traceback",
+    "_schedtrace",
     "_group_scope",
     "_trace_enabled",
     "_trace_snapshot",
@@ -101,6 +104,8 @@ class G(Generic[_T]):
 
     @property
     def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
     def done(self) -> bool: ...
     def __await__(self) -> Generator[Any, None, _T]: ...
     def join(self, timeout: float | None = None) -> _T: ...
@@ -153,6 +158,7 @@ def run(  # type: ignore[overload-overlap]
     *args: Any,
     procs: int | None = None,
     max_threads: int | None = None,
+    schedtrace: int | None = None,
 ) -> _T: ...
 @overload
 def run(
@@ -161,6 +167,7 @@ def run(
     *args: Any,
     procs: int | None = None,
     max_threads: int | None = None,
+    schedtrace: int | None = None,
 ) -> _T: ...
 @overload
 def go(  # type: ignore[overload-overlap]
@@ -174,6 +181,23 @@ def _trace_start(per_thread: int, window: float | None = None) -> None: ...
 def _trace_stop() -> bytes | None: ...
 def _trace_snapshot() -> bytes | None: ...
 def _trace_enabled() -> bool: ...
+def _set_traceback(module: Any) -> None: ...
+def _schedtrace(detail: bool = False) -> str | None: ...
+def _goroutines() -> list[
+    tuple[
+        int,
+        str,
+        str | None,
+        float | None,
+        int | None,
+        G[Any] | None,
+        Any,
+        int | None,
+        CodeType | None,
+        int | None,
+        list[Chan[Any]] | None,
+    ]
+]: ...
 
 def wait_readable(fd: int | _HasFileno, timeout: float | None = None) -> Awaitable[None]: ...
 def wait_writable(fd: int | _HasFileno, timeout: float | None = None) -> Awaitable[None]: ...

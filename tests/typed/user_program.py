@@ -4,6 +4,7 @@ G without a cast or an ignore. Also run as a test (tests/test_typed.py)."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import gmprt
@@ -42,6 +43,10 @@ async def main() -> tuple[int, int, list[str]]:
 
     gmprt.go(locked)
     await wg.wait()
+    # Observability: typed as dicts; the dump goes to any text file.
+    names: list[str] = [g["name"] for g in gmprt.goroutines()]
+    assert "main" in names
+    gmprt.dump(io.StringIO())
     return first, total, items
 
 

@@ -38,7 +38,7 @@
 
 use std::time::Duration;
 
-use crate::g::{GPtr, Wake};
+use crate::g::{GPtr, WaitReason, Wake};
 use crate::loom::sync::Arc;
 use crate::netpoll::Ready;
 use crate::sched::Sched;
@@ -96,6 +96,14 @@ pub trait Body: Send + 'static {
     fn may_block(&self) -> bool {
         false
     }
+
+    /// The body as `Any`, so that the embedder can look at its own type in
+    /// a goroutine dump ([`Sched::for_each_g`]). Called while the G is held
+    /// for the dump (`g` module docs, "Scanning"), on the dumping thread:
+    /// only look; do not block.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// Per-M hooks supplied by the embedder (the Python binding attaches each M to
@@ -148,6 +156,12 @@ pub struct Config {
     /// than `procs` exist ([`DEFAULT_IDLE_KEEPALIVE`]; `sched/idle.rs`,
     /// "Retiring idle Ms").
     pub idle_keepalive: Duration,
+    /// Go's `GODEBUG=schedtrace`: sysmon prints the schedtrace line to
+    /// stderr this often (`sched/schedtrace.rs`). None: never.
+    pub schedtrace: Option<Duration>,
+    /// Go's `scheddetail=1`: each schedtrace line is followed by a line
+    /// per P, M and G.
+    pub scheddetail: bool,
 }
 
 impl Default for Config {
@@ -156,6 +170,8 @@ impl Default for Config {
             procs: 1,
             max_threads: DEFAULT_MAX_THREADS,
             idle_keepalive: DEFAULT_IDLE_KEEPALIVE,
+            schedtrace: None,
+            scheddetail: false,
         }
     }
 }
@@ -166,6 +182,8 @@ pub struct Cx<'a> {
     pub(crate) g: GPtr,
     /// The G's running generation for this step (`G::start_running`).
     pub(crate) gen: u64,
+    /// Why the park this step ends in waits ([`Cx::set_wait_reason`]).
+    pub(crate) reason: WaitReason,
 }
 
 impl Cx<'_> {
@@ -192,6 +210,12 @@ impl Cx<'_> {
 
     pub fn sched(&self) -> &Arc<Sched> {
         self.sched
+    }
+
+    /// Says why the park this step is about to commit waits, for dumps and
+    /// schedtrace (`g` module docs, "Park info"). Unset: `Other`.
+    pub fn set_wait_reason(&mut self, reason: WaitReason) {
+        self.reason = reason;
     }
 
     /// Corrects [`Body::may_block`] for the rest of this step, once the

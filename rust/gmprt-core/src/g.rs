@@ -14,9 +14,10 @@
 //!
 //! # State word
 //!
-//! `state` packs a status (low [`STATUS_BITS`] bits) and a generation (the
-//! rest). The generation goes up each time an M takes the G off a run queue,
-//! so the wake that one park handed out can ready that park and nothing later.
+//! `state` packs a status (low 3 bits), the [`SCAN`] bit and a generation
+//! (the bits above [`STATUS_BITS`]). The generation goes up each time an M
+//! takes the G off a run queue, so the wake that one park handed out can
+//! ready that park and nothing later.
 //!
 //! | status     | meaning                                         | who leaves it            |
 //! |------------|-------------------------------------------------|--------------------------|
@@ -46,7 +47,42 @@
 //! interrupt comes after and finds `RUNNING`/`PARKED` of the very generation
 //! that must not sleep, and wakes it. A plain store anywhere in a live G's
 //! life would break the release sequence and lose the request; `prepare`
-//! (the G is not live yet) and `kill` (every M stopped) are the only ones.
+//! (the G is not live yet) is the only one.
+//!
+//! # Scanning (Go's `_Gscan`)
+//!
+//! A goroutine dump (`traceback`) must read the body of a G that nobody
+//! runs, to say what it waits on and where, while other Ms wake, run and
+//! finish Gs. It borrows the body the way Go's `castogscanstatus` does: a
+//! CAS from `RUNNABLE(gen)` or `PARKED(gen)` to the same word with [`SCAN`]
+//! set ([`G::try_scan`]) makes the scanner the body's owner, and a
+//! `fetch_and` clearing the bit ([`G::unscan`], Release) gives it back.
+//! While the bit is set:
+//!
+//! - a waker or an interrupter (`wake`, `interrupt`) spins until it clears,
+//!   then retries its CAS (a CAS from the word without the bit would fail
+//!   anyway, and one from the word with it would lose the bit);
+//! - an M that pops the G still does its `fetch_add` (`start_running`),
+//!   which carries the bit into `RUNNING(gen + 1)`, and then waits for it
+//!   to clear (Acquire, pairing with `unscan`) before it touches the body;
+//! - `kill` spins as the wakers do.
+//!
+//! Nothing else meets the bit: it is never set on `RUNNING`, `NOTIFIED` or
+//! `IDLE`, and the M's own transitions (`commit_park`, `yield_now`,
+//! `finish`) start from `RUNNING`, which it reaches only after the bit has
+//! cleared. A scan lasts as long as the scanner's closure (a few field
+//! reads and reference increments): spinning is cheaper than a lock, and
+//! the hot path pays one branch on a value it already has.
+//!
+//! # Park info
+//!
+//! `park` holds why and since when the G waits: its [`WaitReason`] in the
+//! top byte and a coarse monotonic clock in microseconds below, stored by
+//! the M (Relaxed) just before `commit_park`, whose Release publishes it
+//! with the park. One clock read per park (`CLOCK_MONOTONIC_COARSE`, a
+//! vDSO read of a few nanoseconds, a few ms of resolution: enough for
+//! "[chan receive, 2 minutes]"). Go's `waitsince` is lazier still (the GC
+//! stamps it); a dump is diagnostics, read Relaxed, and may be a park old.
 
 use std::fmt;
 use std::ptr::NonNull;
@@ -55,8 +91,100 @@ use crate::api::BoxBody;
 use crate::loom::cell::UnsafeCell;
 use crate::loom::sync::atomic::{AtomicU64, Ordering::*};
 
-pub(crate) const STATUS_BITS: u32 = 3;
-const STATUS_MASK: u64 = (1 << STATUS_BITS) - 1;
+/// The status, and the [`SCAN`] bit above it: the generation starts here.
+pub(crate) const STATUS_BITS: u32 = 4;
+const STATUS_MASK: u64 = 0b111;
+/// Set by a scanner that borrowed a runnable or parked G's body (module
+/// docs, "Scanning").
+pub(crate) const SCAN: u64 = 0b1000;
+
+/// Why a parked G waits (Go's `waitReason`), as the body told its step
+/// ([`Cx::set_wait_reason`](crate::Cx::set_wait_reason)). The core only
+/// stores and counts it: the text a dump shows comes from the body, which
+/// knows more ("net accept on 127.0.0.1:8080").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum WaitReason {
+    /// A body that did not say.
+    Other = 0,
+    ChanReceive = 1,
+    ChanSend = 2,
+    Select = 3,
+    SelectNoCases = 4,
+    Sleep = 5,
+    /// A socket or any fd in the netpoller (Go's "IO wait").
+    IoWait = 6,
+    Mutex = 7,
+    WaitGroup = 8,
+    Semaphore = 9,
+    /// Awaiting another G's end.
+    Join = 10,
+}
+
+impl WaitReason {
+    pub const ALL: [WaitReason; 11] = [
+        WaitReason::Other,
+        WaitReason::ChanReceive,
+        WaitReason::ChanSend,
+        WaitReason::Select,
+        WaitReason::SelectNoCases,
+        WaitReason::Sleep,
+        WaitReason::IoWait,
+        WaitReason::Mutex,
+        WaitReason::WaitGroup,
+        WaitReason::Semaphore,
+        WaitReason::Join,
+    ];
+
+    /// Go's wording where Go has the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::Other => "waiting",
+            WaitReason::ChanReceive => "chan receive",
+            WaitReason::ChanSend => "chan send",
+            WaitReason::Select => "select",
+            WaitReason::SelectNoCases => "select (no cases)",
+            WaitReason::Sleep => "sleep",
+            WaitReason::IoWait => "IO wait",
+            WaitReason::Mutex => "Mutex.lock",
+            WaitReason::WaitGroup => "WaitGroup.wait",
+            WaitReason::Semaphore => "Semaphore.acquire",
+            WaitReason::Join => "join",
+        }
+    }
+
+    pub(crate) fn from_u8(b: u8) -> WaitReason {
+        WaitReason::ALL
+            .get(usize::from(b))
+            .copied()
+            .unwrap_or(WaitReason::Other)
+    }
+}
+
+/// `park`'s layout (module docs, "Park info"): the reason above this many
+/// bits of microseconds (2^56 µs is over 2,000 years of uptime).
+const PARK_TIME_BITS: u32 = 56;
+
+/// A monotonic clock in microseconds, cheap enough for every park: the
+/// coarse clock where Linux has one (the tick, a few ms), else `Instant`.
+pub fn coarse_now_us() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the call only writes it.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
+            return ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000;
+        }
+    }
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
+}
 
 /// The status half of a G's state word (see the module docs for the table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +235,9 @@ pub struct G {
     id: AtomicU64,
     /// Owned by whoever owns the G (module docs); `None` while idle.
     body: UnsafeCell<Option<BoxBody>>,
+    /// Why and since when the G waits (module docs, "Park info"). Written
+    /// by the M that parks it, read by dumps and schedtrace (Relaxed).
+    park: AtomicU64,
 }
 
 impl G {
@@ -115,7 +246,86 @@ impl G {
             state: AtomicU64::new(word(Status::Idle, 0)),
             id: AtomicU64::new(0),
             body: UnsafeCell::new(None),
+            park: AtomicU64::new(0),
         }
+    }
+
+    /// The running M, just before `commit_park`: why the G waits, from now.
+    /// Relaxed: published with the park by `commit_park`'s Release; readers
+    /// only print it.
+    pub(crate) fn set_park_info(&self, reason: WaitReason) {
+        let now = coarse_now_us() & ((1 << PARK_TIME_BITS) - 1);
+        self.park
+            .store(((reason as u64) << PARK_TIME_BITS) | now, Relaxed);
+    }
+
+    /// Why the G last parked, and since when ([`coarse_now_us`] time).
+    pub fn park_info(&self) -> (WaitReason, u64) {
+        let w = self.park.load(Relaxed);
+        (
+            WaitReason::from_u8((w >> PARK_TIME_BITS) as u8),
+            w & ((1 << PARK_TIME_BITS) - 1),
+        )
+    }
+
+    /// Spins until no scanner holds the G; returns the word then. Acquire:
+    /// pairs with `unscan`'s Release, so what the scanner did is before us.
+    fn wait_unscanned(&self) -> u64 {
+        loop {
+            let cur = self.state.load(Acquire);
+            if cur & SCAN == 0 {
+                return cur;
+            }
+            crate::loom::thread::yield_now();
+        }
+    }
+
+    /// Any thread (a dump): borrow the body of a runnable or parked G
+    /// (module docs, "Scanning"). Returns its status if the G is now held;
+    /// the caller must call [`unscan`](Self::unscan) soon after, without
+    /// blocking in between: its wakers spin meanwhile. None when the G is
+    /// running, idle, or changed under us.
+    pub(crate) fn try_scan(&self) -> Option<Status> {
+        let cur = self.state.load(Acquire);
+        if cur & SCAN != 0 {
+            return None;
+        }
+        let status = Status::from_word(cur);
+        if !matches!(status, Status::Runnable | Status::Parked) {
+            return None;
+        }
+        // Acquire: pairs with the Release of the transition that made the
+        // word (`commit_park`, a wake, `yield_now`), so we see the body as
+        // its last owner left it.
+        self.state
+            .compare_exchange(cur, cur | SCAN, Acquire, Relaxed)
+            .ok()
+            .map(|_| status)
+    }
+
+    /// Ends a [`try_scan`](Self::try_scan). Release: pairs with the Acquire
+    /// of whoever waited for the bit (`wait_unscanned`), so our reads of
+    /// the body happen before its next owner's writes. A `fetch_and`, not a
+    /// store: an M may have moved the word on meanwhile (`start_running`).
+    pub(crate) fn unscan(&self) {
+        let prev = self.state.fetch_and(!SCAN, Release);
+        debug_assert!(
+            prev & SCAN != 0,
+            "unscan of an unscanned G; state = {prev:#x}"
+        );
+    }
+
+    /// Owner only, during a scan: the body, to look at.
+    ///
+    /// # Safety
+    /// The caller holds the scan ([`try_scan`](Self::try_scan) returned
+    /// Some and [`unscan`](Self::unscan) has not run yet).
+    pub(crate) unsafe fn scanned_body<R>(
+        &self,
+        f: impl FnOnce(Option<&dyn crate::api::Body>) -> R,
+    ) -> R {
+        // SAFETY: the scan makes us the body's only user (module docs).
+        self.body.with_mut(|b| f(unsafe { (*b).as_deref() }))
     }
 
     pub fn id(&self) -> u64 {
@@ -160,6 +370,11 @@ impl G {
             Status::Runnable,
             "running a G that is not runnable; state = {prev:#x}"
         );
+        if prev & SCAN != 0 {
+            // A dump holds the body (module docs, "Scanning"): the bit came
+            // along into RUNNING; wait for it to clear before stepping.
+            self.wait_unscanned();
+        }
         (prev >> STATUS_BITS) + 1
     }
 
@@ -216,6 +431,10 @@ impl G {
             if cur >> STATUS_BITS != gen {
                 return Wake::Stale;
             }
+            if cur & SCAN != 0 {
+                cur = self.wait_unscanned();
+                continue;
+            }
             let (next, outcome) = match Status::from_word(cur) {
                 Status::Parked => (word(Status::Runnable, gen), Wake::Enqueue),
                 Status::Running => (word(Status::Notified, gen), Wake::Notified),
@@ -245,6 +464,10 @@ impl G {
             if self.id.load(Relaxed) != id {
                 return Wake::Stale;
             }
+            if cur & SCAN != 0 {
+                cur = self.wait_unscanned();
+                continue;
+            }
             let gen = cur >> STATUS_BITS;
             let (next, outcome) = match Status::from_word(cur) {
                 Status::Parked => (word(Status::Runnable, gen), Wake::Enqueue),
@@ -265,14 +488,22 @@ impl G {
     /// Shutdown, with every M stopped: mark the G dead so that late wakes are
     /// stale, and hand back its body if it had one.
     pub(crate) fn kill(&self) -> Option<BoxBody> {
-        let cur = self.state.load(Acquire);
-        if matches!(Status::from_word(cur), Status::Running | Status::Notified) {
-            // Still inside a step on an M that did not stop: it owns the
-            // body (notified too: a wake or an interrupt during the step).
-            return None;
+        let mut cur = self.wait_unscanned();
+        loop {
+            if matches!(Status::from_word(cur), Status::Running | Status::Notified) {
+                // Still inside a step on an M that did not stop: it owns the
+                // body (notified too: a wake or an interrupt during the step).
+                return None;
+            }
+            // A CAS, not a store: a dump may scan the G meanwhile
+            // (module docs, "Scanning"). Release as before: late wakers
+            // that load the dead word see the G dead.
+            let dead = word(Status::Idle, (cur >> STATUS_BITS) + 1);
+            match self.state.compare_exchange(cur, dead, AcqRel, Acquire) {
+                Ok(_) => break,
+                Err(_) => cur = self.wait_unscanned(),
+            }
         }
-        self.state
-            .store(word(Status::Idle, (cur >> STATUS_BITS) + 1), Release);
         // SAFETY: the caller has stopped every M that could own this G, and the
         // state is no longer one a waker can move to RUNNABLE, so nobody else
         // can reach the body.

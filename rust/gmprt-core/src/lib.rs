@@ -64,6 +64,8 @@ pub mod trace;
 
 pub use api::{Body, Config, Cx, GRef, Hooks, NoHooks, Stats, Step, Stopped, Waker};
 pub use chan::{Case, Chan, RecvPark, SelectPark, Selected, SendPark};
-pub use g::{GPtr, Status, Wake};
+pub use g::{GPtr, Status, WaitReason, Wake};
+pub use sched::schedtrace::TraceDelta;
+pub use sched::traceback::{GCounts, GState, GView};
 pub use sched::Sched;
 pub use sudog::{Done, Notify, Op};

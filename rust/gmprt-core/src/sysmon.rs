@@ -54,12 +54,21 @@
 //! at 1 ms (50 µs for a step that may block), so the retake comes about
 //! 10 ms after the step started rather than up to 20.
 //!
+//! # Schedtrace
+//!
+//! With `Config::schedtrace` set, sysmon prints Go's schedtrace line
+//! (`sched/schedtrace.rs`) to fd 2 every interval, and never sleeps past
+//! the next one (Go stops deep-sleeping while schedtrace is on). The line
+//! is made from counters and state words alone, so sysmon still never
+//! touches Python.
+//!
 //! [`Hooks`]: crate::Hooks
 
 use std::time::{Duration, Instant};
 
 use crate::loom::sync::atomic::Ordering::*;
 use crate::loom::sync::Arc;
+use crate::sched::schedtrace::{write_stderr, TraceDelta};
 use crate::sched::{MSlot, Sched};
 
 /// Go's `forcePreemptNS`: a step longer than this, with work waiting, loses
@@ -190,6 +199,10 @@ impl Sched {
         let mut stranded_since = None;
         let mut delay = MIN_DELAY;
         let mut idle_looks = 0u32;
+        // Go's schedtrace: the next line's time, and what the last saw.
+        let mut trace = self
+            .schedtrace
+            .map(|every| (Instant::now() + every, every, TraceDelta::default()));
         while self.sysmon_sleep(delay) {
             self.poll_if_stale();
             let now = Instant::now();
@@ -206,6 +219,19 @@ impl Sched {
                 }
             }
             delay = delay.min(next_look);
+            if let Some((next, every, prev)) = &mut trace {
+                let now = Instant::now();
+                if now >= *next {
+                    write_stderr(&self.schedtrace(self.uptime(), prev, self.scheddetail));
+                    *next += *every;
+                    if *next <= now {
+                        // Fell behind (a long line): skip, do not burst.
+                        *next = now + *every;
+                    }
+                }
+                // Go stops deep-sleeping while schedtrace is on.
+                delay = delay.min(next.saturating_duration_since(now).max(MIN_DELAY));
+            }
         }
     }
 

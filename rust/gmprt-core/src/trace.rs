@@ -48,6 +48,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::g::WaitReason;
+
 /// Whether a session is recording. Relaxed at the emit sites (module docs,
 /// "Sessions"); stored Release by `start` after the session is set up.
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -400,23 +402,23 @@ impl Snapshot {
 }
 
 /// Splits a [`Kind::Step`] event's `c` (see there).
-pub fn step_parts(c: u32) -> (u32, StepEnd, u8) {
+pub fn step_parts(c: u32) -> (u32, StepEnd, WaitReason) {
     let end = match (c >> 16) & 0xff {
         0 => StepEnd::Yield,
         1 => StepEnd::Park,
         _ => StepEnd::Done,
     };
-    (c & 0xffff, end, (c >> 24) as u8)
+    (c & 0xffff, end, WaitReason::from_u8((c >> 24) as u8))
 }
 
 /// Packs a [`Kind::Step`] event's `c`.
-pub fn step_c(p: usize, end: StepEnd, reason: u8) -> u32 {
-    (p.min(0xffff) as u32) | (u32::from(end as u8) << 16) | (u32::from(reason) << 24)
+pub fn step_c(p: usize, end: StepEnd, reason: WaitReason) -> u32 {
+    (p.min(0xffff) as u32) | (u32::from(end as u8) << 16) | (u32::from(reason as u8) << 24)
 }
 
 /// Writes `snap` as Chrome trace-event JSON (the "JSON Object Format":
-/// `{"traceEvents": [...]}`), timestamps in microseconds. `reason` names a
-/// step's wait reason byte (the embedder's or the core's names).
+/// `{"traceEvents": [...]}`), timestamps in microseconds; a park's reason
+/// in Go's words ([`WaitReason::as_str`]).
 ///
 /// - a thread-name metadata event per track;
 /// - a complete event (`"ph":"X"`) per step, named by its G, with the P,
@@ -424,11 +426,7 @@ pub fn step_c(p: usize, end: StepEnd, reason: u8) -> u32 {
 /// - an instant event per ready, spawn, steal, handoff and poll;
 /// - a flow (`"ph":"s"` at the readying event, `"ph":"f"` bound to the
 ///   readied G's next step) from each ready to the step it led to.
-pub fn write_chrome(
-    snap: &Snapshot,
-    reason: &dyn Fn(u8) -> &'static str,
-    out: &mut dyn Write,
-) -> io::Result<()> {
+pub fn write_chrome(snap: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
     // Each G's steps, in time order, to join a ready to the step after it.
     let mut steps: HashMap<u64, Vec<(u64, u32)>> = HashMap::new();
     for t in &snap.tracks {
@@ -472,7 +470,7 @@ pub fn write_chrome(
                     let (p, end, why) = step_parts(e.c);
                     let ended = match end {
                         StepEnd::Yield => "yield".to_string(),
-                        StepEnd::Park => format!("park: {}", reason(why)),
+                        StepEnd::Park => format!("park: {}", why.as_str()),
                         StepEnd::Done => "done".to_string(),
                     };
                     write!(
@@ -576,7 +574,12 @@ mod tests {
         assert_eq!(start(Mode::default()), Err(AlreadyTracing));
         let t0 = span_start();
         emit(Kind::Spawn, 7, 1, 0);
-        emit_since(Kind::Step, t0, 7, step_c(0, StepEnd::Park, 3));
+        emit_since(
+            Kind::Step,
+            t0,
+            7,
+            step_c(0, StepEnd::Park, WaitReason::Select),
+        );
         std::thread::Builder::new()
             .name("other".into())
             .spawn(|| emit(Kind::Ready, 7, 0, 0))
@@ -598,7 +601,7 @@ mod tests {
         assert_eq!(all.len(), 3, "{snap:?}");
         assert!(snap.tracks.iter().any(|t| t.name == "other"));
         let step = all.iter().find(|e| e.kind == Kind::Step).unwrap();
-        assert_eq!(step_parts(step.c), (0, StepEnd::Park, 3));
+        assert_eq!(step_parts(step.c), (0, StepEnd::Park, WaitReason::Select));
         assert_eq!(snap.g_name(7), "G 7 handle");
         // A new session starts empty: this thread's buffer is a new one.
         start(Mode::default()).unwrap();
@@ -654,7 +657,7 @@ mod tests {
                             kind: Kind::Step,
                             a: 1,
                             b: 900,
-                            c: step_c(0, StepEnd::Park, 1),
+                            c: step_c(0, StepEnd::Park, WaitReason::ChanReceive),
                         },
                     ],
                     dropped: 0,
@@ -667,7 +670,7 @@ mod tests {
                         kind: Kind::Step,
                         a: 2,
                         b: 10,
-                        c: step_c(1, StepEnd::Done, 0),
+                        c: step_c(1, StepEnd::Done, WaitReason::Other),
                     }],
                     dropped: 0,
                 },
@@ -676,12 +679,7 @@ mod tests {
             window: None,
         };
         let mut out = Vec::new();
-        write_chrome(
-            &snap,
-            &|r| if r == 1 { "chan receive" } else { "waiting" },
-            &mut out,
-        )
-        .unwrap();
+        write_chrome(&snap, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains(r#""ph":"s","pid":1,"tid":1,"ts":1.000,"id":1"#),

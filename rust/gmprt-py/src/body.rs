@@ -66,6 +66,83 @@ pub(crate) struct PyBody {
     /// Whether the task's deadline timer may be armed (`Task::
     /// deadline_timer`; its lock is skipped when not).
     timer_armed: bool,
+    /// Where `go()` was called, for dumps ("created by ...").
+    origin: Origin,
+}
+
+/// Where a G was created: the G that called `go()` and the code and
+/// instruction it was at, captured at `go()` for dumps (`traceback`).
+/// Sixteen bytes per G: a strong reference to the caller's code object
+/// (one increment; code objects are shared by every call of a function)
+/// and one word packing the creator's id with the instruction offset,
+/// turned into a line number only when a dump prints it.
+pub(crate) struct Origin {
+    code: Option<Py<PyAny>>,
+    /// `creator << LASTI_BITS | lasti`; creator 0 is a thread that is not
+    /// a G; lasti `LASTI_NONE` is unknown.
+    packed: u64,
+}
+
+const LASTI_BITS: u32 = 24;
+const LASTI_NONE: u64 = (1 << LASTI_BITS) - 1;
+
+impl Origin {
+    /// The calling frame, at `go()`: `PyEval_GetFrame` (borrowed; it is
+    /// the caller's, so it outlives this call), its code (a new
+    /// reference) and its last instruction. No line-table walk here.
+    fn here(py: Python<'_>) -> Origin {
+        let creator = crate::token::current_g().unwrap_or(0);
+        // SAFETY: attached; the frame is borrowed and only read here.
+        let frame = unsafe { ffi::PyEval_GetFrame() };
+        let (code, lasti) = if frame.is_null() {
+            (None, LASTI_NONE)
+        } else {
+            // SAFETY: `frame` is a live frame (above); GetCode returns a
+            // new strong reference, never NULL, and GetLasti only reads.
+            unsafe {
+                let code = Bound::from_owned_ptr(py, ffi::PyFrame_GetCode(frame).cast());
+                let lasti = ffi::PyFrame_GetLasti(frame);
+                let lasti = u64::try_from(lasti)
+                    .ok()
+                    .filter(|&l| l < LASTI_NONE)
+                    .unwrap_or(LASTI_NONE);
+                (Some(code.unbind()), lasti)
+            }
+        };
+        Origin {
+            code,
+            packed: (creator << LASTI_BITS) | lasti,
+        }
+    }
+
+    /// The creator G's id (None: created from a thread that is not a G),
+    /// the code object, and the line (`PyCode_Addr2Line`).
+    pub(crate) fn get(&self, py: Python<'_>) -> (Option<u64>, Option<Py<PyAny>>, Option<i32>) {
+        let creator = Some(self.packed >> LASTI_BITS).filter(|&c| c != 0);
+        let lasti = self.packed & LASTI_NONE;
+        let line = match &self.code {
+            // SAFETY: attached; the code object is alive (we hold it) and
+            // Addr2Line only reads its line table.
+            Some(code) if lasti != LASTI_NONE => Some(unsafe {
+                ffi::PyCode_Addr2Line(code.as_ptr().cast(), lasti as std::os::raw::c_int)
+            }),
+            _ => None,
+        };
+        (creator, self.code.as_ref().map(|c| c.clone_ref(py)), line)
+    }
+}
+
+/// What a dump keeps of a body it held still (`traceback`): references
+/// only, taken with the G held, looked at after it is let go.
+pub(crate) struct Snap {
+    pub(crate) handle: Py<GHandle>,
+    /// The coroutine, once the G's first step made one.
+    pub(crate) coro: Option<Py<PyAny>>,
+    /// The token it is parked on.
+    pub(crate) token: Option<Py<Token>>,
+    pub(crate) creator: Option<u64>,
+    pub(crate) origin_code: Option<Py<PyAny>>,
+    pub(crate) origin_line: Option<i32>,
 }
 
 /// What one `send`/`throw` into a coroutine gave.
@@ -107,7 +184,26 @@ impl PyBody {
             started: false,
             on_done: how.on_done,
             timer_armed: false,
+            origin: Origin::here(py),
         })
+    }
+
+    /// A dump's look at this body, held still by the core's scan
+    /// (`Sched::for_each_g`): reference increments and a line-table read,
+    /// nothing that runs Python code or could wait.
+    pub(crate) fn snapshot(&self, py: Python<'_>) -> Snap {
+        let (creator, origin_code, origin_line) = self.origin.get(py);
+        Snap {
+            handle: self.handle.clone_ref(py),
+            coro: match &self.code {
+                Some(Code::Coro(c)) => Some(c.clone_ref(py)),
+                _ => None,
+            },
+            token: self.parked_on.as_ref().map(|t| t.clone_ref(py)),
+            creator,
+            origin_code,
+            origin_line,
+        }
     }
 
     /// Runs the G until it parks, yields or finishes. Attached, in the G's
@@ -211,6 +307,7 @@ impl PyBody {
                                 }
                                 if w.park(py, cx.waker()) {
                                     self.parked_on = Some(tok.clone().unbind());
+                                    cx.set_wait_reason(w.reason());
                                     return Step::Park;
                                 }
                                 self.disarm();
@@ -488,6 +585,10 @@ impl Body for PyBody {
     /// A G not yet called may be a plain function that blocks in C.
     fn may_block(&self) -> bool {
         matches!(self.code, Some(Code::Call { .. }))
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn describe(&self) -> String {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use gmprt_core::chan::{
     select_done, select_or_park, select_try, AlreadyClosed, TryRecvError, TrySendError,
 };
+use gmprt_core::WaitReason;
 use gmprt_core::{Case, Chan, Done, Notify, Op, RecvPark, SelectPark, Selected, SendPark};
 use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -296,6 +297,14 @@ impl Blocking for SendOp {
     fn describe(&self) -> String {
         "chan send".into()
     }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::ChanSend
+    }
+
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        Some(vec![self.ch.clone_ref(py).into_any()])
+    }
 }
 
 /// `await ch.recv()` / `ch.recv_blocking()` / `async for`.
@@ -344,6 +353,14 @@ impl Blocking for RecvOp {
 
     fn describe(&self) -> String {
         "chan receive".into()
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::ChanReceive
+    }
+
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        Some(vec![self.ch.clone_ref(py).into_any()])
     }
 }
 
@@ -550,6 +567,26 @@ impl Blocking for SelectOp {
         } else {
             "select".into()
         }
+    }
+
+    fn reason(&self) -> WaitReason {
+        if self.cases.is_empty() {
+            WaitReason::SelectNoCases
+        } else {
+            WaitReason::Select
+        }
+    }
+
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        if self.default {
+            return None;
+        }
+        Some(
+            self.cases
+                .iter()
+                .map(|c| c.ch.clone_ref(py).into_any())
+                .collect(),
+        )
     }
 
     fn timeout(&self) -> Option<Duration> {

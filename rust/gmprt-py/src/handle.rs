@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::thread::Thread;
 use std::time::Instant;
 
+use gmprt_core::WaitReason;
 use gmprt_core::Waker;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -330,6 +331,12 @@ impl GHandle {
         matches!(lock(&self.state).outcome, Some(Outcome::Cancelled(_)))
     }
 
+    /// The G's function, by its ``__qualname__`` (what dumps print).
+    #[getter(name)]
+    fn py_name(&self, py: Python<'_>) -> String {
+        self.name(py)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         let state = if self.is_done(py) { "done" } else { "running" };
         format!("<gmprt.G {} {} {}>", self.id(), self.name(py), state)
@@ -389,6 +396,10 @@ impl Wait for Join {
 
     fn describe(&self) -> String {
         format!("join G {}", self.g.get().id())
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::Join
     }
 
     fn cancel(&self, _py: Python<'_>) -> bool {

@@ -19,8 +19,9 @@
 //! 5. `parked` (await or block on one core operation), and on it `chan`
 //!    (`gmprt.Chan`, `select`) and `sync` (WaitGroup, Mutex, Semaphore);
 //!    `net` (`gmprt.net` and the fd waits, over gmprt-core's `net`);
-//! 6. `hooks` (the M hooks), `trace` (the tracer's switch and output)
-//!    and `runtime` (`run()`, `go()`, `stats()`);
+//! 6. `hooks` (the M hooks), `traceback` (the goroutine dump's walk),
+//!    `trace` (the tracer's switch and output) and `runtime` (`run()`,
+//!    `go()`, `stats()`);
 //! 7. `lib`, registering everything on the module.
 //!
 //! Built without PyO3's reference pool (`.cargo/config.toml`): a `Py` is
@@ -45,6 +46,7 @@ mod sync;
 mod time;
 mod token;
 mod trace;
+mod traceback;
 
 use pyo3::prelude::*;
 
@@ -69,6 +71,9 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(trace::_trace_stop, m)?)?;
     m.add_function(wrap_pyfunction!(trace::_trace_snapshot, m)?)?;
     m.add_function(wrap_pyfunction!(trace::_trace_enabled, m)?)?;
+    m.add_function(wrap_pyfunction!(traceback::_goroutines, m)?)?;
+    m.add_function(wrap_pyfunction!(traceback::_set_traceback, m)?)?;
+    m.add_function(wrap_pyfunction!(traceback::_schedtrace, m)?)?;
     m.add_function(wrap_pyfunction!(time::sleep, m)?)?;
     net::register(m)?;
     m.add_class::<handle::GHandle>()?;

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU8, Ordering::*};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use gmprt_core::WaitReason;
 use gmprt_core::{Done, Notify, Op, Waker};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -65,6 +66,18 @@ pub(crate) trait Blocking: Send + Sync + 'static {
 
     /// What a G parked here waits on, Go-style ("chan receive").
     fn describe(&self) -> String;
+
+    /// The core's kind of this wait ([`Wait::reason`]).
+    fn reason(&self) -> WaitReason {
+        WaitReason::Other
+    }
+
+    /// The channels this operation waits on ([`Wait::chans`], without the
+    /// timeout check, which `Await` makes).
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        let _ = py;
+        None
+    }
 
     /// The timeout of an `await`: the queued operation expires after it.
     fn timeout(&self) -> Option<Duration> {
@@ -272,6 +285,17 @@ impl<B: Blocking> Wait for Await<B> {
 
     fn describe(&self) -> String {
         self.b.describe()
+    }
+
+    fn reason(&self) -> WaitReason {
+        self.b.reason()
+    }
+
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        if self.timeout.is_some() || self.b.timeout().is_some() {
+            return None;
+        }
+        self.b.chans(py)
     }
 
     fn cancel(&self, py: Python<'_>) -> bool {

@@ -51,6 +51,7 @@ use crate::handle::GHandle;
 use crate::hooks::PyHooks;
 use crate::lock::lock;
 use crate::rt::{self, sched, RunState};
+use crate::traceback;
 
 /// The most Ps `run()` accepts: Go's old `_MaxGomaxprocs`. Each P is
 /// allocated up front, so an absurd `procs` would abort on allocation.
@@ -271,20 +272,30 @@ pub(crate) fn _go_linked(
 ///         CPython (only one thread runs Python at a time, so more Ps only
 ///         add GIL handoffs; other Ms still take over from a G blocked in
 ///         C), the number of CPUs on free-threaded builds.
+///     schedtrace: print Go's schedtrace line to stderr every this many
+///         milliseconds (``SCHED 1004ms: gomaxprocs=1 idleprocs=0
+///         threads=3 ...``, then gmprt's fields: Gs by state and wait
+///         reason, netpoll waiters, timers, handoffs and steals since the
+///         last line). Default: the ``GMPRT_SCHEDTRACE`` environment
+///         variable (milliseconds; an invalid value warns once and is
+///         ignored); 0 is off. ``GMPRT_SCHEDDETAIL=1`` adds a line per P,
+///         M and G, as Go's ``scheddetail`` does. Printed by the runtime's
+///         monitor thread, which never touches Python.
 ///
 /// Raises:
 ///     RuntimeError: a runtime is already running, or the thread cap was hit.
 ///     Deadlock: every G is asleep and nothing can wake one.
-///     ValueError: ``procs`` outside 1 to 1024, or ``max_threads`` outside
-///         1 to 1,000,000.
+///     ValueError: ``procs`` outside 1 to 1024, ``max_threads`` outside
+///         1 to 1,000,000, or ``schedtrace`` outside 0 to 3,600,000.
 #[pyfunction]
-#[pyo3(signature = (main, /, *args, procs=None, max_threads=None))]
+#[pyo3(signature = (main, /, *args, procs=None, max_threads=None, schedtrace=None))]
 pub(crate) fn run(
     py: Python<'_>,
     main: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
     procs: Option<Bound<'_, PyAny>>,
     max_threads: Option<Bound<'_, PyAny>>,
+    schedtrace: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     let procs = match procs {
         None => default_procs(py),
@@ -294,6 +305,7 @@ pub(crate) fn run(
         None => DEFAULT_MAX_THREADS,
         Some(n) => int_arg(&n, "max_threads", 1, MAX_THREADS)? as usize,
     };
+    let (schedtrace, scheddetail) = schedtrace_config(py, schedtrace)?;
     check_spawnable(&main, "gmprt.run()")?;
     // go() finds the same misuse when it calls the function (body.rs,
     // `misuse`), off the spawn path; run() says so before starting anything.
@@ -310,9 +322,12 @@ pub(crate) fn run(
         procs,
         max_threads,
         idle_keepalive: idle_keepalive()?,
+        schedtrace,
+        scheddetail,
     };
     let rs = rt::install(config, |ev| Box::new(PyHooks::new(ev)))?;
     let signals = WakeupFd::install(py, rs.ev.wake_w.as_raw_fd());
+    let sigquit = traceback::SigQuit::install(py);
     let interval = SwitchInterval::lower(py);
     let result = run_main(py, &rs, main, args);
     let mut result = result;
@@ -321,6 +336,11 @@ pub(crate) fn run(
             result = Err(Stop::Err(interrupted));
         }
     }
+    // Each G's stack for the deadlock report, while they still sleep.
+    let stacks = match &result {
+        Err(Stop::Deadlock) => traceback::stacks(py),
+        _ => Vec::new(),
+    };
     // Sync Gs asleep in a `_blocking` call: listed for a deadlock report,
     // then woken with Cancelled so that their Ms can be joined.
     let asleep = cancel::blocked_sync_gs();
@@ -334,9 +354,10 @@ pub(crate) fn run(
         }
     }
     drop(interval);
+    drop(sigquit);
     drop(signals);
     let result = match result {
-        Err(Stop::Deadlock) => Err(Deadlock::new_err(deadlock_report(&leftovers))),
+        Err(Stop::Deadlock) => Err(Deadlock::new_err(deadlock_report(&leftovers, &stacks))),
         Err(Stop::Err(e)) => Err(e),
         Ok(v) => Ok(v),
     };
@@ -360,6 +381,50 @@ fn idle_keepalive() -> PyResult<Duration> {
                 "{VAR} must be a whole number of milliseconds (0 or more), got {v:?}"
             ))
         })
+}
+
+/// The most `schedtrace` may be, in ms: an hour.
+const MAX_SCHEDTRACE_MS: i64 = 3_600_000;
+
+/// Set once `GMPRT_SCHEDTRACE` was found invalid and said so.
+static SCHEDTRACE_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `run(schedtrace=)`, else `GMPRT_SCHEDTRACE` (ms; invalid: a
+/// `RuntimeWarning`, once per process, and off), and `GMPRT_SCHEDDETAIL=1`.
+fn schedtrace_config(
+    py: Python<'_>,
+    arg: Option<Bound<'_, PyAny>>,
+) -> PyResult<(Option<Duration>, bool)> {
+    let ms = match arg {
+        Some(n) => Some(int_arg(&n, "schedtrace", 0, MAX_SCHEDTRACE_MS)? as u64),
+        None => match std::env::var_os("GMPRT_SCHEDTRACE") {
+            None => None,
+            Some(v) => {
+                let parsed = v
+                    .to_str()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .filter(|&ms| ms <= MAX_SCHEDTRACE_MS as u64);
+                // Relaxed: a once-flag that guards no other data.
+                if parsed.is_none() && !SCHEDTRACE_WARNED.swap(true, Relaxed) {
+                    let msg = std::ffi::CString::new(format!(
+                        "GMPRT_SCHEDTRACE must be a whole number of milliseconds \
+                         (0 to {MAX_SCHEDTRACE_MS}), got {v:?}: ignored"
+                    ))
+                    .unwrap_or_default();
+                    PyErr::warn(
+                        py,
+                        &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+                        &msg,
+                        1,
+                    )?;
+                }
+                parsed
+            }
+        },
+    };
+    let every = ms.filter(|&ms| ms > 0).map(Duration::from_millis);
+    let detail = std::env::var("GMPRT_SCHEDDETAIL").is_ok_and(|v| v.trim() == "1");
+    Ok((every, every.is_some() && detail))
 }
 
 /// Why `run_main` ended without a result.
@@ -516,11 +581,22 @@ fn report_long_step(
     }
 }
 
-fn deadlock_report(parked: &[String]) -> String {
+/// Go's report: the header, then each G ("G 3 (worker) [chan receive]",
+/// as `shutdown` and `cancel::blocked_sync_gs` word it) with its stack
+/// from the dump taken before the Gs were closed.
+fn deadlock_report(parked: &[String], stacks: &[(u64, String)]) -> String {
     let mut msg = String::from("all goroutines are asleep - deadlock!\n");
     for line in parked {
         msg.push_str("\n  ");
         msg.push_str(line);
+        let id = line
+            .strip_prefix("G ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some((_, stack)) = stacks.iter().find(|(g, _)| Some(*g) == id) {
+            msg.push('\n');
+            msg.push_str(stack);
+        }
     }
     msg
 }

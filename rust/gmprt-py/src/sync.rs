@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use gmprt_core::sync::{Mutex, NegativeCounter, NotLocked, OverRelease, Semaphore, WaitGroup};
+use gmprt_core::WaitReason;
 use gmprt_core::{Done, Notify, Op};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -139,6 +140,10 @@ impl Blocking for WgWait {
 
     fn describe(&self) -> String {
         "WaitGroup.wait".into()
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::WaitGroup
     }
 }
 
@@ -420,6 +425,13 @@ impl Blocking for Acquire {
         match self {
             Acquire::Mutex(_) => "Mutex.lock".into(),
             Acquire::Semaphore(_) => "Semaphore.acquire".into(),
+        }
+    }
+
+    fn reason(&self) -> WaitReason {
+        match self {
+            Acquire::Mutex(_) => WaitReason::Mutex,
+            Acquire::Semaphore(_) => WaitReason::Semaphore,
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use gmprt_core::netpoll::Handle;
 use gmprt_core::timer::TimerKey;
+use gmprt_core::WaitReason;
 use gmprt_core::Waker;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -135,6 +136,10 @@ impl Wait for Sleep {
 
     fn describe(&self) -> String {
         "sleep".into()
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::Sleep
     }
 
     fn cancel(&self, _py: Python<'_>) -> bool {

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use gmprt_core::WaitReason;
 use gmprt_core::Waker;
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::ffi;
@@ -58,6 +59,21 @@ pub(crate) trait Wait: Send + Sync + 'static {
 
     /// Deadline-free description for deadlock reports ("chan receive").
     fn describe(&self) -> String;
+
+    /// The core's kind of this wait, for schedtrace counts and the park
+    /// info of dumps (`gmprt_core::g`, "Park info"). Stored on every park:
+    /// keep it a constant.
+    fn reason(&self) -> WaitReason {
+        WaitReason::Other
+    }
+
+    /// For the leak check (`gmprt.goroutines(leaked=True)`): the channels
+    /// this wait can only be ended through, or None when something else
+    /// ends it too (a timeout, a socket, a timer: never "leaked").
+    fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        let _ = py;
+        None
+    }
 
     /// Driver only: the G was cancelled while this wait was registered (or
     /// just before registering it). Withdraw it; return false if the
@@ -247,6 +263,14 @@ impl Token {
     }
 
     /// What a G parked on this token waits on.
+    /// [`Wait::chans`] of this token's wait.
+    pub(crate) fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
+        match &self.op {
+            Op::Yield => None,
+            Op::Wait(w) => w.chans(py),
+        }
+    }
+
     pub(crate) fn describe(&self) -> String {
         match &self.op {
             Op::Yield => "yield".into(),

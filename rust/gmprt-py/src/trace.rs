@@ -58,14 +58,9 @@ pub(crate) fn _trace_enabled() -> bool {
 
 fn json<'py>(py: Python<'py>, snap: &trace::Snapshot) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::new();
-    py.detach(|| trace::write_chrome(snap, &reason_name, &mut out))
+    py.detach(|| trace::write_chrome(snap, &mut out))
         .map_err(|e| PyRuntimeError::new_err(format!("writing the trace: {e}")))?;
     Ok(PyBytes::new(py, &out))
-}
-
-/// A step's wait-reason byte, as the trace prints it.
-fn reason_name(_reason: u8) -> &'static str {
-    "waiting"
 }
 
 /// Names a new G in the trace: its function, as dumps print it. Called by

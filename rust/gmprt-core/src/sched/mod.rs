@@ -15,6 +15,9 @@
 //! - `gfree.rs`: the G free lists.
 //! - `deadlock.rs`: `checkdead`, and the check for work stranded by a
 //!   failed `newm`.
+//! - `schedtrace.rs`: Go's schedtrace line, which sysmon prints.
+//! - `traceback.rs`: every live G for a goroutine dump (`forEachG`), and
+//!   the counts by state and wait reason that schedtrace prints.
 //!
 //! # Objects
 //!
@@ -135,7 +138,9 @@ mod deadlock;
 mod gfree;
 mod globalq;
 mod idle;
+pub mod schedtrace;
 mod syscall;
+pub mod traceback;
 mod worker;
 
 pub(crate) use syscall::{MSlot, PSlot};
@@ -190,6 +195,11 @@ pub struct Sched {
     max_threads: usize,
     /// `Config::idle_keepalive` ("Retiring idle Ms", `idle.rs`).
     idle_keepalive: Duration,
+    /// When the runtime was made: schedtrace's "SCHED <ms>ms".
+    started: Instant,
+    /// `Config::schedtrace` and `Config::scheddetail`, for sysmon.
+    pub(crate) schedtrace: Option<Duration>,
+    pub(crate) scheddetail: bool,
     /// Every P's shared part. Indexed by `P::id`.
     pub(crate) allp: Box<[PSlot]>,
     lock: Mutex<Locked>,
@@ -276,6 +286,9 @@ impl Sched {
             procs: config.procs,
             max_threads: config.max_threads.max(1),
             idle_keepalive: config.idle_keepalive,
+            started: Instant::now(),
+            schedtrace: config.schedtrace.filter(|d| !d.is_zero()),
+            scheddetail: config.scheddetail,
             allp: allp.into_boxed_slice(),
             lock: Mutex::new(Locked {
                 runq: VecDeque::new(),
@@ -326,6 +339,11 @@ impl Sched {
 
     pub fn procs(&self) -> usize {
         self.procs
+    }
+
+    /// How long ago the runtime was made (schedtrace's uptime).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Any thread: start a G running `body`. From inside a G of this runtime

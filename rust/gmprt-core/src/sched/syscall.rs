@@ -175,6 +175,10 @@ pub(crate) struct MSlot {
     /// them after the odd bump; see "Lending the P", the M's step count).
     pub(crate) g: AtomicU64,
     pub(crate) may_block: AtomicBool,
+    /// Inside `blocking` (Go's `_Gsyscall` for the step's G), for dumps and
+    /// schedtrace. Written by the M only; Relaxed: diagnostics, which may
+    /// read a call that just ended.
+    pub(crate) in_call: AtomicBool,
     /// `pthread_self`, which Python reports as `threading.get_ident()`.
     pub(crate) thread: u64,
     /// The M's thread's CPU clock (None where the platform has none), so
@@ -272,7 +276,11 @@ impl Sched {
                 None
             }
         });
+        // Relaxed: read only by dumps and schedtrace, which may see a call
+        // that just began or ended (`MSlot::in_call`); nothing pairs.
+        self.with_current(|m| m.slot.in_call.store(true, Relaxed));
         let r = f();
+        self.with_current(|m| m.slot.in_call.store(false, Relaxed));
         // Before exitsyscall: a returning M is busy again, so it must not
         // read as asleep while it waits for a P (`dead` would misjudge).
         counter.fetch_sub(1, SeqCst);

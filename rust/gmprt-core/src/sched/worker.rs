@@ -67,7 +67,7 @@ use super::globalq::{GlobalOverflow, LOCAL_SHARE};
 use super::{MSlot, Sched, P};
 use crate::api::{BoxBody, Cx, Hooks, Step, Waker};
 use crate::cpuclock::CpuClock;
-use crate::g::GPtr;
+use crate::g::{GPtr, WaitReason};
 use crate::loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering::*};
 use crate::loom::sync::Arc;
 use crate::loom::{lock, thread};
@@ -139,6 +139,7 @@ impl Sched {
                     steps: AtomicU64::new(0),
                     g: AtomicU64::new(0),
                     may_block: AtomicBool::new(false),
+                    in_call: AtomicBool::new(false),
                     thread: thread_id(),
                     cpu: CpuClock::current(),
                 }),
@@ -424,10 +425,11 @@ impl Sched {
                 sched: self,
                 g,
                 gen,
+                reason: WaitReason::Other,
             };
             // Only a Rust panic may reach this catch; a forced unwind parks
             // the thread at the guard first ("Foreign unwinds").
-            catch_unwind(AssertUnwindSafe(|| {
+            let step = catch_unwind(AssertUnwindSafe(|| {
                 let guard = ParkOnForcedUnwind::arm();
                 let step = body.step(&mut cx);
                 guard.disarm();
@@ -436,17 +438,22 @@ impl Sched {
             .unwrap_or_else(|_| {
                 eprintln!("gmprt: G {} panicked; it is treated as finished", g.id());
                 Step::Done
-            })
+            });
+            if step == Step::Park {
+                // Before `commit_park`, whose Release publishes it.
+                g.set_park_info(cx.reason);
+            }
+            (step, cx.reason)
         };
         // SAFETY: we popped `g` from a run queue and made it RUNNING: this M
         // owns it until it yields, parks or finishes below.
-        let step = unsafe { g.with_body(run) };
+        let (step, reason) = unsafe { g.with_body(run) };
         let end = match step {
             Step::Yield => StepEnd::Yield,
             Step::Park => StepEnd::Park,
             Step::Done => StepEnd::Done,
         };
-        trace::emit_since(Kind::Step, traced, g.id(), trace::step_c(pid, end, 0));
+        trace::emit_since(Kind::Step, traced, g.id(), trace::step_c(pid, end, reason));
         // Fast path: the P is still lent to us (Go's exitsyscallfast).
         // Otherwise sysmon handed it to another M meanwhile; this M finishes
         // the step's bookkeeping without a P and then goes idle.

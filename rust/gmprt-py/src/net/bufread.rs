@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::task::Poll as IoPoll;
 
 use gmprt_core::net::{IoWait, ReadBuf, Until, CHUNK};
+use gmprt_core::WaitReason;
 use gmprt_core::Waker;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -156,6 +157,10 @@ impl Wait for Read {
 
     fn describe(&self) -> String {
         format!("net {}", self.what())
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::IoWait
     }
 
     /// What arrived stays buffered for the next read.

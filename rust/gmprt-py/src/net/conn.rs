@@ -6,6 +6,7 @@ use std::os::fd::RawFd;
 use std::sync::Mutex;
 
 use gmprt_core::net::{self, IoWait, ReadBuf};
+use gmprt_core::WaitReason;
 use gmprt_core::Waker;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -371,7 +372,14 @@ impl Wait for Recv {
     }
 
     fn describe(&self) -> String {
-        "net recv".into()
+        match self.conn.get().conn.peer_addr() {
+            Ok(a) => format!("net recv from {a}"),
+            Err(_) => "net recv".into(),
+        }
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::IoWait
     }
 
     /// Nothing was read yet: the bytes stay in the socket.
@@ -449,6 +457,13 @@ impl Wait for Send {
     }
 
     fn describe(&self) -> String {
-        format!("net {}", self.what())
+        match self.conn.get().conn.peer_addr() {
+            Ok(a) => format!("net {} to {a}", self.what()),
+            Err(_) => format!("net {}", self.what()),
+        }
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::IoWait
     }
 }

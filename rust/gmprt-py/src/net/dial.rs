@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 
 use gmprt_core::net::{self};
+use gmprt_core::WaitReason;
 use gmprt_core::Waker;
 use pyo3::prelude::*;
 
@@ -42,6 +43,10 @@ impl Wait for Dial {
 
     fn describe(&self) -> String {
         format!("net dial {}", self.target)
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::IoWait
     }
 
     fn cancel(&self, _py: Python<'_>) -> bool {

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use gmprt_core::net::{self};
 use gmprt_core::netpoll::Dir;
+use gmprt_core::WaitReason;
 use gmprt_core::Waker;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
@@ -45,6 +46,10 @@ impl Wait for FdWait {
 
     fn describe(&self) -> String {
         format!("{} fd {}", self.what, self.fd)
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::IoWait
     }
 
     fn cancel(&self, _py: Python<'_>) -> bool {

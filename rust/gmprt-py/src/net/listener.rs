@@ -5,6 +5,7 @@ use std::os::fd::RawFd;
 use std::sync::Mutex;
 
 use gmprt_core::net::{self, IoWait};
+use gmprt_core::WaitReason;
 use gmprt_core::Waker;
 use pyo3::prelude::*;
 
@@ -140,6 +141,10 @@ impl Wait for Accept {
 
     fn describe(&self) -> String {
         format!("net accept on {}", self.ln.get().ln.local_addr())
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::IoWait
     }
 
     /// No connection was taken: it stays in the backlog.

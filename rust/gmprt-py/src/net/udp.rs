@@ -8,6 +8,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Mutex;
 
 use gmprt_core::net::{self, IoWait};
+use gmprt_core::WaitReason;
 use gmprt_core::Waker;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -317,6 +318,10 @@ impl Wait for Recv {
         }
     }
 
+    fn reason(&self) -> WaitReason {
+        WaitReason::IoWait
+    }
+
     /// Nothing was read yet: the datagram stays in the socket.
     fn cancel(&self, _py: Python<'_>) -> bool {
         lock(&self.wait).cancel();
@@ -395,6 +400,10 @@ impl Wait for Send {
             Some(to) => format!("net udp sendto {to}"),
             None => "net udp send".into(),
         }
+    }
+
+    fn reason(&self) -> WaitReason {
+        WaitReason::IoWait
     }
 }
 
