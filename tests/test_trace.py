@@ -350,3 +350,29 @@ def test_the_overload_example_draws_its_timeline(tmp_path):
     ends = {e["args"]["end"] for e in _steps(doc)}
     assert "park: Semaphore.acquire" in ends and "park: sleep" in ends
     assert (tmp_path / "overload.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_trace_g_ids_are_the_dumps_g_ids(tmp_path):
+    async def waiter(ch):
+        try:
+            await ch.recv()
+        except gmprt.ChanClosed:
+            pass
+
+    async def main():
+        ch = gmprt.Chan()
+        ws = [gmprt.go(waiter, ch) for _ in range(5)]
+        await gmprt.sleep(0.01)
+        live = {g["id"]: g["name"] for g in gmprt.goroutines()}
+        ch.close()
+        for w in ws:
+            await w
+        return live
+
+    path = tmp_path / "t.json"
+    with gmprt.trace.record(path):
+        live = gmprt.run(main)
+    named = {e["args"]["g"]: e["name"] for e in _steps(gmprt.trace.load(path))}
+    assert set(live) <= set(named)
+    for gid, name in live.items():
+        assert named[gid] == f"G {gid} {name}"
