@@ -54,7 +54,7 @@ def _workload(rounds=200, procs=2):
 
 
 def _steps(doc):
-    return [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    return [e for e in doc["traceEvents"] if e["ph"] == "X" and e.get("cat") == "step"]
 
 
 def test_record_writes_a_timeline_whose_flows_join_real_steps(tmp_path):
@@ -100,6 +100,10 @@ def test_record_writes_a_timeline_whose_flows_join_real_steps(tmp_path):
     }
     assert any(t.startswith("gmprt-m") for t in tracks), tracks
     assert doc["otherData"]["dropped_events"] == 0
+    # P ownership: every step also sits on its P's track, named by its M.
+    owned = [e for e in doc["traceEvents"] if e["ph"] == "X" and e.get("cat") == "p"]
+    assert len(owned) == len(steps)
+    assert {e["tid"] for e in owned} == {e["args"]["p"] for e in steps}
 
 
 def test_spawns_and_handoffs_are_marked(tmp_path):
@@ -160,7 +164,7 @@ def test_the_ring_bounds_memory_and_counts_what_it_dropped(tmp_path):
     doc = gmprt.trace.load(path)
     per_track: dict[int, int] = {}
     for e in doc["traceEvents"]:
-        if e["ph"] in ("X", "i"):
+        if e["ph"] in ("X", "i") and e.get("cat") != "p":
             per_track[e["tid"]] = per_track.get(e["tid"], 0) + 1
     assert per_track and max(per_track.values()) <= 50
     assert doc["otherData"]["dropped_events"] > 0
@@ -329,7 +333,7 @@ def test_the_debug_endpoint_records_a_trace_on_request():
     status, body = ok
     assert status == 200
     doc = json.loads(body)
-    ticks = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["args"]["g"] == tid]
+    ticks = [e for e in _steps(doc) if e["args"]["g"] == tid]
     assert ticks, "the ticker's steps are in the trace"
     assert any(e["args"]["end"] == "park: sleep" for e in ticks)
     assert bad[0] == 400 and too_long[0] == 400

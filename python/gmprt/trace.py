@@ -8,7 +8,8 @@ Perfetto (https://ui.perfetto.dev) and ``chrome://tracing`` open::
 
 The file has a track per thread (each M, sysmon, the thread in ``run()``), a
 slice per G step (the G's id and function, its P, and how the step ended:
-yield, park and why, done), instants for Gs readied, spawned, stolen and
+yield, park and why, done), a track per P showing which thread held it for
+each step (the "gmprt Ps" process), instants for Gs readied, spawned, stolen and
 handed off and for netpoll polls, and a flow arrow from each event that
 readied a G to the step the G then ran. Go's ``runtime/trace``, as JSON.
 
@@ -225,7 +226,7 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
     readies: list[tuple[int, float]] = []
     for e in doc["traceEvents"]:
         ph, args = e.get("ph"), e.get("args") or {}
-        if ph == "X" and "g" in args:
+        if ph == "X" and e.get("cat") == "step":
             steps[args["g"]].append((e["ts"], e.get("dur", 0.0), args.get("end", ""), e["name"]))
         elif ph == "i" and e.get("cat") == "ready":
             readies.append((args["g"], e["ts"]))
@@ -311,9 +312,9 @@ def view(doc: dict[str, Any], out: str | os.PathLike[str], *, title: str | None 
     parks: dict[str, list[tuple[float, int]]] = defaultdict(list)
     for e in doc["traceEvents"]:
         ph, args = e.get("ph"), e.get("args") or {}
-        if ph == "M" and e.get("name") == "thread_name":
+        if ph == "M" and e.get("name") == "thread_name" and e.get("pid") == 1:
             names[e["tid"]] = args.get("name", f"thread {e['tid']}")
-        elif ph == "X" and "g" in args:
+        elif ph == "X" and e.get("cat") == "step":
             bars[e["tid"]].append((e["ts"], e.get("dur", 0.0), args["g"]))
             end = args.get("end", "")
             if end.startswith("park"):

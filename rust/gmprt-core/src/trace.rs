@@ -421,8 +421,10 @@ pub fn step_c(p: usize, end: StepEnd, reason: WaitReason) -> u32 {
 /// in Go's words ([`WaitReason::as_str`]).
 ///
 /// - a thread-name metadata event per track;
-/// - a complete event (`"ph":"X"`) per step, named by its G, with the P,
-///   how it ended and why it waits in `args`;
+/// - a complete event (`"ph":"X"`, `"cat":"step"`) per step, named by its
+///   G, with the P, how it ended and why it waits in `args`;
+/// - P ownership: a second process ("gmprt Ps") with a track per P and a
+///   slice (`"cat":"p"`) per step it ran, named by the thread holding it;
 /// - an instant event per ready, spawn, steal, handoff and poll;
 /// - a flow (`"ph":"s"` at the readying event, `"ph":"f"` bound to the
 ///   readied G's next step) from each ready to the step it led to.
@@ -529,6 +531,40 @@ pub fn write_chrome(snap: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
                 )?,
             }
         }
+    }
+    // P ownership: a second process with a track per P, a slice per step
+    // the P ran, named by the thread that held it (sysmon's handoffs show
+    // as the P's slices moving from one thread to another).
+    let mut ps: Vec<usize> = Vec::new();
+    for t in &snap.tracks {
+        for e in t.events.iter().filter(|e| e.kind == Kind::Step) {
+            let (p, _, _) = step_parts(e.c);
+            let p = p as usize;
+            if !ps.contains(&p) {
+                ps.push(p);
+                sep(out)?;
+                write!(
+                    out,
+                    r#"{{"ph":"M","pid":2,"tid":{p},"name":"thread_name","args":{{"name":"P {p}"}}}}"#
+                )?;
+            }
+            sep(out)?;
+            write!(
+                out,
+                r#"{{"ph":"X","pid":2,"tid":{p},"ts":{:.3},"dur":{:.3},"name":{},"cat":"p","args":{{"held_by":{}}}}}"#,
+                us(e.ts),
+                us(e.b),
+                json_str(&t.name),
+                json_str(&snap.g_name(e.a))
+            )?;
+        }
+    }
+    if !ps.is_empty() {
+        sep(out)?;
+        write!(
+            out,
+            r#"{{"ph":"M","pid":2,"tid":0,"name":"process_name","args":{{"name":"gmprt Ps"}}}}"#
+        )?;
     }
     let dropped: u64 = snap.tracks.iter().map(|t| t.dropped).sum();
     write!(
@@ -691,6 +727,7 @@ mod tests {
         );
         assert!(text.contains(r#""end":"park: chan receive""#));
         assert!(text.contains(r#""name":"G 2 worker""#));
+        assert!(text.contains(r#""pid":2,"tid":1,"name":"thread_name","args":{"name":"P 1"}"#));
         assert!(text.contains(r#"gmprt-m2 \"x\""#));
     }
 }
