@@ -181,7 +181,16 @@ impl<W: Ready> Registration<W> {
             },
         };
         ws.next_id += 1;
-        ws.list(dir).push(Waiter {
+        let list = ws.list(dir);
+        // Almost every fd has at most one waiter per direction (its G). A
+        // first push reserves four, Vec's minimum for small elements: 224
+        // bytes held by every idle connection for good, since `fire`
+        // drains but keeps the buffer. Reserve one; a second waiter grows
+        // it as usual.
+        if list.capacity() == 0 {
+            list.reserve_exact(1);
+        }
+        list.push(Waiter {
             id: id.id,
             w,
             timer,
