@@ -19,6 +19,7 @@ __all__ = [
     "ClosedType",
     "Conn",
     "Deadlock",
+    "FutureWake",
     "G",
     "Listener",
     "Mutex",
@@ -47,8 +48,12 @@ __all__ = [
     "timeout",
     "wait_readable",
     "wait_writable",
+    "_current_g",
+    "_future_wait",
     "_go_linked",
     "_group_scope",
+    "_in_runtime",
+    "_set_aio_hooks",
 ]
 
 _T = TypeVar("_T")
@@ -368,3 +373,17 @@ class Semaphore:
     def __aexit__(self, *exc: object) -> Awaitable[None]: ...
     def __enter__(self) -> None: ...
     def __exit__(self, *exc: object) -> None: ...
+
+# The bridge to gmprt.aio (rust/gmprt-py/src/aio.rs); private.
+@final
+class FutureWake:
+    """The done callback of an asyncio future a G awaits: wakes the G."""
+
+    def __call__(self, *_args: object) -> None: ...
+
+def _set_aio_hooks(bridge: Callable[[Any], Any], await_g: Callable[[Any], Any]) -> None: ...
+def _current_g() -> int | None: ...
+def _in_runtime() -> bool: ...
+def _future_wait(
+    on_cancel: Callable[[], object], what: str
+) -> tuple[Awaitable[None], FutureWake]: ...

@@ -14,6 +14,8 @@
 //!    keeping threads out of a finalizing interpreter (`gmprt.Shutdown`,
 //!    the atexit hook, the guarded calls a G step makes into Python);
 //! 3. `token`: the awaitable protocol (Go's gopark discipline);
+//!    on it, `aio`: the bridge to `gmprt.aio`'s asyncio loop (asyncio
+//!    futures awaited in Gs, `await g` in asyncio code);
 //! 4. `time` (`sleep` and deadlines), `handle` (`gmprt.G`), `body` (a
 //!    Python G's body: steps a coroutine or calls a function);
 //! 5. `parked` (await or block on one core operation), and on it `chan`
@@ -22,6 +24,7 @@
 //! 6. `hooks` (the M hooks) and `runtime` (`run()`, `go()`, `stats()`);
 //! 7. `lib`, registering everything on the module.
 
+mod aio;
 mod body;
 mod cancel;
 mod chan;
@@ -77,6 +80,11 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::PyWaitGroup>()?;
     m.add_class::<sync::PyMutex>()?;
     m.add_class::<sync::PySemaphore>()?;
+    m.add_function(wrap_pyfunction!(aio::_set_aio_hooks, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::_current_g, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::_in_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::_future_wait, m)?)?;
+    m.add_class::<aio::FutureWake>()?;
     // After a fork, the child starts afresh (runtime::after_fork_child).
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item(
