@@ -63,7 +63,7 @@ from selectors import EVENT_READ, EVENT_WRITE, SelectorKey
 from typing import Any, TypeVar
 
 from . import _gmprt
-from ._gmprt import Chan, G, go, select, wait_readable, wait_writable
+from ._gmprt import Chan, G, go, select, sleep, wait_readable, wait_writable
 
 __all__ = [
     "EventLoopPolicy",
@@ -196,9 +196,12 @@ class _NetpollSelector:
         if timeout is None or timeout > _MAX_WAIT:
             timeout = _MAX_WAIT
         if timeout <= 0:
-            # Not a park, but an await: past its budget of ready awaits the
-            # G yields, so a busy loop lets watchers and other Gs run.
-            await select(self.wake.recv_case(), default=True)
+            # A turn for the Gs already runnable, watchers first: they hold
+            # readiness that epoll would have reported in this same
+            # iteration, and a loop busy with its own callbacks must not
+            # starve them (runnext hands the woken loop G the P before the
+            # watchers the same netpoll woke).
+            await sleep(0)
         else:
             await select(self.wake.recv_case(), timeout=timeout)
 
