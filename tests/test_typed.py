@@ -13,3 +13,7 @@ import user_program  # noqa: E402
 
 def test_typed_example_program_runs():
     assert user_program.run_both() == ((0, 30, ["item 0", "item 1", "item 2"]), "sync")
+
+
+def test_typed_asyncio_program_runs():
+    assert user_program.run_aio() == (6, "from asyncio", 7)
