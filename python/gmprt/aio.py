@@ -11,13 +11,13 @@ or ``asyncio.Runner(loop_factory=gmprt.aio.new_event_loop)``, or
 How it works. Every callback and task step of a loop runs in one G, the
 *loop G*, one at a time and in order, so asyncio's single-threaded rules
 hold. ``call_soon`` appends to the loop's ready queue, which the loop G
-drains; the loop G parks on a gmprt channel (``select`` with a timeout)
-until the earliest ``call_later`` timer is due (a gmprt timer) or something
-wakes it: ``call_soon_threadsafe`` from another thread or G pushes and
-sends on that channel. File descriptors watched with ``add_reader`` /
-``add_writer`` are waited on by small watcher Gs parked in
-``gmprt.wait_readable`` / ``wait_writable`` (gmprt's netpoller), which post
-readiness back to the loop G. There is no Python ``selectors`` object and
+drains; the loop G parks on one wait (``_gmprt.Poller``) until the earliest
+``call_later`` timer is due (a gmprt timer), a watched fd is ready, or
+something wakes it: ``call_soon_threadsafe`` from another thread or G
+pushes, then wakes that wait. File descriptors watched with ``add_reader`` /
+``add_writer`` are waited on by small watcher Gs written in Rust, parked
+in gmprt's netpoller (level-triggered, like ``gmprt.wait_readable``), which
+post readiness back to the loop G. There is no Python ``selectors`` object and
 no thread of the loop's own: asyncio tasks and Gs share one netpoller and
 one set of Ms.
 
@@ -51,7 +51,6 @@ loop G in that runtime and block until it stops.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import functools
 import heapq
@@ -63,7 +62,7 @@ from selectors import EVENT_READ, EVENT_WRITE, SelectorKey
 from typing import Any, TypeVar
 
 from . import _gmprt
-from ._gmprt import Chan, G, go, select, sleep, wait_readable, wait_writable
+from ._gmprt import G, go, sleep
 
 __all__ = [
     "EventLoopPolicy",
@@ -100,39 +99,24 @@ def _fileobj_to_fd(fileobj: Any) -> int:
     return fd
 
 
-class _Watcher:
-    """One direction of one fd: a G parked on the netpoller for it."""
-
-    __slots__ = ("fd", "event", "gate", "g")
-
-    def __init__(self, fd: int, event: int) -> None:
-        self.fd = fd
-        self.event = event
-        # The loop sends here once it ran the callbacks of a posted event:
-        # the fd is then waited on again (level-triggered, like select).
-        self.gate: Chan[None] = Chan(1)
-        self.g: G[None] | None = None
-
-
 class _NetpollSelector:
     """The ``selectors.BaseSelector`` interface over gmprt's netpoller.
 
     ``register`` / ``modify`` / ``unregister`` keep asyncio's key map and
-    start or stop one watcher G per (fd, direction) while the loop G runs;
-    ``wait`` (awaited by the loop G) parks until a watcher posts readiness,
-    a thread-safe wake arrives or the timeout passes; ``select`` then hands
-    asyncio's ``_run_once`` what was posted, without blocking.
+    start or stop one watcher G (Rust, no Python) per (fd, direction) while
+    the loop G runs; ``wait`` (awaited by the loop G) parks until a watcher
+    posts readiness, a thread-safe wake arrives or the timeout passes;
+    ``select`` then hands asyncio's ``_run_once`` what was posted, without
+    blocking, and ``rearm`` lets those watchers wait again once the
+    callbacks ran (level-triggered, like ``select``).
     """
 
     def __init__(self) -> None:
         self._keys: dict[int, SelectorKey] = {}
-        self._watchers: dict[tuple[int, int], _Watcher] = {}
-        # Watchers whose fd is ready, appended by watcher Gs on any M.
-        self._posted: collections.deque[_Watcher] = collections.deque()
-        # Those handed to the loop and waiting for their gate.
-        self._fired: list[_Watcher] = []
-        # A wake of the loop G: one pending wake is enough.
-        self.wake: Chan[None] = Chan(1)
+        # The watcher Gs and the loop G's wait, in Rust (aio_poll.rs).
+        self._poller = _gmprt.Poller()
+        # What the last wait returned: (fd, event) pairs.
+        self._pending: list[tuple[int, int]] = []
         self._live = False
 
     # -- the selectors.BaseSelector interface asyncio uses -------------------
@@ -174,14 +158,16 @@ class _NetpollSelector:
     def select(self, timeout: float | None = None) -> list[tuple[SelectorKey, int]]:
         # Never blocks: the loop G already waited (`wait`).
         ready: dict[int, int] = {}
-        posted = self._posted
-        while posted:
-            w = posted.popleft()
-            if self._watchers.get((w.fd, w.event)) is not w:
-                continue  # unregistered meanwhile: a stale post
-            self._fired.append(w)
-            ready[w.fd] = ready.get(w.fd, 0) | w.event
-        return [(self._keys[fd], mask) for fd, mask in ready.items()]
+        for fd, ev in self._pending:
+            ready[fd] = ready.get(fd, 0) | ev
+        self._pending = []
+        keys = self._keys
+        out = []
+        for fd, mask in ready.items():
+            key = keys.get(fd)
+            if key is not None and key.events & mask:
+                out.append((key, key.events & mask))
+        return out
 
     def close(self) -> None:
         self.stop()
@@ -191,42 +177,45 @@ class _NetpollSelector:
 
     async def wait(self, timeout: float | None) -> None:
         """Parks the loop G until there is work, at most ``timeout`` s."""
-        if self._posted:
-            timeout = 0
         if timeout is None or timeout > _MAX_WAIT:
             timeout = _MAX_WAIT
         if timeout <= 0:
-            # A turn for the Gs already runnable, watchers first: they hold
-            # readiness that epoll would have reported in this same
-            # iteration, and a loop busy with its own callbacks must not
-            # starve them (runnext hands the woken loop G the P before the
-            # watchers the same netpoll woke).
+            # Busy: look for I/O now (epoll_wait(0), which asyncio's loop
+            # makes every iteration), then give the Gs already runnable a
+            # turn, watchers first: they hold readiness that epoll would
+            # have reported in this same iteration.
+            self._poller.poll_io()
             await sleep(0)
-        else:
-            await select(self.wake.recv_case(), timeout=timeout)
+            timeout = 0
+        pending = await self._poller.wait(timeout)
+        if pending:
+            # The first watcher to post woke the loop G into its P's
+            # runnext, ahead of the other watchers the same netpoll woke:
+            # give them a turn, so one iteration serves every fd that is
+            # ready, as one epoll_wait would (without it, one per fd).
+            await sleep(0)
+            pending += await self._poller.wait(0)
+        self._pending = pending
+
+    def wake(self) -> None:
+        """Wakes the loop G's wait; any thread, any G."""
+        self._poller.wake()
 
     def start(self) -> None:
         """The loop G starts: a watcher G for each registered direction."""
         self._live = True
         for fd, key in self._keys.items():
-            self._watch(fd, key.events)
+            self._poller.watch(fd, key.events)
 
     def stop(self) -> None:
         """The loop G stops (its runtime may end): no watcher G is left."""
         self._live = False
-        for w in self._watchers.values():
-            if w.g is not None:
-                w.g.cancel()
-        self._watchers.clear()
-        self._posted.clear()
-        self._fired.clear()
+        self._poller.stop()
+        self._pending = []
 
     def rearm(self) -> None:
         """The callbacks of the fds handed out by ``select`` ran."""
-        fired = self._fired
-        for w in fired:
-            w.gate.try_send(None)
-        fired.clear()
+        self._poller.rearm()
 
     def _lookup(self, fileobj: Any) -> int:
         fd = _fileobj_to_fd(fileobj)
@@ -235,37 +224,11 @@ class _NetpollSelector:
         return fd
 
     def _watch(self, fd: int, events: int) -> None:
-        if not self._live:
-            return
-        for ev in (EVENT_READ, EVENT_WRITE):
-            if events & ev and (fd, ev) not in self._watchers:
-                w = _Watcher(fd, ev)
-                self._watchers[(fd, ev)] = w
-                w.g = go(_watch, w, self._posted, self.wake)
+        if self._live:
+            self._poller.watch(fd, events)
 
     def _unwatch(self, fd: int, events: int) -> None:
-        for ev in (EVENT_READ, EVENT_WRITE):
-            if events & ev:
-                w = self._watchers.pop((fd, ev), None)
-                if w is not None and w.g is not None:
-                    w.g.cancel()
-
-
-async def _watch(w: _Watcher, posted: collections.deque[_Watcher], wake: Chan[None]) -> None:
-    """A watcher G: posts each readiness of ``w.fd`` until cancelled."""
-    wait = wait_readable if w.event == EVENT_READ else wait_writable
-    while True:
-        try:
-            await wait(w.fd)
-        except OSError:
-            # Closed under the loop: ready once, as select reports it, so
-            # the callback meets the error; then nothing more to wait on.
-            posted.append(w)
-            wake.try_send(None)
-            return
-        posted.append(w)
-        wake.try_send(None)
-        await w.gate.recv()
+        self._poller.unwatch(fd, events)
 
 
 class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
@@ -295,7 +258,7 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
     def _write_to_self(self) -> None:
         # Any thread, any G, a signal handler: push (done by the caller)
         # plus this wake.
-        self._gm_selector.wake.try_send(None)
+        self._gm_selector.wake()
 
     # -- running ---------------------------------------------------------------
 

@@ -21,10 +21,13 @@
 //! 5. `parked` (await or block on one core operation), and on it `chan`
 //!    (`gmprt.Chan`, `select`) and `sync` (WaitGroup, Mutex, Semaphore);
 //!    `net` (`gmprt.net` and the fd waits, over gmprt-core's `net`);
+//!    `aio_poll` (the readiness of a `gmprt.aio` loop's fds: Rust watcher
+//!    Gs on the netpoller, one wait for the loop G);
 //! 6. `hooks` (the M hooks) and `runtime` (`run()`, `go()`, `stats()`);
 //! 7. `lib`, registering everything on the module.
 
 mod aio;
+mod aio_poll;
 mod body;
 mod cancel;
 mod chan;
@@ -85,6 +88,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(aio::_in_runtime, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_future_wait, m)?)?;
     m.add_class::<aio::FutureWake>()?;
+    m.add_class::<aio_poll::Poller>()?;
     // After a fork, the child starts afresh (runtime::after_fork_child).
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item(
