@@ -34,7 +34,9 @@ Gs and asyncio in one program:
 
 - inside a G, ``await fut`` works for any future or task of the running
   gmprt loop (the G parks until the future is done; cancelling the G
-  cancels the future);
+  cancels the future). A G is not asyncio code: ``asyncio.sleep`` or
+  ``asyncio.wait_for`` need the running loop, which only the loop G has;
+  start such coroutines on the loop with ``spawn`` and await the result;
 - in asyncio code, ``await g`` waits for a G handle (cancelling the task
   that awaits cancels the G); ``await gmprt.aio.to_g(fn, *args)`` runs
   blocking code as a G, so the loop keeps going while it blocks, and
@@ -179,7 +181,8 @@ class _NetpollSelector:
         """Parks the loop G until there is work, at most ``timeout`` s."""
         if timeout is None or timeout > _MAX_WAIT:
             timeout = _MAX_WAIT
-        if timeout <= 0:
+        busy = timeout <= 0
+        if busy:
             # Busy: look for I/O now (epoll_wait(0), which asyncio's loop
             # makes every iteration), then give the Gs already runnable a
             # turn, watchers first: they hold readiness that epoll would
@@ -188,7 +191,7 @@ class _NetpollSelector:
             await sleep(0)
             timeout = 0
         pending = await self._poller.wait(timeout)
-        if pending:
+        if pending and not busy:
             # The first watcher to post woke the loop G into its P's
             # runnext, ahead of the other watchers the same netpoll woke:
             # give them a turn, so one iteration serves every fd that is
