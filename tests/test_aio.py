@@ -6,6 +6,8 @@ fails a test instead of hanging the suite.
 
 import asyncio
 import contextvars
+import os
+import signal
 import socket
 import threading
 import time
@@ -476,6 +478,37 @@ def test_cancelling_to_g_cancels_the_sync_g_at_its_next_gmprt_call():
         return seen
 
     assert arun(main()) == ["cancelled"]
+
+
+def test_add_signal_handler_from_the_main_thread_runs_in_the_loop():
+    loop = gmprt.aio.new_event_loop()
+    try:
+        got = []
+        fut = loop.create_future()
+
+        def on_usr1(tag):
+            got.append((tag, gmprt._gmprt._current_g() is not None))
+            fut.set_result(None)
+
+        loop.add_signal_handler(signal.SIGUSR1, on_usr1, "usr1")
+        loop.call_later(0.02, os.kill, os.getpid(), signal.SIGUSR1)
+        loop.run_until_complete(asyncio.wait_for(fut, T))
+        assert got == [("usr1", True)]
+        assert loop.remove_signal_handler(signal.SIGUSR1)
+        assert not loop.remove_signal_handler(signal.SIGUSR1)
+    finally:
+        loop.close()
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_add_signal_handler_from_a_loop_callback_is_not_implemented():
+    async def main():
+        loop = asyncio.get_running_loop()
+        with pytest.raises(NotImplementedError, match="main thread"):
+            loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        return "ok"
+
+    assert arun(main()) == "ok"
 
 
 # -- bad input ------------------------------------------------------------------

@@ -44,6 +44,10 @@ Gs and asyncio in one program:
 - from a G, ``gmprt.aio.spawn(coro)`` starts ``coro`` as a task on the loop
   and returns a future the G can await.
 
+Signals: ``add_signal_handler`` works from the main thread (asyncio's own
+rule), so before the loop runs; from a loop callback it raises
+``NotImplementedError``.
+
 One loop runs per gmprt runtime. ``run_forever`` / ``run_until_complete``
 called outside a runtime start one (``gmprt.run``) for the duration of the
 call; called from a G (or any thread while a runtime runs) they start the
@@ -54,10 +58,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import functools
 import heapq
+import signal
 import sys
 import threading
+import weakref
 from asyncio import events
 from collections.abc import Callable, Coroutine, Mapping
 from selectors import EVENT_READ, EVENT_WRITE, SelectorKey
@@ -392,15 +399,70 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
     # -- signals ---------------------------------------------------------------
 
     def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
-        """Not supported yet: the loop's callbacks run on gmprt's Ms, not on
-        the main thread, where Python runs signal handlers."""
-        raise NotImplementedError(
-            "gmprt.aio loops do not support add_signal_handler yet; use signal.signal() "
-            "in the main thread with loop.call_soon_threadsafe()"
-        )
+        """Like asyncio's: ``callback(*args)`` runs in the loop G when
+        ``sig`` arrives. Only from the main thread (asyncio's own rule), so
+        before the loop runs when the main thread runs it: its callbacks run
+        on gmprt's Ms. The handler Python runs on the main thread (inside
+        ``gmprt.run()``) hands the signal to the loop thread-safely.
+
+        Raises:
+            NotImplementedError: called from another thread (a loop
+                callback included; a ``RuntimeError``, as asyncio's). Use
+                ``signal.signal()`` in the main thread with
+                ``loop.call_soon_threadsafe()``.
+        """
+        if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        if threading.current_thread() is not threading.main_thread():
+            raise NotImplementedError(
+                "gmprt.aio: add_signal_handler() works only from the main thread, and a "
+                "gmprt loop's callbacks run on gmprt's threads: call it before running the "
+                "loop, or use signal.signal() in the main thread with "
+                "loop.call_soon_threadsafe()"
+            )
+        handle = asyncio.Handle(callback, args, self, None)
+        self._signal_handlers[sig] = handle
+        # No set_wakeup_fd (asyncio's way): gmprt.run() owns it, and runs
+        # Python's handlers on the main thread as signals arrive.
+        loop_ref = weakref.ref(self)
+
+        def on_signal(signum: int, frame: object) -> None:
+            loop = loop_ref()
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(loop._handle_signal, signum)
+
+        try:
+            signal.signal(sig, on_signal)
+            signal.siginterrupt(sig, False)
+        except OSError as exc:
+            del self._signal_handlers[sig]
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig} cannot be caught") from None
+            raise
 
     def remove_signal_handler(self, sig: int) -> bool:
-        return False
+        """Like asyncio's (from the main thread): True if a handler was
+        removed."""
+        self._check_signal(sig)
+        try:
+            del self._signal_handlers[sig]
+        except KeyError:
+            return False
+        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, handler)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig} cannot be caught") from None
+            raise
+        except ValueError:
+            # Not the main thread: asyncio's own loop cannot do this either.
+            raise RuntimeError(
+                "gmprt.aio: remove_signal_handler() works only from the main thread"
+            ) from None
+        return True
 
     def __repr__(self) -> str:
         return (

@@ -11,7 +11,8 @@ loop-generic tests with every loop they make being a ``gmprt.aio`` loop:
   keeps its ``TestLoop``);
 - the mixins of ``test_events`` and ``test_sock_lowlevel`` are subclassed
   with ``create_event_loop`` returning a gmprt loop, and ``test_subprocess``
-  runs its watcher tests that need no signal handler.
+  runs its child-watcher tests (the multi-loop watcher's are skipped by
+  CPython itself).
 
 A test counts for gmprt only if it made a gmprt loop; the others (tests of
 asyncio's fake-clock loop, of policies, of helpers) are reported apart.
@@ -143,7 +144,11 @@ def _suite(module: str) -> list[unittest.TestCase]:
 
         classes = [GmprtSockTests]
     elif module == "test_subprocess":
-        classes = [mod.SubprocessThreadedWatcherTests]
+        classes = [
+            mod.SubprocessThreadedWatcherTests,
+            mod.SubprocessSafeWatcherTests,
+            mod.SubprocessFastWatcherTests,
+        ]
         if hasattr(mod, "SubprocessPidfdWatcherTests"):
             classes.append(mod.SubprocessPidfdWatcherTests)
     elif module == "test_server":
