@@ -233,6 +233,97 @@ def test_getaddrinfo_runs():
     assert infos and infos[0][4] == ("127.0.0.1", 80)
 
 
+def test_a_server_outlives_run_until_complete_and_serves_in_the_next():
+    # Each run_until_complete is a runtime of its own; the watchers of the
+    # listener are made again in the next one.
+    loop = gmprt.aio.new_event_loop()
+
+    async def handle(r, w):
+        w.write(await r.readexactly(4))
+        await w.drain()
+        w.close()
+
+    async def client(port):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"ping")
+        data = await r.readexactly(4)
+        w.close()
+        await w.wait_closed()
+        return data
+
+    try:
+        srv = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+        port = srv.sockets[0].getsockname()[1]
+        for _ in range(3):
+            assert loop.run_until_complete(asyncio.wait_for(client(port), T)) == b"ping"
+        srv.close()
+        loop.run_until_complete(asyncio.wait_for(srv.wait_closed(), T))
+    finally:
+        loop.close()
+
+
+def test_watchers_end_when_their_fds_are_removed():
+    socks = [socket.socketpair() for _ in range(20)]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0.01)
+        base = gmprt.stats()["goroutines"]
+        for a, _ in socks:
+            loop.add_reader(a, lambda: None)
+            loop.add_writer(a, lambda: None)
+            loop.remove_writer(a)
+        await asyncio.sleep(0.01)
+        during = gmprt.stats()["goroutines"]
+        for a, _ in socks:
+            loop.remove_reader(a)
+        for _ in range(400):
+            await asyncio.sleep(0.005)
+            if gmprt.stats()["goroutines"] <= base:
+                break
+        return base, during, gmprt.stats()["goroutines"]
+
+    try:
+        base, during, after = arun(main())
+        assert during >= base + 20
+        assert after <= base
+    finally:
+        for a, b in socks:
+            a.close()
+            b.close()
+
+
+def test_many_fds_ready_at_once_are_all_served():
+    pairs = [socket.socketpair() for _ in range(50)]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = set()
+        done = loop.create_future()
+
+        def on_readable(a, i):
+            a.recv(1)
+            seen.add(i)
+            loop.remove_reader(a)
+            if len(seen) == len(pairs) and not done.done():
+                done.set_result(None)
+
+        for i, (a, _) in enumerate(pairs):
+            loop.add_reader(a, on_readable, a, i)
+        await asyncio.sleep(0.01)
+        for _, b in pairs:
+            b.send(b"x")
+        await done
+        return len(seen)
+
+    try:
+        assert arun(main()) == 50
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 # -- Gs and asyncio together ---------------------------------------------------
 
 
