@@ -39,10 +39,16 @@ the G's park point; ``async with gmprt.Group() as grp:`` ends its Gs
 together; ``with gmprt.timeout(1.0):`` bounds everything inside, including
 the Gs it starts.
 
+asyncio programs run on gmprt with ``import gmprt.aio`` and
+``gmprt.aio.run(main())`` (or ``asyncio.Runner(loop_factory=
+gmprt.aio.new_event_loop)``): asyncio tasks and Gs then share the runtime,
+await each other, and blocking code moves to a G with
+``await gmprt.aio.to_g(fn)``.
+
 See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)``,
 ``help(gmprt.Chan)``, ``help(gmprt.select)``, ``help(gmprt.WaitGroup)``,
-``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)`` and ``help(gmprt.net)``
-(TCP and UDP on the netpoller).
+``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)``, ``help(gmprt.net)``
+(TCP and UDP on the netpoller) and ``help(gmprt.aio)``.
 """
 
 from . import net
