@@ -707,6 +707,18 @@ def test_debug_loop_refuses_call_soon_from_another_g():
     assert gmprt.aio.run(asyncio.wait_for(main(), T), debug=True) == "ok"
 
 
+def test_asyncio_code_awaiting_a_gmprt_wait_gets_a_clear_type_error():
+    async def main():
+        with pytest.raises(TypeError, match="only a G can wait"):
+            await gmprt.sleep(0.01)
+        ch = gmprt.Chan(1)
+        ch.try_send("ready")
+        # A ready gmprt operation needs no wait: fine in asyncio code.
+        return await ch.recv()
+
+    assert arun(main()) == "ready"
+
+
 def test_spawn_without_a_running_loop_raises():
     async def coro():
         pass

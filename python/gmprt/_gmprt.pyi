@@ -55,6 +55,7 @@ __all__ = [
     "_group_scope",
     "_in_runtime",
     "_set_aio_hooks",
+    "_set_aio_loop_g",
 ]
 
 _T = TypeVar("_T")
@@ -384,6 +385,7 @@ class FutureWake:
 
 def _set_aio_hooks(bridge: Callable[[Any], Any], await_g: Callable[[Any], Any]) -> None: ...
 def _current_g() -> int | None: ...
+def _set_aio_loop_g(id: int) -> None: ...
 def _in_runtime() -> bool: ...
 def _future_wait(
     on_cancel: Callable[[], object], what: str

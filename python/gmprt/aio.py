@@ -315,6 +315,7 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
             self._stopping = False
             self._thread_id = None
             self._gm_gid = None
+            _gmprt._set_aio_loop_g(0)
             with _running_lock:
                 _running = None
 
@@ -325,6 +326,9 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         # of callbacks, on this thread.
         self._thread_id = threading.get_ident()
         events._set_running_loop(self)
+        # The loop G now runs asyncio code: a gmprt wait there must raise
+        # (it would reach asyncio's Task), unlike the loop G's own waits.
+        _gmprt._set_aio_loop_g(self._gm_gid or 0)
         sys.set_asyncgen_hooks(
             firstiter=self._asyncgen_firstiter_hook,
             finalizer=self._asyncgen_finalizer_hook,
@@ -339,6 +343,7 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
             self._set_coroutine_origin_tracking(False)
         sys.set_asyncgen_hooks(*old_hooks)
         events._set_running_loop(None)
+        _gmprt._set_aio_loop_g(0)
 
     def _gm_timeout(self) -> float | None:
         """How long the loop G may wait: asyncio's `_run_once` rule."""

@@ -19,6 +19,7 @@
 //! Without the hooks (nobody imported `gmprt.aio`), no gmprt loop can be
 //! running, and the driver's `TypeError` stays.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use gmprt_core::Waker;
@@ -35,6 +36,24 @@ struct Hooks {
 }
 
 static HOOKS: PyOnceLock<Hooks> = PyOnceLock::new();
+
+/// The id of the running `gmprt.aio` loop's G while it runs asyncio code
+/// (callbacks and task steps, not its own waits), or 0. One loop runs per
+/// runtime, and one runtime per process.
+static LOOP_G: AtomicU64 = AtomicU64::new(0);
+
+/// `gmprt.aio`: its loop G starts running callbacks (its id) or stops (0).
+#[pyfunction]
+pub(crate) fn _set_aio_loop_g(id: u64) {
+    LOOP_G.store(id, Relaxed);
+}
+
+/// Whether G `id` is the running `gmprt.aio` loop's G: the code it runs is
+/// asyncio's (callbacks and task steps), whose awaits reach asyncio's Task,
+/// not the driver.
+pub(crate) fn is_loop_g(id: u64) -> bool {
+    LOOP_G.load(Relaxed) == id
+}
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// `gmprt.aio` registers its bridge (see the module docs). Once per process:
