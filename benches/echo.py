@@ -29,7 +29,8 @@ discarded warm-up round.
 
 Contenders: gmprt (examples/echo_server.py, default procs and procs=1),
 asyncio streams and protocol, threading (a thread per connection), uvloop
-streams and protocol when uvloop is installed (benches/servers/
+streams and protocol when uvloop is installed, the same asyncio streams and
+protocol servers on gmprt's asyncio loop (``gmprt.aio-*``; benches/servers/
 echo_servers.py), and ``go`` (benches/servers/echo_server.go, a goroutine
 per connection, GOMAXPROCS at Go's default) when a Go toolchain is on PATH:
 it is built into target/go-echo/. gmprt is skipped, with a note, while
@@ -89,6 +90,8 @@ CONTENDERS = [
     "threading",
     "uvloop-streams",
     "uvloop-protocol",
+    "gmprt.aio-streams",
+    "gmprt.aio-protocol",
     GO,
 ]
 # BENCHMARKS.md: gmprt's server CPU per message against these, in these cases.
@@ -160,7 +163,7 @@ def contenders(names: list[str]) -> list[Contender]:
     uvloop_err = probe("import uvloop") if any(n.startswith("uvloop") for n in names) else None
     out = []
     for name in names:
-        if name.startswith(GMPRT):
+        if name.startswith(GMPRT) and not name.startswith("gmprt.aio"):
             argv = [sys.executable, str(GMPRT_SERVER)]
             if name != GMPRT:
                 argv += ["--procs", name.removeprefix("gmprt-procs")]
@@ -173,6 +176,9 @@ def contenders(names: list[str]) -> list[Contender]:
             argv = [sys.executable, str(SERVERS), name]
             err = uvloop_err if name.startswith("uvloop") else None
             skip = "uvloop not installed" if err else None
+            if name.startswith("gmprt.aio"):
+                err = gmprt_err
+                skip = "gmprt not available" if err else None
         out.append(Contender(name, argv, skip, err))
     return out
 

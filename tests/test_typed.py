@@ -18,3 +18,7 @@ def test_typed_example_program_runs():
 def test_typed_trace_calls_run(tmp_path):
     written, p99 = user_program.traced(str(tmp_path / "t.json"))
     assert written > 0 and p99 >= 0
+
+
+def test_typed_asyncio_program_runs():
+    assert user_program.run_aio() == (6, "from asyncio", 7)

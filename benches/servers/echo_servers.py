@@ -3,7 +3,8 @@
     python benches/servers/echo_servers.py KIND [--host H] [--port P]
 
 KIND is one of asyncio-streams, asyncio-protocol, threading (a thread per
-connection), uvloop-streams, uvloop-protocol. Each prints ``listening on
+connection), uvloop-streams, uvloop-protocol, gmprt.aio-streams,
+gmprt.aio-protocol (the same asyncio code on gmprt's asyncio loop). Each prints ``listening on
 HOST:PORT`` (flushed) once it accepts (``--port 0`` picks a free port),
 serves until SIGINT or SIGTERM, and exits 0. gmprt's own server is
 examples/echo_server.py. All listen with a backlog of 1,024 and use
@@ -22,7 +23,15 @@ import threading
 import time
 
 BACKLOG = 1024
-KINDS = ["asyncio-streams", "asyncio-protocol", "threading", "uvloop-streams", "uvloop-protocol"]
+KINDS = [
+    "asyncio-streams",
+    "asyncio-protocol",
+    "threading",
+    "uvloop-streams",
+    "uvloop-protocol",
+    "gmprt.aio-streams",
+    "gmprt.aio-protocol",
+]
 
 
 def raise_nofile_limit() -> None:
@@ -67,11 +76,17 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[attr-defined]
 
 
-async def serve_async(style: str, host: str, port: int) -> None:
+# The stop event of a gmprt.aio server, set from the main thread's handler.
+_stop: list[asyncio.Event] = []
+
+
+async def serve_async(style: str, host: str, port: int, loop_signals: bool = True) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    _stop.append(stop)
+    if loop_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     if style == "streams":
         server = await asyncio.start_server(stream_handler, host, port, backlog=BACKLOG)
     else:
@@ -88,6 +103,22 @@ def run_async(kind: str, host: str, port: int) -> None:
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve_async(style, host, port))
+    elif lib == "gmprt.aio":
+        import gmprt.aio
+
+        loop = gmprt.aio.new_event_loop()
+
+        # gmprt.aio has no add_signal_handler yet; the main thread, inside
+        # gmprt.run(), runs Python's signal handlers, and this one hands the
+        # stop to the loop.
+        def on_signal(signum: int, frame: object) -> None:
+            if _stop:
+                loop.call_soon_threadsafe(_stop[0].set)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        with asyncio.Runner(loop_factory=lambda: loop) as runner:
+            runner.run(serve_async(style, host, port, loop_signals=False))
     else:
         asyncio.run(serve_async(style, host, port))
 

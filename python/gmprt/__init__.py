@@ -39,15 +39,22 @@ the G's park point; ``async with gmprt.Group() as grp:`` ends its Gs
 together; ``with gmprt.timeout(1.0):`` bounds everything inside, including
 the Gs it starts.
 
+asyncio programs run on gmprt with ``import gmprt.aio`` and
+``gmprt.aio.run(main())`` (or ``asyncio.Runner(loop_factory=
+gmprt.aio.new_event_loop)``): asyncio tasks and Gs then share the runtime,
+await each other, and blocking code moves to a G with
+``await gmprt.aio.to_g(fn)``.
+
 See ``help(gmprt.run)``, ``help(gmprt.go)``, ``help(gmprt.G)``,
 ``help(gmprt.Chan)``, ``help(gmprt.select)``, ``help(gmprt.WaitGroup)``,
-``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)`` and ``help(gmprt.net)``
-(TCP and UDP on the netpoller). Debugging: ``gmprt.dump()`` prints every G
-with its stack and what it waits on (``gmprt.goroutines()`` as data;
-``leaked=True`` for the Gs parked forever), ``kill -QUIT`` prints it,
-``GMPRT_SCHEDTRACE=<ms>`` prints Go's schedtrace line, ``help(gmprt.trace)``
-records a timeline of every G step, and ``help(gmprt.debug)`` serves the
-dump, the schedtrace line and traces over HTTP.
+``help(gmprt.Mutex)``, ``help(gmprt.Semaphore)``, ``help(gmprt.net)``
+(TCP and UDP on the netpoller) and ``help(gmprt.aio)``. Debugging:
+``gmprt.dump()`` prints every G with its stack and what it waits on
+(``gmprt.goroutines()`` as data; ``leaked=True`` for the Gs parked
+forever), ``kill -QUIT`` prints it, ``GMPRT_SCHEDTRACE=<ms>`` prints Go's
+schedtrace line, ``help(gmprt.trace)`` records a timeline of every G
+step, and ``help(gmprt.debug)`` serves the dump, the schedtrace line and
+traces over HTTP.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -86,17 +93,22 @@ from ._group import Group
 from ._traceback import dump, goroutines
 
 if TYPE_CHECKING:
+    from . import aio as aio
     from . import trace as trace
+
+# Submodules loaded on first use: neither is needed to run Gs (gmprt.aio
+# imports asyncio), and `python -m gmprt.trace` must not find its module
+# imported already.
+_LAZY = ("aio", "trace")
 
 
 def __getattr__(name: str) -> Any:
-    # gmprt.trace loads on first use: it is not needed to run Gs, and
-    # `python -m gmprt.trace` must not find it imported already.
-    if name == "trace":
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module(".trace", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'gmprt' has no attribute {name!r}")
+
 
 __all__ = [
     "CLOSED",
@@ -115,6 +127,7 @@ __all__ = [
     "Shutdown",
     "Timeout",
     "WaitGroup",
+    "aio",
     "deadline",
     "debug",
     "dump",

@@ -19,10 +19,12 @@ __all__ = [
     "ClosedType",
     "Conn",
     "Deadlock",
+    "FutureWake",
     "G",
     "Listener",
     "Mutex",
     "PacketConn",
+    "Poller",
     "RecvCase",
     "Semaphore",
     "SendCase",
@@ -47,6 +49,8 @@ __all__ = [
     "timeout",
     "wait_readable",
     "wait_writable",
+    "_current_g",
+    "_future_wait",
     "_go_linked",
     "_goroutines",
     "_set_traceback",
@@ -56,6 +60,9 @@ __all__ = [
     "_trace_snapshot",
     "_trace_start",
     "_trace_stop",
+    "_in_runtime",
+    "_set_aio_hooks",
+    "_set_aio_loop_g",
 ]
 
 _T = TypeVar("_T")
@@ -400,3 +407,31 @@ class Semaphore:
     def __aexit__(self, *exc: object) -> Awaitable[None]: ...
     def __enter__(self) -> None: ...
     def __exit__(self, *exc: object) -> None: ...
+
+# The bridge to gmprt.aio (rust/gmprt-py/src/aio.rs); private.
+@final
+class FutureWake:
+    """The done callback of an asyncio future a G awaits: wakes the G."""
+
+    def __call__(self, *_args: object) -> None: ...
+
+def _set_aio_hooks(bridge: Callable[[Any], Any], await_g: Callable[[Any], Any]) -> None: ...
+def _current_g() -> int | None: ...
+def _set_aio_loop_g(id: int) -> None: ...
+def _in_runtime() -> bool: ...
+def _future_wait(
+    on_cancel: Callable[[], object], what: str
+) -> tuple[Awaitable[None], FutureWake]: ...
+
+@final
+class Poller:
+    """The readiness of a gmprt.aio loop's fds (private to gmprt.aio)."""
+
+    def __init__(self) -> None: ...
+    def watch(self, fd: int, events: int) -> None: ...
+    def unwatch(self, fd: int, events: int) -> None: ...
+    def stop(self) -> None: ...
+    def rearm(self) -> None: ...
+    def poll_io(self) -> None: ...
+    def wake(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> Awaitable[list[tuple[int, int]]]: ...

@@ -4,10 +4,12 @@ G without a cast or an ignore. Also run as a test (tests/test_typed.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
 import gmprt
+import gmprt.aio
 import gmprt.trace
 
 
@@ -72,5 +74,39 @@ def run_both() -> tuple[tuple[int, int, list[str]], str]:
     return result, text
 
 
+async def in_g(fut: asyncio.Future[str]) -> str:
+    # A G awaits an asyncio future of the running gmprt loop.
+    return await fut
+
+
+async def task_in_loop() -> int:
+    await asyncio.sleep(0)
+    return 7
+
+
+async def g_spawns_task() -> int:
+    return await gmprt.aio.spawn(task_in_loop())
+
+
+async def aio_main() -> tuple[int, str, int]:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str] = loop.create_future()
+    g: gmprt.G[str] = gmprt.go(in_g, fut)
+    fut.set_result("from asyncio")
+    n: int = await gmprt.aio.to_g(sum, [1, 2, 3])
+    text: str = await g
+    spawned: int = await gmprt.go(g_spawns_task)
+    return n, text, spawned
+
+
+def run_aio() -> tuple[int, str, int]:
+    result: tuple[int, str, int] = gmprt.aio.run(aio_main())
+    with asyncio.Runner(loop_factory=gmprt.aio.new_event_loop) as runner:
+        again: tuple[int, str, int] = runner.run(aio_main())
+    assert again == result
+    return result
+
+
 if __name__ == "__main__":
     print(run_both())
+    print(run_aio())

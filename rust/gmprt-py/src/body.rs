@@ -7,8 +7,9 @@
 //!
 //! When the coroutine yields a token, the driver — not the token — registers
 //! the wait, then returns `Step::Park`; the core commits the park afterwards
-//! (see `gmprt_core::g`). A yield of anything else is a foreign awaitable (an
-//! asyncio future): a `TypeError` naming the fix is thrown into the G.
+//! (see `gmprt_core::g`). An asyncio future of a running `gmprt.aio` loop
+//! is bridged to a token (`aio`); a yield of anything else is a foreign
+//! awaitable: a `TypeError` naming the fix is thrown into the G.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::aio;
 use crate::cancel::{self, GCancel, Scope};
 use crate::errors;
 use crate::exit::{self, Shutdown};
@@ -281,6 +283,20 @@ impl PyBody {
                 Sent::Returned(v) => return self.finish(py, Ok(v.unbind())),
                 Sent::Raised(e) => return self.finish(py, Err(e)),
                 Sent::Yielded(obj) => {
+                    // An asyncio future of a running gmprt loop parks the G
+                    // on the future's done callback (`aio`).
+                    let obj = if obj.is_none() || obj.cast_exact::<Token>().is_ok() {
+                        obj
+                    } else {
+                        match aio::bridge(py, &obj) {
+                            Ok(Some(tok)) => tok.into_any(),
+                            Ok(None) => obj,
+                            Err(e) => {
+                                throw = Some(e);
+                                continue;
+                            }
+                        }
+                    };
                     if let Ok(tok) = obj.cast_exact::<Token>() {
                         let t = tok.get();
                         match &t.op {
@@ -487,8 +503,10 @@ fn foreign_awaitable(obj: &Bound<'_, PyAny>) -> PyErr {
         .unwrap_or_else(|_| "an unknown object".into());
     PyTypeError::new_err(format!(
         "a gmprt G awaited a {what}, which belongs to another event loop (asyncio?); \
-         gmprt drives only its own awaitables: use gmprt.sleep, gmprt.Chan, gmprt.net \
-         and `await g` instead, or run asyncio code in its own thread with asyncio.run()"
+         gmprt drives only its own awaitables and the futures of a running gmprt.aio loop: \
+         run the asyncio code on gmprt's loop (gmprt.aio.run(main()), or \
+         asyncio.Runner(loop_factory=gmprt.aio.new_event_loop)), or use gmprt.sleep, \
+         gmprt.Chan, gmprt.net and `await g` instead"
     ))
 }
 

@@ -610,6 +610,12 @@ static BLOCKED_GS: Registry = Registry(AtomicPtr::new(std::ptr::null_mut()));
 
 /// `run()`, when `main` returned with Gs left: every G's root counts as
 /// cancelled from now on. The caller interrupts every G next.
+/// Whether `main` has returned and the runtime is shutting down (Gs of
+/// the binding's own that hold no Python, `aio_poll`'s watchers, end then).
+pub(crate) fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(Acquire)
+}
+
 pub(crate) fn begin_shutdown() {
     SHUTTING_DOWN.store(true, Release);
     let blocked: Vec<Arc<Task>> =

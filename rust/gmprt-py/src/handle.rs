@@ -231,8 +231,17 @@ impl GHandle {
         self.is_done(py)
     }
 
-    fn __await__(slf: Bound<'_, Self>) -> Token {
-        Token::wait(Join::new(slf.unbind()))
+    fn __await__(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        // Asyncio code of a gmprt loop awaits an asyncio future instead
+        // (`aio`): a gmprt token would reach asyncio's Task, not a driver.
+        if let Some(fut) = crate::aio::await_g(py, slf.as_any())? {
+            return Ok(fut.call_method0(pyo3::intern!(py, "__await__"))?.unbind());
+        }
+        Ok(Token::wait(Join::new(slf.unbind()))
+            .into_pyobject(py)?
+            .into_any()
+            .unbind())
     }
 
     /// Blocks until the G finishes; returns its result or raises its

@@ -14,11 +14,15 @@
 //!    keeping threads out of a finalizing interpreter (`gmprt.Shutdown`,
 //!    the atexit hook, the guarded calls a G step makes into Python);
 //! 3. `token`: the awaitable protocol (Go's gopark discipline);
+//!    on it, `aio`: the bridge to `gmprt.aio`'s asyncio loop (asyncio
+//!    futures awaited in Gs, `await g` in asyncio code);
 //! 4. `time` (`sleep` and deadlines), `handle` (`gmprt.G`), `body` (a
 //!    Python G's body: steps a coroutine or calls a function);
 //! 5. `parked` (await or block on one core operation), and on it `chan`
 //!    (`gmprt.Chan`, `select`) and `sync` (WaitGroup, Mutex, Semaphore);
 //!    `net` (`gmprt.net` and the fd waits, over gmprt-core's `net`);
+//!    `aio_poll` (the readiness of a `gmprt.aio` loop's fds: Rust watcher
+//!    Gs on the netpoller, one wait for the loop G);
 //! 6. `hooks` (the M hooks), `traceback` (the goroutine dump's walk),
 //!    `trace` (the tracer's switch and output) and `runtime` (`run()`,
 //!    `go()`, `stats()`);
@@ -30,6 +34,8 @@
 //! the pool's mutex. The shipped wheel leaks a `Py` dropped detached;
 //! the one `scripts/test.sh` tests aborts.
 
+mod aio;
+mod aio_poll;
 mod body;
 mod cancel;
 mod chan;
@@ -94,6 +100,13 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::PyWaitGroup>()?;
     m.add_class::<sync::PyMutex>()?;
     m.add_class::<sync::PySemaphore>()?;
+    m.add_function(wrap_pyfunction!(aio::_set_aio_hooks, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::_current_g, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::_set_aio_loop_g, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::_in_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::_future_wait, m)?)?;
+    m.add_class::<aio::FutureWake>()?;
+    m.add_class::<aio_poll::Poller>()?;
     // After a fork, the child starts afresh (runtime::after_fork_child).
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item(

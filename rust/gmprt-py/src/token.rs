@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use gmprt_core::WaitReason;
 use gmprt_core::Waker;
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -409,7 +409,20 @@ impl Token {
                 )))
             }
         }
-        let yield_self = || Ok(Advance::Yield(slf.clone().into_any().unbind()));
+        let yield_self = || {
+            // A yield from asyncio code of a gmprt.aio loop would reach
+            // asyncio's Task ("Task got bad yield"), not the driver.
+            if crate::aio::is_loop_g(me) {
+                tok.state.store(DONE, Release);
+                return Err(PyTypeError::new_err(format!(
+                    "asyncio code on a gmprt.aio loop awaited a gmprt awaitable ({}) that \
+                     must wait; only a G can wait on one: run that code in a G and await \
+                     the G (await gmprt.go(fn)), or use the asyncio way to wait",
+                    tok.describe()
+                )));
+            }
+            Ok(Advance::Yield(slf.clone().into_any().unbind()))
+        };
         let done = |r: PyResult<Py<PyAny>>| r.map(Advance::Return);
         match (&tok.op, state) {
             (Op::Yield, FRESH) => {

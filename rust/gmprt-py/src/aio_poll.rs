@@ -1,0 +1,401 @@
+//! `gmprt._gmprt.Poller`: the readiness of a `gmprt.aio` loop's fds,
+//! without Python in the way.
+//!
+//! asyncio's selector loop asks "which of my fds are ready" once per
+//! iteration. Here each watched (fd, direction) is a small Rust-native G
+//! ([`WatchBody`]) parked in gmprt's netpoller (`net::FdWait`, which is
+//! level-triggered: it asks `poll(2)` first). When its fd is ready it
+//! *posts* it to the poller and wakes the loop G, then parks on its gate
+//! until the loop has run the fd's callbacks ([`Poller::rearm`]); then it
+//! waits again, so a callback that left data unread is told again, as
+//! `select` would. The loop G parks on one token, [`Poller::wait`], which
+//! completes when something was posted, [`Poller::wake`] was called (from
+//! any thread: `call_soon_threadsafe`) or its timeout passed (a gmprt
+//! timer).
+//!
+//! Locking: one mutex for the poller's state and one per watch; neither is
+//! ever held across a call into Python or a wake (a wake may run the
+//! scheduler), and the poller's is never taken under a watch's.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+use std::task::Poll as TaskPoll;
+use std::time::{Duration, Instant};
+
+use gmprt_core::net::FdWait;
+use gmprt_core::netpoll::Dir;
+use gmprt_core::{Cx, Step, Waker};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::cancel;
+use crate::lock::lock;
+use crate::rt;
+use crate::time::ParkedTimer;
+use crate::token::{Poll, Token, Wait};
+
+/// asyncio's event bits (`selectors.EVENT_READ` / `EVENT_WRITE`).
+const READ: u8 = 1;
+const WRITE: u8 = 2;
+
+#[derive(Default)]
+struct State {
+    /// Posted by watchers since the loop last took them.
+    ready: Vec<Arc<Watch>>,
+    /// Handed to the loop by the last wait; their gates open on `rearm`.
+    fired: Vec<Arc<Watch>>,
+    /// `wake()` was called since the last wait completed.
+    woken: bool,
+    /// The loop G, while parked in `wait`.
+    waker: Option<Waker>,
+    watches: HashMap<(RawFd, u8), Arc<Watch>>,
+}
+
+struct Shared {
+    st: Mutex<State>,
+}
+
+impl Shared {
+    fn post(&self, w: &Arc<Watch>) {
+        let waker = {
+            let mut st = lock(&self.st);
+            st.ready.push(w.clone());
+            st.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// One watched (fd, direction), shared by its watcher G and the poller.
+struct Watch {
+    fd: RawFd,
+    event: u8,
+    st: Mutex<WatchState>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    /// The loop ran the callbacks of the last post: wait again.
+    open: bool,
+    cancelled: bool,
+    /// The watcher G, while parked (on the fd or on the gate).
+    waker: Option<Waker>,
+}
+
+impl Watch {
+    /// Opens the gate, or ends the watcher (`cancel`); wakes it if parked.
+    fn signal(&self, cancel: bool) {
+        let waker = {
+            let mut st = lock(&self.st);
+            if cancel {
+                st.cancelled = true;
+            } else {
+                st.open = true;
+            }
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+enum Phase {
+    /// Waiting for the fd (`wait.is_some()` once polled).
+    Fd,
+    /// Posted; waiting for the loop to open the gate.
+    Gate,
+}
+
+/// A watcher: a G with no Python (module docs).
+struct WatchBody {
+    w: Arc<Watch>,
+    poller: Arc<Shared>,
+    wait: Option<FdWait>,
+    phase: Phase,
+}
+
+impl gmprt_core::Body for WatchBody {
+    fn step(&mut self, cx: &mut Cx<'_>) -> Step {
+        loop {
+            {
+                let mut st = lock(&self.w.st);
+                // The runtime is stopping (`run()` interrupts every G): a
+                // watcher has nothing to clean up.
+                if st.cancelled || cancel::shutting_down() {
+                    st.waker = None;
+                    return Step::Done;
+                }
+                if let Phase::Gate = self.phase {
+                    if !st.open {
+                        st.waker = Some(cx.waker());
+                        return Step::Park;
+                    }
+                    st.open = false;
+                    self.phase = Phase::Fd;
+                }
+            }
+            let Some(sched) = rt::sched() else {
+                return Step::Done;
+            };
+            let dir = if self.w.event == READ {
+                Dir::Read
+            } else {
+                Dir::Write
+            };
+            let w = self
+                .wait
+                .get_or_insert_with(|| FdWait::new(self.w.fd, dir, None));
+            match w.poll(&sched) {
+                TaskPoll::Ready(r) => {
+                    // Ready, or not an open fd any more (readable, as for
+                    // select: the callback meets the error).
+                    self.wait = None;
+                    self.poller.post(&self.w);
+                    if r.is_err() {
+                        return Step::Done;
+                    }
+                    self.phase = Phase::Gate;
+                }
+                TaskPoll::Pending => {
+                    // A cancel must reach the G parked on the fd too.
+                    lock(&self.w.st).waker = Some(cx.waker());
+                    if w.park(cx.waker()) {
+                        return Step::Park;
+                    }
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        let what = if self.w.event == READ {
+            "reader"
+        } else {
+            "writer"
+        };
+        format!("(gmprt.aio {what} of fd {}) [netpoll]", self.w.fd)
+    }
+}
+
+/// The readiness of one `gmprt.aio` loop's fds (module docs). Private to
+/// ``gmprt.aio``.
+#[pyclass(frozen, module = "gmprt._gmprt")]
+pub(crate) struct Poller {
+    shared: Arc<Shared>,
+}
+
+#[pymethods]
+impl Poller {
+    #[new]
+    fn new() -> Poller {
+        Poller {
+            shared: Arc::new(Shared {
+                st: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// Start watching ``events`` (asyncio's bits) of ``fd`` that are not
+    /// watched yet: one watcher G each, in the running runtime.
+    fn watch(&self, fd: RawFd, events: u8) -> PyResult<()> {
+        let sched = rt::sched()
+            .ok_or_else(|| PyRuntimeError::new_err("gmprt.aio: no gmprt runtime is running"))?;
+        for ev in [READ, WRITE] {
+            if events & ev == 0 {
+                continue;
+            }
+            let w = {
+                let mut st = lock(&self.shared.st);
+                if st.watches.contains_key(&(fd, ev)) {
+                    continue;
+                }
+                let w = Arc::new(Watch {
+                    fd,
+                    event: ev,
+                    st: Mutex::new(WatchState::default()),
+                });
+                st.watches.insert((fd, ev), w.clone());
+                w
+            };
+            let body = WatchBody {
+                w: w.clone(),
+                poller: self.shared.clone(),
+                wait: None,
+                phase: Phase::Fd,
+            };
+            if sched.spawn(Box::new(body)).is_err() {
+                lock(&self.shared.st).watches.remove(&(fd, ev));
+                return Err(PyRuntimeError::new_err(
+                    "gmprt.aio: the gmprt runtime is stopping",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop watching ``events`` of ``fd``.
+    fn unwatch(&self, fd: RawFd, events: u8) {
+        for ev in [READ, WRITE] {
+            if events & ev == 0 {
+                continue;
+            }
+            let w = lock(&self.shared.st).watches.remove(&(fd, ev));
+            if let Some(w) = w {
+                w.signal(true);
+            }
+        }
+    }
+
+    /// Stop every watcher (the loop G stops; its runtime may end).
+    fn stop(&self) {
+        let ws: Vec<Arc<Watch>> = {
+            let mut st = lock(&self.shared.st);
+            st.ready.clear();
+            st.fired.clear();
+            st.watches.drain().map(|(_, w)| w).collect()
+        };
+        for w in ws {
+            w.signal(true);
+        }
+    }
+
+    /// The loop ran the callbacks of what the last wait returned: those
+    /// watchers wait on their fds again.
+    fn rearm(&self) {
+        let fired = std::mem::take(&mut lock(&self.shared.st).fired);
+        for w in fired {
+            w.signal(false);
+        }
+    }
+
+    /// A non-blocking poll of the netpoller, readying the Gs it finds
+    /// (watchers among them). A loop busy with its own callbacks calls it
+    /// each iteration, as asyncio's loop calls `epoll_wait(0)`: a busy P
+    /// polls only every 61st schedtick, and readiness must not wait for
+    /// that. Nothing happens when another M polls, or nothing waits.
+    fn poll_io(&self, py: Python<'_>) {
+        let Some(sched) = rt::sched() else {
+            return;
+        };
+        let np = sched.netpoll();
+        if !np.pending() {
+            return;
+        }
+        // Detached: no Python in here, and a wake may run the scheduler.
+        py.detach(|| {
+            if let Some(mut polled) = np.poll(Some(Duration::ZERO)) {
+                for w in polled.take() {
+                    w.wake();
+                }
+            }
+        });
+    }
+
+    /// Wake the loop G's wait (any thread; `call_soon_threadsafe`).
+    fn wake(&self) {
+        let waker = {
+            let mut st = lock(&self.shared.st);
+            st.woken = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// ``await poller.wait(timeout)``: park the loop G until a watched fd
+    /// is ready, :meth:`wake` is called or ``timeout`` seconds pass (None:
+    /// no limit); returns the ready ``(fd, event)`` pairs.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, timeout: Option<f64>) -> PyResult<Token> {
+        let until = match timeout {
+            None => None,
+            Some(t) if t.is_finite() && t >= 0.0 => {
+                Some(Instant::now() + Duration::from_secs_f64(t.min(1e9)))
+            }
+            Some(t) if t.is_nan() || t < 0.0 => {
+                return Err(PyRuntimeError::new_err(format!("bad wait timeout {t}")))
+            }
+            Some(_) => None,
+        };
+        let tok = Token::wait(PollWait {
+            shared: self.shared.clone(),
+            until,
+            timer: ParkedTimer::default(),
+        });
+        Ok(tok)
+    }
+}
+
+/// The loop G's wait (`Poller::wait`).
+struct PollWait {
+    shared: Arc<Shared>,
+    until: Option<Instant>,
+    timer: ParkedTimer,
+}
+
+impl Wait for PollWait {
+    fn poll(&self, py: Python<'_>) -> Poll {
+        self.timer.cancel();
+        let taken = {
+            let mut st = lock(&self.shared.st);
+            st.waker = None;
+            let due = self.until.is_some_and(|u| Instant::now() >= u);
+            if st.ready.is_empty() && !st.woken && !due {
+                None
+            } else {
+                st.woken = false;
+                let ready = std::mem::take(&mut st.ready);
+                // A post of a watch unwatched meanwhile is stale.
+                let live: Vec<Arc<Watch>> = ready
+                    .into_iter()
+                    .filter(|w| {
+                        st.watches
+                            .get(&(w.fd, w.event))
+                            .is_some_and(|cur| Arc::ptr_eq(cur, w))
+                    })
+                    .collect();
+                st.fired.extend(live.iter().cloned());
+                Some(live)
+            }
+        };
+        // Python objects are made with the lock released (module docs).
+        match taken {
+            None => Poll::Pending,
+            Some(live) => {
+                let pairs: Vec<(RawFd, u8)> = live.iter().map(|w| (w.fd, w.event)).collect();
+                Poll::Ready(PyList::new(py, pairs).map(|l| l.into_any().unbind()))
+            }
+        }
+    }
+
+    fn park(&self, _py: Python<'_>, waker: Waker) -> bool {
+        if let Some(u) = self.until {
+            // Fails only while the runtime stops.
+            let _ = self.timer.arm(u, waker.clone());
+        }
+        let mut st = lock(&self.shared.st);
+        if !st.ready.is_empty() || st.woken {
+            drop(st);
+            self.timer.cancel();
+            return false;
+        }
+        st.waker = Some(waker);
+        true
+    }
+
+    fn describe(&self) -> String {
+        "gmprt.aio loop wait".into()
+    }
+
+    fn cancel(&self, _py: Python<'_>) -> bool {
+        lock(&self.shared.st).waker = None;
+        self.timer.cancel();
+        true
+    }
+}
