@@ -734,3 +734,50 @@ def test_closed_loop_refuses_to_run():
     with pytest.raises(RuntimeError, match="closed"):
         loop.run_until_complete(coro)
     coro.close()
+
+
+def test_a_callback_blocking_the_loop_is_reported_once_with_its_stack(run_script):
+    """Even one that sleeps in C (no CPU): asyncio's debug mode would only
+    warn after the fact, and only when asked."""
+    r = run_script(
+        """
+        import asyncio, time
+        import gmprt.aio
+
+        def stuck():
+            time.sleep(0.4)  # blocks the loop without using the CPU
+
+        async def main():
+            await asyncio.sleep(0.01)
+            stuck()
+            for _ in range(20):
+                await asyncio.sleep(0.005)  # a healthy loop: no report
+            print("done")
+
+        gmprt.aio.run(main())
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "done"
+    assert r.stderr.count("has been blocked for") == 1, r.stderr
+    assert "the asyncio loop (G " in r.stderr
+    # The stack reaches the blocking function (`python -c` has no source
+    # lines to show, only the frames).
+    assert "in stuck" in r.stderr, r.stderr
+
+
+def test_a_healthy_loop_is_not_reported(run_script):
+    r = run_script(
+        """
+        import asyncio
+        import gmprt.aio
+
+        async def main():
+            for _ in range(50):
+                await asyncio.sleep(0.004)
+
+        gmprt.aio.run(main())
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert "blocked" not in r.stderr, r.stderr

@@ -299,6 +299,10 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         self._thread_id = threading.get_ident()
         old_hooks = sys.get_asyncgen_hooks()
         sel.start()
+        # A callback that blocks the loop over 100 ms is reported once, with
+        # its stack, even if it sleeps in C (asyncio's debug mode only warns
+        # afterwards, and only when asked).
+        _gmprt._watch_loop_g(True)
         try:
             while True:
                 await sel.wait(self._gm_timeout())
@@ -316,6 +320,7 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
             self._thread_id = None
             self._gm_gid = None
             _gmprt._set_aio_loop_g(0)
+            _gmprt._watch_loop_g(False)
             with _running_lock:
                 _running = None
 

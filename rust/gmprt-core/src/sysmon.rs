@@ -47,6 +47,13 @@
 //! and sysmon still hands its P to another M when work waits. Where the
 //! platform has no thread CPU clock, wall time is used, as before.
 //!
+//! One G per runtime may be *watched* ([`Sched::set_watched_g`]): an event
+//! loop's G, whose step runs the loop's callbacks one after another. A
+//! callback blocked in `time.sleep` stalls every task of the loop, and no
+//! handoff helps (the tasks are not Gs), so its steps are judged by wall
+//! time: reported once past [`LONG_STEP`], whatever the thread was doing
+//! (a wait for the GIL stalls the loop just the same).
+//!
 //! # Pace
 //!
 //! 20 µs between looks, doubling after 50 idle looks up to 10 ms (Go's
@@ -336,9 +343,13 @@ impl Sched {
             if !in_step || t.tick.reported || m.may_block.load(Relaxed) {
                 continue;
             }
+            let watched = self.watched_g.load(Relaxed);
             let ran = match m.cpu {
                 // No CPU clock here: wall time, the best there is.
                 None => held,
+                // The watched G (an event loop's): a step that blocks it is
+                // a stall whether or not its thread runs.
+                Some(_) if watched != 0 && m.g.load(Relaxed) == watched => held,
                 // A step seen once may end before the next look: the
                 // clock is read only for steps that outlast a look.
                 Some(_) if first_look => continue,

@@ -102,6 +102,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::PySemaphore>()?;
     m.add_function(wrap_pyfunction!(aio::_set_aio_hooks, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_current_g, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::_watch_loop_g, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_set_aio_loop_g, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_in_runtime, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_future_wait, m)?)?;

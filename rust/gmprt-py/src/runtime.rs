@@ -559,13 +559,22 @@ fn report_long_step(
 ) -> PyResult<()> {
     let printed = (|| -> PyResult<()> {
         let stack = python_stack(py, thread)?;
-        let msg = format!(
-            "gmprt: G {g} has held its P for {} ms in one step, its thread running for {} ms \
-             of it (a long computation in Python or in C; its P goes to another M when work \
-             waits). It is at:\n{stack}",
-            held.as_millis(),
-            ran.as_millis(),
-        );
+        let msg = if crate::aio::is_watched(g) {
+            format!(
+                "gmprt.aio: the asyncio loop (G {g}) has been blocked for {} ms in one \
+                 iteration by a callback or task step: nothing else on the loop runs meanwhile \
+                 (move blocking work to `await gmprt.aio.to_g(fn, ...)`). It is at:\n{stack}",
+                held.as_millis(),
+            )
+        } else {
+            format!(
+                "gmprt: G {g} has held its P for {} ms in one step, its thread running for {} \
+                 ms of it (a long computation in Python or in C; its P goes to another M when \
+                 work waits). It is at:\n{stack}",
+                held.as_millis(),
+                ran.as_millis(),
+            )
+        };
         py.import("sys")?
             .getattr("stderr")?
             .call_method1("write", (msg,))?;

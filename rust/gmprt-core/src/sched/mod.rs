@@ -228,6 +228,10 @@ pub struct Sched {
     gfree: Mutex<Vec<GPtr>>,
     steals: AtomicU64,
     handoffs: AtomicU64,
+    /// The G whose long steps sysmon judges by the wall clock
+    /// ([`Sched::set_watched_g`]); 0 for none. Relaxed both ways: sysmon
+    /// only compares it with the id it samples for a report.
+    pub(crate) watched_g: AtomicU64,
     spawned: AtomicU64,
     /// The Ms' threads, joined at shutdown. `newm` pushes under this lock
     /// around the spawn, so a retiring M (which removes and detaches its
@@ -309,6 +313,7 @@ impl Sched {
             gfree: Mutex::new(Vec::new()),
             steals: AtomicU64::new(0),
             handoffs: AtomicU64::new(0),
+            watched_g: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             netpoll: Netpoll::new(),
@@ -335,6 +340,15 @@ impl Sched {
             *lock(&sched.sysmon_thread) = Some(h);
         }
         sched
+    }
+
+    /// Marks G `g` (0: none) as one whose step must not hold its P long
+    /// even while its thread sleeps: an event loop's G, where one blocked
+    /// callback stalls every task the loop serves. sysmon reports its
+    /// steps past `LONG_STEP` by wall time, not by the thread's CPU time
+    /// (core `sysmon`, "Long steps"). One G per runtime; the last call wins.
+    pub fn set_watched_g(&self, g: u64) {
+        self.watched_g.store(g, Relaxed);
     }
 
     pub fn procs(&self) -> usize {
