@@ -12,7 +12,10 @@ PY=${PYTHON:-python3}
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff pytest-benchmark matplotlib mypy
+# The second line: real asyncio libraries that tests/test_aio_libs.py runs on
+# gmprt.aio, end to end (issue 12).
+python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff pytest-benchmark matplotlib mypy \
+    aiohttp httpx
 
 echo "== cargo test (gmprt-core, release)"
 cargo test -q -p gmprt-core --release
