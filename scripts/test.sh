@@ -15,7 +15,7 @@ python -m pip install -q --upgrade pip
 # The second line: real asyncio libraries that tests/test_aio_libs.py runs on
 # gmprt.aio, end to end (issue 12).
 python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff pytest-benchmark matplotlib mypy \
-    aiohttp httpx
+    aiohttp httpx uvicorn starlette
 
 echo "== cargo test (gmprt-core, release)"
 cargo test -q -p gmprt-core --release

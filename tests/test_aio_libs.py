@@ -158,3 +158,63 @@ def test_httpx_async_client_against_aiohttp_server():
             await runner.cleanup()
 
     arun(main())
+
+
+# -- uvicorn serving a Starlette app ----------------------------------------
+
+
+def test_uvicorn_serves_starlette_app_to_httpx():
+    uvicorn = need("uvicorn")
+    httpx = need("httpx")
+    applications = need("starlette.applications")
+    responses = need("starlette.responses")
+    routing = need("starlette.routing")
+
+    async def hello(request):
+        return responses.PlainTextResponse("hello")
+
+    async def slow(request):
+        # A handler doing blocking work the gmprt way: the loop (and so
+        # uvicorn's other connections) keeps going while the G sleeps.
+        await gmprt.aio.to_g(time.sleep, BLOCK_S)
+        return responses.JSONResponse({"slept": True})
+
+    app = applications.Starlette(routes=[routing.Route("/", hello), routing.Route("/slow", slow)])
+
+    async def main():
+        # loop="none": the loop is already ours; lifespan="off": the app
+        # has no startup/shutdown handlers to run.
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, loop="none", lifespan="off", log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                assert not serving.done(), "uvicorn stopped before it started"
+                await asyncio.sleep(0.01)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=10.0
+            ) as client:
+
+                async def one():
+                    r = await client.get("/")
+                    assert r.status_code == 200 and r.text == "hello"
+
+                await one()
+                await serves_while_a_g_blocks(one, what="uvicorn requests")
+                # A handler blocking in to_g does not hold up the others: a
+                # few quick requests (milliseconds each) finish before it.
+                slow_r = asyncio.create_task(client.get("/slow"))
+                for _ in range(3):
+                    await one()
+                assert not slow_r.done()
+                r = await slow_r
+                assert r.status_code == 200 and r.json() == {"slept": True}
+        finally:
+            server.should_exit = True
+            await serving
+        assert serving.result() is None
+
+    arun(main())
