@@ -19,6 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
 
 import gmprt.aio
@@ -76,6 +81,31 @@ async def serves_while_a_g_blocks(op, *, what: str):
         f"{BLOCK_S} s (wanted >= {MIN_INSIDE}): the loop stopped serving"
     )
     return len(inside)
+
+
+def free_port() -> int:
+    """A port nothing listens on now (a server started next may still race)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stops a server this module started, by its PID, within bounds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def need_binary(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: apt-get install {package} (scripts/test.sh does)")
+    return path
 
 
 # -- aiohttp server and client ----------------------------------------------
@@ -216,5 +246,97 @@ def test_uvicorn_serves_starlette_app_to_httpx():
             server.should_exit = True
             await serving
         assert serving.result() is None
+
+    arun(main())
+
+
+# -- redis.asyncio against a real redis-server ------------------------------
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as c:
+            c.sendall(b"PING\r\n")
+            return c.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def redis_port():
+    """A redis-server on 127.0.0.1, no persistence, in a temp dir; its port."""
+    exe = need_binary("redis-server", "redis-server")
+    with tempfile.TemporaryDirectory(prefix="gmprt-redis-") as tmp:
+        log_path = os.path.join(tmp, "redis.log")
+        # A free port can be taken before redis binds it: try a few.
+        for _ in range(3):
+            port = free_port()
+            argv = [exe, "--save", "", "--appendonly", "no", "--dir", tmp]
+            argv += ["--port", str(port), "--bind", "127.0.0.1"]
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                deadline = time.monotonic() + 15
+                while proc.poll() is None and time.monotonic() < deadline:
+                    if _redis_ping(port):
+                        break
+                    time.sleep(0.05)
+                else:
+                    continue  # exited (port taken?) or never answered: retry
+                yield port
+                return
+            finally:
+                stop(proc)
+        with open(log_path) as f:
+            pytest.fail(f"redis-server did not start; its log:\n{f.read()}")
+
+
+def test_redis_asyncio_against_redis_server(redis_port):
+    redis_asyncio = need("redis.asyncio")
+
+    async def main():
+        r = redis_asyncio.Redis(
+            host="127.0.0.1", port=redis_port, socket_timeout=10, socket_connect_timeout=10
+        )
+        sub = redis_asyncio.Redis(
+            host="127.0.0.1", port=redis_port, socket_timeout=10, socket_connect_timeout=10
+        )
+        try:
+            assert await r.ping()
+            await r.delete("gmprt:n", "gmprt:k")
+            assert await r.set("gmprt:k", b"v" * 10000)
+            assert await r.get("gmprt:k") == b"v" * 10000
+
+            async def one():
+                await r.incr("gmprt:n")
+
+            await one()
+            inside = await serves_while_a_g_blocks(one, what="redis commands")
+            assert int(await r.get("gmprt:n")) >= inside + 1
+
+            async with r.pipeline(transaction=True) as p:
+                p.incr("gmprt:n").get("gmprt:k")
+                n, k = await p.execute()
+            assert n >= inside + 2 and k == b"v" * 10000
+
+            # Pub/sub: a message crosses two connections of one loop.
+            pubsub = sub.pubsub()
+            await pubsub.subscribe("gmprt:ch")
+            try:
+                msg = await pubsub.get_message(timeout=5.0)
+                assert msg is not None and msg["type"] == "subscribe"
+                assert await r.publish("gmprt:ch", "hi") == 1
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                assert msg is not None and msg["data"] == b"hi"
+            finally:
+                await pubsub.unsubscribe("gmprt:ch")
+                await pubsub.aclose()
+        finally:
+            await r.aclose()
+            await sub.aclose()
 
     arun(main())
