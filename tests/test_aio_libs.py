@@ -18,8 +18,10 @@ what they started in ``finally``.
 from __future__ import annotations
 
 import asyncio
+import glob
 import importlib
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -338,5 +340,122 @@ def test_redis_asyncio_against_redis_server(redis_port):
         finally:
             await r.aclose()
             await sub.aclose()
+
+    arun(main())
+
+
+# -- asyncpg against a real PostgreSQL --------------------------------------
+
+
+def _pg_bindir() -> str:
+    """The newest Debian PostgreSQL's bin dir, else wherever initdb is."""
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
+    if found:
+        return os.path.dirname(found[-1])
+    return os.path.dirname(need_binary("initdb", "postgresql"))
+
+
+@pytest.fixture(scope="module")
+def pg_port():
+    """A PostgreSQL server on 127.0.0.1 in a temp data dir; its port.
+
+    PostgreSQL refuses to run as root, so as root it runs as the
+    ``postgres`` user that Debian's package creates (scripts/test.sh
+    installs it), and the temp dir is given to that user.
+    """
+    bindir = _pg_bindir()
+    as_user: list[str] = []
+    owner = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail(
+                "running as root and there is no postgres user to run PostgreSQL as: "
+                "apt-get install postgresql (scripts/test.sh does), or run as non-root"
+            )
+        as_user = [need_binary("runuser", "util-linux"), "-u", "postgres", "--"]
+    # mkdtemp under /tmp, not pytest's tmp_path: pytest's base dir is
+    # private to the user running pytest, so the postgres user could not
+    # reach a data dir inside it.
+    tmp = tempfile.mkdtemp(prefix="gmprt-pg-")
+    try:
+        if owner is not None:
+            os.chown(tmp, owner.pw_uid, owner.pw_gid)
+        data = os.path.join(tmp, "data")
+        log = os.path.join(tmp, "pg.log")
+
+        def pg(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+            # cwd=tmp: the postgres user may not be able to enter ours.
+            return subprocess.run(
+                [*as_user, *argv], cwd=tmp, capture_output=True, text=True, timeout=timeout
+            )
+
+        initdb = os.path.join(bindir, "initdb")
+        r = pg(initdb, "-D", data, "-U", "postgres", "--auth=trust", "--no-sync")
+        if r.returncode != 0:
+            pytest.fail(f"initdb failed:\n{r.stdout}\n{r.stderr}")
+        pg_ctl = os.path.join(bindir, "pg_ctl")
+        # A free port can be taken before the server binds it: try a few.
+        for _ in range(3):
+            port = free_port()
+            opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
+            start = [pg_ctl, "-D", data, "-l", log, "-o", opts, "-w", "-t", "60", "start"]
+            r = pg(*start, timeout=90)
+            if r.returncode == 0:
+                break
+        else:
+            with open(log) as f:
+                pytest.fail(f"PostgreSQL did not start:\n{r.stdout}\n{r.stderr}\n{f.read()}")
+        try:
+            yield port
+        finally:
+            r = pg(pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "30", "stop", timeout=60)
+            if r.returncode != 0 and os.path.exists(os.path.join(data, "postmaster.pid")):
+                # The server this fixture started, by the PID it wrote.
+                with open(os.path.join(data, "postmaster.pid")) as f:
+                    os.kill(int(f.readline()), 9)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_asyncpg_against_postgresql(pg_port):
+    asyncpg = need("asyncpg")
+
+    async def main():
+        kw = dict(host="127.0.0.1", port=pg_port, user="postgres", database="postgres")
+        conn = await asyncpg.connect(**kw, timeout=10, command_timeout=10)
+        try:
+            assert await conn.fetchval("SELECT 1 + 1") == 2
+            await conn.execute("CREATE TEMP TABLE t (id int PRIMARY KEY, name text)")
+            await conn.executemany(
+                "INSERT INTO t VALUES ($1, $2)", [(i, f"n{i}") for i in range(100)]
+            )
+            rows = await conn.fetch("SELECT id, name FROM t WHERE id < $1 ORDER BY id", 3)
+            assert [tuple(r) for r in rows] == [(0, "n0"), (1, "n1"), (2, "n2")]
+
+            i = 0
+
+            async def one():
+                nonlocal i
+                i += 1
+                assert await conn.fetchval("SELECT name FROM t WHERE id = $1", i % 100) == (
+                    f"n{i % 100}"
+                )
+
+            await serves_while_a_g_blocks(one, what="asyncpg queries")
+        finally:
+            await conn.close(timeout=10)
+
+        # A pool: a slow query on one connection does not hold up the
+        # others, all on the one loop.
+        async with asyncpg.create_pool(**kw, min_size=2, max_size=4, timeout=10) as pool:
+            slow = asyncio.create_task(pool.fetchval("SELECT pg_sleep(0.5)::text"))
+            quick = [await pool.fetchval("SELECT $1::int * 2", n) for n in range(3)]
+            assert quick == [0, 2, 4] and not slow.done()
+            assert await slow == ""
 
     arun(main())
