@@ -12,7 +12,24 @@ PY=${PYTHON:-python3}
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff pytest-benchmark matplotlib mypy
+# The second line: real asyncio libraries that tests/test_aio_libs.py runs on
+# gmprt.aio, end to end (issue 12).
+python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff pytest-benchmark matplotlib mypy \
+    aiohttp httpx uvicorn starlette redis asyncpg
+
+# The servers tests/test_aio_libs.py starts (in temp dirs, on loopback):
+# installed from Debian if missing; apt-get update only when something is.
+apt_pkgs=()
+command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
+# Debian's package also creates the postgres user the tests run it as when
+# they run as root (PostgreSQL refuses root).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_pkgs+=(postgresql)
+if [ "${#apt_pkgs[@]}" -gt 0 ]; then
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${apt_pkgs[@]}"
+fi
 
 echo "== cargo test (gmprt-core, release)"
 cargo test -q -p gmprt-core --release
