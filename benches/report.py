@@ -35,6 +35,7 @@ ORDER = [
     "lines",
     "tls",
     "tracing",
+    "aio_blocking",
 ]
 
 TITLES = {
@@ -53,6 +54,7 @@ TITLES = {
     "lines": "line echo: readline / write per 100 B line under gmprt-loadgen --lines",
     "tls": "TLS echo: server CPU per 1 KiB message and TLS 1.3 handshakes/s",
     "tracing": "tracing cost: ping-pong and spawn with gmprt.trace.record off and on",
+    "aio_blocking": "asyncio blocking handler: aiohttp, 1 request in 100 sleeps 0.2 s",
 }
 
 GOALS = {
@@ -77,6 +79,7 @@ GOALS = {
     "lines": "≥ 2× asyncio streams (server CPU per line)",
     "tls": "server CPU per message no higher than asyncio + ssl's and uvloop + ssl's",
     "tracing": "with a recording on, ping-pong costs ≤ 2× its figure with none",
+    "aio_blocking": "the other requests' p99 with gmprt.aio.to_g ≤ with asyncio.to_thread",
 }
 
 ADVANTAGE_NOTE = (
@@ -1016,6 +1019,49 @@ def r_tracing(sc):
     return md, goal, head
 
 
+def r_aio_blocking(sc):
+    res = sc["results"]
+    p = sc["params"]
+    rows = []
+    for name, fig in res.items():
+        if "p99_ms" not in fig:
+            rows.append([name, "—", "—", "—", "—", why_not(fig)])
+            continue
+        rows.append(
+            [
+                name,
+                num(fig["p50_ms"]),
+                num(fig["p99_ms"]),
+                num(fig["max_ms"]),
+                num(fig["seconds"]),
+                "",
+            ]
+        )
+    md = (
+        f"An aiohttp server; {p['requests']:,} requests, {p['concurrency']} in flight, from an "
+        f"aiohttp client in another process; {p['blocking']} in its handler, run by "
+        "`gmprt.aio.to_g`, by `asyncio.to_thread`, or inline (blocking the loop). Latency of "
+        "the other requests, ms.\n\n"
+    )
+    md += table(["contender", "p50 ms", "p99 ms", "max ms", "total s", "note"], rows)
+    goal = Goal()
+    g = res.get("gmprt.aio + to_g", {}).get("p99_ms")
+    t = res.get("asyncio + to_thread", {}).get("p99_ms")
+    goal.check(
+        None if g is None or t is None else g <= t,
+        f"to_g p99 {num(g)} ms vs to_thread {num(t)} ms",
+    )
+    head = {
+        "gmprt": f"to_g p99 {num(g)} ms",
+        "others": ", ".join(
+            f"{n} p99 {num(f['p99_ms'])} ms"
+            for n, f in res.items()
+            if "p99_ms" in f and n != "gmprt.aio + to_g"
+        ),
+    }
+    return md, goal, head
+
+
 RENDER = {
     "spawn": r_spawn,
     "ping_pong": r_ping_pong,
@@ -1032,6 +1078,7 @@ RENDER = {
     "lines": r_lines,
     "tls": r_tls,
     "tracing": r_tracing,
+    "aio_blocking": r_aio_blocking,
 }
 
 

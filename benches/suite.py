@@ -66,6 +66,7 @@ MODULES = {
     "lines": "lines",
     "tls": "tls",
     "tracing": "tracing",
+    "aio_blocking": "aio_blocking",
 }
 
 
