@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -137,6 +138,9 @@ def one(name: str, n: int, concurrency: int) -> dict[str, Any]:
     )
     try:
         assert srv.stdout is not None
+        # Bounded: a server that never prints its port is a failed row.
+        if not select.select([srv.stdout], [], [], 60)[0]:
+            return {"failed": "server did not print its port within 60 s"}
         line = srv.stdout.readline().strip()
         if not line.isdigit():
             return {"failed": f"server did not start (exit {srv.poll()})"}

@@ -59,3 +59,17 @@ async def serve(ln, handler=echo):
         except OSError:  # closed
             return
         gmprt.go(handler, conn)
+
+
+def http_get(url, timeout=LONG):
+    """A real HTTP client (urllib), for a sync G or a thread: (status,
+    content type, body bytes); an HTTP error status is returned, not
+    raised."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.headers["Content-Type"], r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read()

@@ -11,7 +11,7 @@ import threading
 
 import gmprt
 import pytest
-from helpers import spin_until
+from helpers import http_get, spin_until
 
 HEADER = re.compile(r"^goroutine (\d+) \[([^\]]+)\]: (\S+)$", re.M)
 
@@ -602,15 +602,9 @@ def test_schedtrace_argument_is_checked(bad):
 
 
 def _http_get(url):
-    """A real HTTP client (urllib), run as a sync G: (status, type, body)."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=20) as r:
-            return r.status, r.headers["Content-Type"], r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers["Content-Type"], e.read().decode()
+    """`helpers.http_get` as text, run as a sync G: (status, type, body)."""
+    status, ctype, body = http_get(url)
+    return status, ctype, body.decode()
 
 
 def test_debug_endpoint_answers_a_real_http_client(procs):

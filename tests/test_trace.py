@@ -17,6 +17,7 @@ import time
 import gmprt
 import gmprt.trace
 import pytest
+from helpers import http_get
 
 SUBPROCESS_TIMEOUT = 60
 
@@ -176,7 +177,9 @@ def test_flight_recorder_keeps_only_the_last_window(tmp_path):
         stop = threading.Event()
 
         async def busy():
-            while not stop.is_set():
+            for _ in range(100_000):  # bounded: ~100 s at most
+                if stop.is_set():
+                    return
                 await gmprt.sleep(0.001)
 
         async def main():
@@ -291,18 +294,6 @@ def test_tracing_while_gs_come_and_go_on_every_m(tmp_path):
             assert e["dur"] >= 0 and "g" in e["args"]
 
 
-def _http_get(url):
-    """A real HTTP client (urllib), run as a sync G: (status, body bytes)."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def test_the_debug_endpoint_records_a_trace_on_request():
     stop = []
 
@@ -317,11 +308,11 @@ def test_the_debug_endpoint_records_a_trace_on_request():
         with gmprt.debug.serve() as srv:
             host, port = srv.address
             base = f"http://{host}:{port}/debug/gmprt/trace"
-            ok = await gmprt.go(_http_get, base + "?seconds=0.2")
-            bad = await gmprt.go(_http_get, base + "?seconds=abc")
-            too_long = await gmprt.go(_http_get, base + "?seconds=1000")
+            ok = await gmprt.go(http_get, base + "?seconds=0.2")
+            bad = await gmprt.go(http_get, base + "?seconds=abc")
+            too_long = await gmprt.go(http_get, base + "?seconds=1000")
             with gmprt.trace.record(str(tmp) + "/busy.json"):
-                busy = await gmprt.go(_http_get, base + "?seconds=0.1")
+                busy = await gmprt.go(http_get, base + "?seconds=0.1")
         stop.append(True)
         await t
         return t.id, ok, bad, too_long, busy
@@ -330,7 +321,7 @@ def test_the_debug_endpoint_records_a_trace_on_request():
 
     with tempfile.TemporaryDirectory() as tmp:
         tid, ok, bad, too_long, busy = gmprt.run(main)
-    status, body = ok
+    status, _, body = ok
     assert status == 200
     doc = json.loads(body)
     ticks = [e for e in _steps(doc) if e["args"]["g"] == tid]

@@ -86,8 +86,9 @@ pub enum Kind {
     /// A P handed to another M while its G blocks (sysmon's retake, Go's
     /// handoffp): `a` = the P, `b` = the G whose step kept it.
     Handoff,
-    /// A netpoll poll (sockets and timers) that readied Gs: `a` = how
-    /// many; a [`Kind::Ready`] with no readier follows for each.
+    /// A netpoll batch that readied Gs (a poll of sockets and timers, or a
+    /// deregistration waking its waiters): `a` = how many; a
+    /// [`Kind::Ready`] with no readier follows for each.
     Poll,
 }
 
@@ -209,6 +210,9 @@ pub fn span_start() -> Option<Instant> {
 #[inline(never)]
 fn emit_slow(kind: Kind, a: u64, b: u64, c: u32, start: Option<Instant>) {
     let now = Instant::now();
+    // Acquire: pairs with `start`'s AcqRel increment, so a number that is
+    // new to this thread comes with its session (checked again under the
+    // registry lock in `register`).
     let session = tracer().session.load(Acquire);
     // A thread-local that is being destroyed (an event from a TLS
     // destructor) is skipped, not a panic.
@@ -319,6 +323,8 @@ pub fn start(mode: Mode) -> Result<(), AlreadyTracing> {
 pub fn stop() -> Option<Snapshot> {
     let t = tracer();
     let mut st = lock(&t.state);
+    // Relaxed: an emit that still sees `true` finds no session (or a stale
+    // buffer) under the locks, which is all "off" needs to mean.
     ENABLED.store(false, Relaxed);
     let s = st.take()?;
     Some(copy(&s))

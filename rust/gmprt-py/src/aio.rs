@@ -71,16 +71,12 @@ pub(crate) fn _current_g() -> Option<u64> {
     current_g()
 }
 
-/// The G whose blocked steps are reported as a stalled asyncio loop.
-static WATCHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// Called by the loop G when it starts (`on`) and ends: sysmon then
 /// reports a callback or task step that keeps the loop for over 100 ms,
 /// even one that sleeps in a C call (core `Sched::set_watched_g`).
 #[pyfunction]
 pub(crate) fn _watch_loop_g(on: bool) -> PyResult<()> {
     let id = if on { current_g().unwrap_or(0) } else { 0 };
-    WATCHED.store(id, std::sync::atomic::Ordering::Relaxed);
     crate::rt::sched()
         .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no gmprt runtime is running"))?
         .set_watched_g(id);
@@ -88,9 +84,9 @@ pub(crate) fn _watch_loop_g(on: bool) -> PyResult<()> {
 }
 
 /// Whether G `g` is the watched asyncio loop G (its long steps are worded
-/// as a stalled loop).
+/// as a stalled loop): the runtime's own record, not a copy.
 pub(crate) fn is_watched(g: u64) -> bool {
-    g != 0 && WATCHED.load(std::sync::atomic::Ordering::Relaxed) == g
+    g != 0 && crate::rt::sched().is_some_and(|s| s.watched_g() == g)
 }
 
 /// Whether a gmprt runtime is running (`gmprt.go()` would work).

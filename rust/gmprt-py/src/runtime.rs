@@ -158,10 +158,12 @@ fn new_g(
         }
         return Err(PyRuntimeError::new_err(e.to_string()));
     }
+    // The trace names Gs by function; the name is computed only while a
+    // recording runs.
     if gmprt_core::trace::enabled() {
         if let Ok(h) = &out {
             let h = h.get();
-            crate::trace::name_g(h.id(), &h.name(py));
+            gmprt_core::trace::name_g(h.id(), &h.name(py));
         }
     }
     out

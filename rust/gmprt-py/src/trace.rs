@@ -62,9 +62,3 @@ fn json<'py>(py: Python<'py>, snap: &trace::Snapshot) -> PyResult<Bound<'py, PyB
         .map_err(|e| PyRuntimeError::new_err(format!("writing the trace: {e}")))?;
     Ok(PyBytes::new(py, &out))
 }
-
-/// Names a new G in the trace: its function, as dumps print it. Called by
-/// `go()` only while a session records.
-pub(crate) fn name_g(id: u64, name: &str) {
-    trace::name_g(id, name);
-}

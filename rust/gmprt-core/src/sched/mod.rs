@@ -351,6 +351,11 @@ impl Sched {
         self.watched_g.store(g, Relaxed);
     }
 
+    /// The G [`set_watched_g`](Self::set_watched_g) marked, or 0.
+    pub fn watched_g(&self) -> u64 {
+        self.watched_g.load(Relaxed)
+    }
+
     pub fn procs(&self) -> usize {
         self.procs
     }
@@ -398,6 +403,7 @@ impl Sched {
     /// queues it.
     fn enqueue_new(self: &Arc<Self>, g: Option<GPtr>, id: u64, body: BoxBody) {
         if crate::trace::enabled() {
+            // Relaxed: this M's own store in `lend_p`; the spawning G.
             let by = self.with_current(|m| m.slot.g.load(Relaxed)).unwrap_or(0);
             crate::trace::emit(crate::trace::Kind::Spawn, id, by, 0);
         }

@@ -448,12 +448,14 @@ impl Sched {
         // SAFETY: we popped `g` from a run queue and made it RUNNING: this M
         // owns it until it yields, parks or finishes below.
         let (step, reason) = unsafe { g.with_body(run) };
-        let end = match step {
-            Step::Yield => StepEnd::Yield,
-            Step::Park => StepEnd::Park,
-            Step::Done => StepEnd::Done,
-        };
-        trace::emit_since(Kind::Step, traced, g.id(), trace::step_c(pid, end, reason));
+        if traced.is_some() {
+            let end = match step {
+                Step::Yield => StepEnd::Yield,
+                Step::Park => StepEnd::Park,
+                Step::Done => StepEnd::Done,
+            };
+            trace::emit_since(Kind::Step, traced, g.id(), trace::step_c(pid, end, reason));
+        }
         // Fast path: the P is still lent to us (Go's exitsyscallfast).
         // Otherwise sysmon handed it to another M meanwhile; this M finishes
         // the step's bookkeeping without a P and then goes idle.
@@ -520,6 +522,7 @@ impl Sched {
     /// called on an M of ours with a P, else the global queue; then `wakep`.
     pub(crate) fn ready(self: &Arc<Self>, g: GPtr, next: bool) {
         if trace::enabled() {
+            // Relaxed: this M's own store in `lend_p`; the G it last ran.
             let by = self.with_current(|m| m.slot.g.load(Relaxed)).unwrap_or(0);
             trace::emit(Kind::Ready, g.id(), by, 0);
         }
