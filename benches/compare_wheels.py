@@ -12,7 +12,8 @@ hits both alike:
   each round is a fresh process doing three runs, best kept, timed by the
   wall clock and by the process's CPU time (which other processes' load
   moves much less);
-- ``echo``: examples/echo_server.py run by each Python under gmprt-loadgen
+- ``echo`` (``aio_echo``: benches/servers/echo_servers.py's gmprt.aio-protocol
+  server instead): examples/echo_server.py run by each Python under gmprt-loadgen
   (benches/echo.py's runner), C connections × 1 KiB closed loop; msgs/s and
   server CPU per message (µs; the server's utime+stime over the loadgen's
   run ÷ messages, so it counts the warm-up too).
@@ -42,8 +43,13 @@ _MARK = "@@RESULT@@"
 if str(BENCH_DIR) not in sys.path:  # echo, spawn, chan, as a script or imported
     sys.path.insert(0, str(BENCH_DIR))
 
-SCENARIOS = ("spawn", "ping_pong", "echo")
-UNITS = {"spawn": "µs/G", "ping_pong": "µs/round trip", "echo": "server µs/msg"}
+SCENARIOS = ("spawn", "ping_pong", "echo", "aio_echo")
+UNITS = {
+    "spawn": "µs/G",
+    "ping_pong": "µs/round trip",
+    "echo": "server µs/msg",
+    "aio_echo": "server µs/msg",
+}
 
 
 def in_python(python: str, module: str, call: str, timeout: float = 600) -> dict[str, Any]:
@@ -67,10 +73,16 @@ def gmprt_version(python: str) -> str:
     return p.stdout.strip() or p.stderr.strip()[-200:]
 
 
-def echo_once(python: str, conns: int, duration: float, warmup: float) -> dict[str, Any]:
+def echo_once(
+    python: str, conns: int, duration: float, warmup: float, aio: bool = False
+) -> dict[str, Any]:
     import echo
 
-    c = echo.Contender("gmprt", [python, str(echo.GMPRT_SERVER)])
+    if aio:
+        argv = [python, str(BENCH_DIR / "servers" / "echo_servers.py"), "gmprt.aio-protocol"]
+        c = echo.Contender("gmprt.aio-protocol", argv)
+    else:
+        c = echo.Contender("gmprt", [python, str(echo.GMPRT_SERVER)])
     row = echo.one_run(_loadgen(), c, conns, 1024, duration, warmup)
     if "cpu_us_per_msg" not in row or "failed" in row:
         return {"failed": row.get("failed", "no figure")}
@@ -117,8 +129,9 @@ def one(scenario: str, python: str, quick: bool) -> dict[str, Any]:
     if scenario in ("spawn", "ping_pong"):
         n = {"spawn": 100_000, "ping_pong": 200_000}[scenario] // (5 if quick else 1)
         return in_python(python, "compare_wheels", f"timed({scenario!r}, {n}, 3)")
-    if scenario == "echo":
-        return echo_once(python, 100, 1.0 if quick else 3.0, 0.25 if quick else 1.0)
+    if scenario in ("echo", "aio_echo"):
+        aio = scenario == "aio_echo"
+        return echo_once(python, 100, 1.0 if quick else 3.0, 0.25 if quick else 1.0, aio)
     raise ValueError(scenario)
 
 

@@ -324,6 +324,80 @@ def test_many_fds_ready_at_once_are_all_served():
             b.close()
 
 
+def test_socket_transport_sees_eof_that_came_with_the_data():
+    # The transport's reads go through the poller, which takes a short read
+    # as "drained" unless the peer's shutdown was reported: data and FIN
+    # landing in one netpoll event must still end in eof_received (a race
+    # found once: the reader parked on a socket holding only EOF).
+    async def once(i):
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        got = bytearray()
+        eof = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def data_received(self, data):
+                got.extend(data)
+
+            def eof_received(self):
+                eof.set_result(None)
+
+        tr, _ = await loop.create_connection(Proto, sock=a)
+        try:
+            # Let the reader park on its registration first, then send the
+            # data and the shutdown together from another thread.
+            await asyncio.sleep(0)
+            t = threading.Thread(target=lambda: (b.sendall(b"x" * (i % 7 + 1)), b.close()))
+            t.start()
+            await eof
+            t.join(T)
+        finally:
+            tr.close()
+        assert bytes(got) == b"x" * (i % 7 + 1)
+
+    async def main():
+        for i in range(300):
+            await once(i)
+        return True
+
+    assert arun(main())
+
+
+def test_socket_transport_reads_whatever_size_arrives():
+    # Short reads (drained), reads that fill the buffer (not drained), and
+    # a message larger than the buffer: every byte, in order.
+    sizes = [1, 1000, 256 * 1024, 256 * 1024 + 1, 3 * 256 * 1024 + 17, 5]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        total = sum(sizes)
+        got = bytearray()
+        done = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def data_received(self, data):
+                got.extend(data)
+                if len(got) >= total and not done.done():
+                    done.set_result(None)
+
+        tr, _ = await loop.create_connection(Proto, sock=a)
+        payload = b"".join(bytes([n % 251]) * n for n in sizes)
+
+        def send():
+            b.sendall(payload)
+
+        t = threading.Thread(target=send)
+        t.start()
+        await done
+        t.join(T)
+        tr.close()
+        b.close()
+        return bytes(got) == payload
+
+    assert arun(main())
+
+
 # -- Gs and asyncio together ---------------------------------------------------
 
 

@@ -27,8 +27,11 @@ readiness layer: the loop is ``asyncio``'s Unix selector loop
 that is backed by gmprt's netpoller (not by ``selectors``), and its own
 ``_run_once`` runs each iteration after the loop G's wait. So asyncio's
 ``Task``, ``Future``, socket and SSL transports, servers, subprocesses and
-streams are asyncio's, unchanged. The hot paths (the callback queue, timers,
-TCP transports) are to move to Rust.
+streams are asyncio's, unchanged, except one hot path: a socket
+transport's read callback is Rust (``Poller.read``: one ``recv``, the bytes
+to ``data_received``, and the watcher told when the socket was drained, so
+it waits again with no ``poll(2)``). The other hot paths (the callback
+queue, timers, the rest of the TCP transports) are to move to Rust.
 
 Gs and asyncio in one program:
 
@@ -65,7 +68,7 @@ import signal
 import sys
 import threading
 import weakref
-from asyncio import events
+from asyncio import events, selector_events
 from collections.abc import Callable, Coroutine, Mapping
 from selectors import EVENT_READ, EVENT_WRITE, SelectorKey
 from typing import Any, TypeVar
@@ -241,6 +244,23 @@ class _NetpollSelector:
         self._poller.unwatch(fd, events)
 
 
+class _GmSocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
+    """asyncio's socket transport, whose read callback and ``write`` fast
+    path are the poller's (Rust)."""
+
+    def __init__(self, loop: GmprtEventLoop, *args: Any) -> None:
+        self._gm_poller = loop._gm_selector._poller
+        super().__init__(loop, *args)
+
+    def _read_ready__data_received(self) -> None:
+        self._gm_poller.read(self, self._sock_fd)
+
+    def write(self, data: Any) -> None:
+        rest = self._gm_poller.write(self, self._sock_fd, data)
+        if rest is not None:
+            super().write(rest)
+
+
 class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     """An asyncio event loop run by gmprt (see the module docstring).
 
@@ -269,6 +289,17 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         # Any thread, any G, a signal handler: push (done by the caller)
         # plus this wake.
         self._gm_selector.wake()
+
+    def _make_socket_transport(
+        self,
+        sock: Any,
+        protocol: Any,
+        waiter: Any = None,
+        *,
+        extra: Any = None,
+        server: Any = None,
+    ) -> Any:
+        return _GmSocketTransport(self, sock, protocol, waiter, extra, server)
 
     # -- running ---------------------------------------------------------------
 

@@ -3,12 +3,15 @@
 //!
 //! asyncio's selector loop asks "which of my fds are ready" once per
 //! iteration. Here each watched (fd, direction) is a small Rust-native G
-//! ([`WatchBody`]) parked in gmprt's netpoller (`net::FdWait`, which is
-//! level-triggered: it asks `poll(2)` first). When its fd is ready it
+//! ([`WatchBody`]) parked in gmprt's netpoller. When its fd is ready it
 //! *posts* it to the poller and wakes the loop G, then parks on its gate
 //! until the loop has run the fd's callbacks ([`Poller::rearm`]); then it
 //! waits again, so a callback that left data unread is told again, as
-//! `select` would. The loop G parks on one token, [`Poller::wait`], which
+//! `select` would (level-triggered). A watcher keeps a duplicate of its fd
+//! registered for its whole life (`net::FdWatch`) and asks `poll(2)` only
+//! when the registration cannot tell; a socket transport whose reads go
+//! through [`Poller::read`], which knows when it drained the socket, spares
+//! even that. The loop G parks on one token, [`Poller::wait`], which
 //! completes when something was posted, [`Poller::wake`] was called (from
 //! any thread: `call_soon_threadsafe`) or its timeout passed (a gmprt
 //! timer).
@@ -23,18 +26,29 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll as TaskPoll;
 use std::time::{Duration, Instant};
 
-use gmprt_core::net::FdWait;
+use gmprt_core::net::FdWatch;
 use gmprt_core::netpoll::Dir;
 use gmprt_core::{Cx, Step, Waker};
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyBytes, PyList};
 
 use crate::cancel;
 use crate::lock::lock;
 use crate::rt;
 use crate::time::ParkedTimer;
 use crate::token::{Poll, Token, Wait};
+
+/// What one `Poller::read` asks `recv` for: asyncio's
+/// `_SelectorSocketTransport.max_size`.
+const READ_MAX: usize = 256 * 1024;
+
+thread_local! {
+    /// `Poller::read`'s buffer, one per M that runs a loop G.
+    static READ_BUF: std::cell::RefCell<Option<Box<[u8]>>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 /// asyncio's event bits (`selectors.EVENT_READ` / `EVENT_WRITE`).
 const READ: u8 = 1;
@@ -81,6 +95,12 @@ struct Watch {
 struct WatchState {
     /// The loop ran the callbacks of the last post: wait again.
     open: bool,
+    /// The callbacks of the last post drained the fd (`Poller::read`):
+    /// `Some(would_block)`, see `FdWatch::drained`.
+    drained: Option<bool>,
+    /// The fd's owner handles `EAGAIN` and reports when it drained the fd:
+    /// readiness needs no `poll(2)` to confirm it.
+    trusted: bool,
     cancelled: bool,
     /// The watcher G, while parked (on the fd or on the gate).
     waker: Option<Waker>,
@@ -115,14 +135,14 @@ enum Phase {
 struct WatchBody {
     w: Arc<Watch>,
     poller: Arc<Shared>,
-    wait: Option<FdWait>,
+    wait: Option<FdWatch>,
     phase: Phase,
 }
 
 impl gmprt_core::Body for WatchBody {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
         loop {
-            {
+            let (drained, confirm) = {
                 let mut st = lock(&self.w.st);
                 // The runtime is stopping (`run()` interrupts every G): a
                 // watcher has nothing to clean up.
@@ -138,7 +158,8 @@ impl gmprt_core::Body for WatchBody {
                     st.open = false;
                     self.phase = Phase::Fd;
                 }
-            }
+                (st.drained.take(), !st.trusted)
+            };
             let Some(sched) = rt::sched() else {
                 return Step::Done;
             };
@@ -149,14 +170,17 @@ impl gmprt_core::Body for WatchBody {
             };
             let w = self
                 .wait
-                .get_or_insert_with(|| FdWait::new(self.w.fd, dir, None));
-            match w.poll(&sched) {
+                .get_or_insert_with(|| FdWatch::new(self.w.fd, dir));
+            if let Some(would_block) = drained {
+                w.drained(would_block);
+            }
+            match w.poll(&sched, confirm) {
                 TaskPoll::Ready(r) => {
                     // Ready, or not an open fd any more (readable, as for
                     // select: the callback meets the error).
-                    self.wait = None;
                     self.poller.post(&self.w);
                     if r.is_err() {
+                        self.wait = None;
                         return Step::Done;
                     }
                     self.phase = Phase::Gate;
@@ -273,6 +297,119 @@ impl Poller {
         }
     }
 
+    /// A ``gmprt.aio`` socket transport's read callback (asyncio's
+    /// ``_read_ready__data_received``): one ``recv`` into a per-thread
+    /// buffer, the bytes of what came handed to the protocol, and the
+    /// watcher told when the socket was drained. asyncio's own ``recv``
+    /// allocates ``max_size`` and shrinks it, which costs an ``mmap`` and
+    /// an ``munmap`` per read in a fresh process (issue 14's note); the
+    /// copy of what arrived is cheaper.
+    fn read(&self, py: Python<'_>, transport: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+        if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
+            return Ok(());
+        }
+        let got = READ_BUF.with_borrow_mut(|buf| {
+            let buf = buf.get_or_insert_with(|| vec![0u8; READ_MAX].into_boxed_slice());
+            loop {
+                // SAFETY: `buf` is a live, writable buffer of `buf.len()`
+                // bytes; recv writes at most that many. A bad fd is an
+                // error, nothing worse.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n >= 0 {
+                    let n = n as usize;
+                    break Ok(Some((PyBytes::new(py, &buf[..n]), n < buf.len())));
+                }
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => break Ok(None),
+                    _ => break Err(e),
+                }
+            }
+        });
+        let (data, drained) = match got {
+            Ok(Some(got)) => got,
+            Ok(None) => {
+                self.drained(fd, true);
+                return Ok(());
+            }
+            Err(e) => {
+                let exc = PyErr::from(e).into_value(py);
+                transport.call_method1(
+                    intern!(py, "_fatal_error"),
+                    (exc, "Fatal read error on socket transport"),
+                )?;
+                return Ok(());
+            }
+        };
+        if data.as_bytes().is_empty() {
+            transport.call_method0(intern!(py, "_read_ready__on_eof"))?;
+            return Ok(());
+        }
+        if drained {
+            self.drained(fd, false);
+        }
+        let proto = transport.getattr(intern!(py, "_protocol"))?;
+        if let Err(e) = proto.call_method1(intern!(py, "data_received"), (data,)) {
+            if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) {
+                return Err(e);
+            }
+            transport.call_method1(
+                intern!(py, "_fatal_error"),
+                (
+                    e.into_value(py),
+                    "Fatal error: protocol.data_received() call failed.",
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A ``gmprt.aio`` socket transport's ``write`` fast path: when the
+    /// transport is open with nothing buffered and ``data`` is ``bytes``,
+    /// one ``send``; returns None when it all went, else what asyncio's own
+    /// ``write`` must still take (all of ``data``, or what ``send`` left):
+    /// buffering, the writer, errors and every rule of ``write`` stay
+    /// asyncio's.
+    fn write<'py>(
+        &self,
+        py: Python<'py>,
+        transport: &Bound<'py, PyAny>,
+        fd: RawFd,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Ok(bytes) = data.cast_exact::<PyBytes>() else {
+            return Ok(Some(data.clone()));
+        };
+        let buf = bytes.as_bytes();
+        let fast = !buf.is_empty()
+            && !transport.getattr(intern!(py, "_eof"))?.is_truthy()?
+            && transport.getattr(intern!(py, "_empty_waiter"))?.is_none()
+            && !transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
+            && !transport.getattr(intern!(py, "_buffer"))?.is_truthy()?;
+        if !fast {
+            return Ok(Some(data.clone()));
+        }
+        let n = loop {
+            // SAFETY: `buf` is the live contents of `bytes`, which we hold;
+            // send only reads them. MSG_NOSIGNAL: a closed peer is an
+            // EPIPE error (asyncio's path reports it), not a SIGPIPE.
+            let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+            if n >= 0 {
+                break n as usize;
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                // Would block, or an error: asyncio's write retries and
+                // buffers, or reports it.
+                return Ok(Some(data.clone()));
+            }
+        };
+        if n == buf.len() {
+            return Ok(None);
+        }
+        Ok(Some(PyBytes::new(py, &buf[n..]).into_any()))
+    }
+
     /// A non-blocking poll of the netpoller, readying the Gs it finds
     /// (watchers among them). A loop busy with its own callbacks calls it
     /// each iteration, as asyncio's loop calls `epoll_wait(0)`: a busy P
@@ -329,6 +466,20 @@ impl Poller {
             timer: ParkedTimer::default(),
         });
         Ok(tok)
+    }
+}
+
+impl Poller {
+    /// The read callback of ``fd``'s reader drained it (`FdWatch::drained`):
+    /// its watcher need not ask ``poll(2)`` after the callbacks, and trusts
+    /// readiness from then on (the reader handles ``EAGAIN``).
+    fn drained(&self, fd: RawFd, would_block: bool) {
+        let w = lock(&self.shared.st).watches.get(&(fd, READ)).cloned();
+        if let Some(w) = w {
+            let mut st = lock(&w.st);
+            st.drained = Some(would_block);
+            st.trusted = true;
+        }
     }
 }
 

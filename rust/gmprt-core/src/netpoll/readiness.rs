@@ -13,18 +13,25 @@
 //! a CAS that fails when an event arrived since the snapshot. The poller
 //! sets bits with one RMW that bumps the tick ([`Readiness::set`]).
 //!
+//! A third bit, *read closed*, is sticky: set by the event that reports
+//! the peer's shutdown (or an error), never cleared. An owner that treats a
+//! short read as "drained" checks it first: the hang-up that arrived with
+//! the data it read leaves the fd readable (EOF) with no further event.
+//!
 //! Who writes: the poller sets (any thread holding the `poller` lock, or a
 //! model test playing the kernel); operations clear (any thread). Both are
 //! RMWs on the one word, so neither can undo the other's newer write.
 
 use crate::loom::sync::atomic::{AtomicUsize, Ordering::*};
 
-use super::sys::{EV_READABLE, EV_WRITABLE};
+use super::sys::{EV_READABLE, EV_READ_CLOSED, EV_WRITABLE};
 
 pub(super) const READABLE: usize = EV_READABLE;
 pub(super) const WRITABLE: usize = EV_WRITABLE;
+const READ_CLOSED: usize = EV_READ_CLOSED;
 const READY_MASK: usize = READABLE | WRITABLE;
-const TICK_SHIFT: u32 = 2;
+const BITS_MASK: usize = READY_MASK | READ_CLOSED;
+const TICK_SHIFT: u32 = 3;
 
 /// Which half of a registration an operation waits on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,9 +58,13 @@ pub struct ReadyEvent {
     bit: usize,
     /// The direction may be ready: try the syscall.
     pub ready: bool,
+    /// An event reported the read side closed (module docs): a read will
+    /// not block again.
+    pub read_closed: bool,
 }
 
-/// `tick << TICK_SHIFT | ready bits`, for both directions of one fd.
+/// `tick << TICK_SHIFT | read-closed and ready bits`, for both directions
+/// of one fd.
 pub(super) struct Readiness(AtomicUsize);
 
 impl Readiness {
@@ -72,6 +83,7 @@ impl Readiness {
             tick: cur >> TICK_SHIFT,
             bit: dir.bit(),
             ready: cur & dir.bit() != 0,
+            read_closed: cur & READ_CLOSED != 0,
         }
     }
 
@@ -82,7 +94,7 @@ impl Readiness {
         // orders us after the last clear.
         let _ = self.0.fetch_update(AcqRel, Acquire, |cur| {
             let tick = (cur >> TICK_SHIFT).wrapping_add(1);
-            Some((tick << TICK_SHIFT) | (cur & READY_MASK) | (bits & READY_MASK))
+            Some((tick << TICK_SHIFT) | (cur & BITS_MASK) | (bits & BITS_MASK))
         });
     }
 

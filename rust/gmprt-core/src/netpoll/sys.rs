@@ -30,6 +30,9 @@ use std::time::Duration;
 /// the retried syscall reports them.
 pub(super) const EV_READABLE: usize = 1;
 pub(super) const EV_WRITABLE: usize = 2;
+/// The peer shut down its side, or the socket failed: reading will not
+/// block again, whatever a read returned (reported with `EV_READABLE`).
+pub(super) const EV_READ_CLOSED: usize = 4;
 
 #[cfg(not(loom))]
 pub(super) use self::epoll::{new, Registry, Selector};
@@ -92,6 +95,9 @@ mod epoll {
                     let mut bits = 0;
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         bits |= EV_READABLE;
+                    }
+                    if ev.is_read_closed() || ev.is_error() {
+                        bits |= EV_READ_CLOSED;
                     }
                     if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
                         bits |= EV_WRITABLE;
