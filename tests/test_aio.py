@@ -490,6 +490,20 @@ def test_to_g_keeps_the_loop_running_while_it_blocks():
     assert ticks >= 5  # the loop ran meanwhile (asyncio's default would give 0)
 
 
+def test_to_g_hands_the_loops_p_off_before_the_call():
+    # Known to block: the P goes to another M before fn runs (Go's
+    # entersyscallblock), not when sysmon next looks (its back-off reaches
+    # 10 ms) and only once work waits. So even a call that returns at once
+    # counts one handoff, and the loop is served while a long one blocks.
+    async def main():
+        before = gmprt.stats()["handoffs"]
+        for _ in range(5):
+            assert await gmprt.aio.to_g(lambda: 7) == 7
+        return gmprt.stats()["handoffs"] - before
+
+    assert gmprt.aio.run(asyncio.wait_for(main(), T), procs=1) >= 5
+
+
 def test_to_g_passes_args_and_context_and_raises():
     var = contextvars.ContextVar("var")
 

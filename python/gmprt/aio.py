@@ -421,7 +421,7 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         if self._debug:
             self._check_callback(func, "run_in_executor")
         if executor is None and self._default_executor is None and _gmprt._in_runtime():
-            return self._gm_future_of(go(func, *args))
+            return self._gm_future_of(_gmprt._go_blocking(func, *args))
         return super().run_in_executor(executor, func, *args)  # type: ignore[no-any-return]
 
     def _gm_future_of(self, g: G[_T]) -> asyncio.Future[_T]:
@@ -606,15 +606,19 @@ def run(
 async def to_g(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
     """Run ``fn(*args, **kwargs)`` as a G and wait for its result:
     ``asyncio.to_thread``'s job without a thread pool. While ``fn`` blocks
-    (in a C call, ``time.sleep``), gmprt's sysmon hands the loop's P to
-    another M, so the loop keeps running. ``fn`` runs in a copy of the
+    (in a C call, ``time.sleep``), the loop's P is with another M, so the
+    loop keeps running. ``fn`` runs in a copy of the
     caller's context. Cancelling the awaiting task cancels the G (a sync G
-    sees it at its next gmprt call)."""
+    sees it at its next gmprt call). ``fn`` is expected to block: its P is
+    handed to another M before it is called (Go's ``entersyscallblock``),
+    which costs a thread wake-up, as a thread pool's hand-off does."""
     loop = events.get_running_loop()
     if not isinstance(loop, GmprtEventLoop):
         raise RuntimeError("gmprt.aio.to_g() needs a running gmprt.aio loop")
     ctx = contextvars.copy_context()
-    g = go(ctx.run, functools.partial(fn, *args, **kwargs))
+    # Known to block: its M hands the loop's P to another M before calling
+    # it, so the loop runs on at once (not when sysmon next looks).
+    g = _gmprt._go_blocking(ctx.run, functools.partial(fn, *args, **kwargs))
     return await loop._gm_future_of(g)
 
 

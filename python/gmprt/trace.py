@@ -197,9 +197,15 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError as e:
-        where = "is cut" if e.pos >= len(raw.rstrip()) - 1 else "is damaged"
+        # A cut inside a string is reported at the string's opening quote.
+        if e.pos >= len(raw.rstrip()) - 1 or e.msg.startswith("Unterminated string"):
+            raise TraceFileError(
+                f"{os.fspath(path)} is cut at byte {len(raw)} (its end; the JSON "
+                f"stops inside {'a string' if e.msg.startswith('Unterminated') else 'a value'} "
+                f"begun at line {e.lineno}, column {e.colno})"
+            ) from None
         raise TraceFileError(
-            f"{os.fspath(path)} {where} at byte {e.pos} of {len(raw)} "
+            f"{os.fspath(path)} is damaged at byte {e.pos} of {len(raw)} "
             f"(line {e.lineno}, column {e.colno}): {e.msg}"
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):

@@ -97,6 +97,15 @@ pub trait Body: Send + 'static {
         false
     }
 
+    /// Whether the next step is known to block (a call the embedder was
+    /// told will wait in C: Go's `entersyscallblock`). Its M hands the P
+    /// off before the step runs, instead of leaving it to sysmon, which
+    /// may be in its 10 ms back-off and only retakes once work waits
+    /// (work that, with one P, nobody may be polling the netpoller for).
+    fn blocks(&self) -> bool {
+        false
+    }
+
     /// The body as `Any`, so that the embedder can look at its own type in
     /// a goroutine dump ([`Sched::for_each_g`]). Called while the G is held
     /// for the dump (`g` module docs, "Scanning"), on the dumping thread:

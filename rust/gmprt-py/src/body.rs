@@ -49,6 +49,8 @@ pub(crate) struct Spawn {
     /// Called with the handle once the G finished (a Group's bookkeeping).
     pub(crate) on_done: Option<Py<PyAny>>,
     pub(crate) is_main: bool,
+    /// The call is known to block (`gmprt.aio.to_g`): `Body::blocks`.
+    pub(crate) blocks: bool,
 }
 
 pub(crate) struct PyBody {
@@ -58,6 +60,8 @@ pub(crate) struct PyBody {
     ctx: Py<PyAny>,
     handle: Py<GHandle>,
     is_main: bool,
+    /// See `Spawn::blocks`.
+    blocks: bool,
     /// The token of the current park: for deadlock reports, and to
     /// withdraw the wait if the G is cancelled meanwhile.
     parked_on: Option<Py<Token>>,
@@ -182,6 +186,7 @@ impl PyBody {
             ctx: ctx.unbind(),
             handle,
             is_main: how.is_main,
+            blocks: how.blocks,
             parked_on: None,
             started: false,
             on_done: how.on_done,
@@ -603,6 +608,10 @@ impl Body for PyBody {
     /// A G not yet called may be a plain function that blocks in C.
     fn may_block(&self) -> bool {
         matches!(self.code, Some(Code::Call { .. }))
+    }
+
+    fn blocks(&self) -> bool {
+        self.blocks && self.may_block()
     }
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {

@@ -65,6 +65,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(runtime::run, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::go, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_go_linked, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime::_go_blocking, m)?)?;
     m.add_function(wrap_pyfunction!(cancel::timeout, m)?)?;
     m.add_function(wrap_pyfunction!(cancel::move_on_after, m)?)?;
     m.add_function(wrap_pyfunction!(cancel::shield, m)?)?;

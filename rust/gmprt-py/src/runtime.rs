@@ -213,6 +213,31 @@ pub(crate) fn go(
         deadline: cancel::current_deadline(),
         on_done: None,
         is_main: false,
+        blocks: false,
+    };
+    new_g(py, &sched, fn_, args, kwargs, how)
+}
+
+/// ``go`` for a plain function known to block (``gmprt.aio.to_g``): its M
+/// hands its P to another M before calling it (`Body::blocks`), so the
+/// loop G on that P runs on at once rather than when sysmon next looks.
+#[pyfunction]
+#[pyo3(signature = (fn_, /, *args, **kwargs))]
+pub(crate) fn _go_blocking(
+    py: Python<'_>,
+    fn_: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    kwargs: Option<Bound<'_, PyDict>>,
+) -> PyResult<Py<GHandle>> {
+    check_spawnable(&fn_, "gmprt.aio.to_g()")?;
+    let sched = sched()
+        .ok_or_else(|| PyRuntimeError::new_err("gmprt.aio.to_g() needs a running runtime"))?;
+    let how = Spawn {
+        parent: None,
+        deadline: cancel::current_deadline(),
+        on_done: None,
+        is_main: false,
+        blocks: true,
     };
     new_g(py, &sched, fn_, args, kwargs, how)
 }
@@ -244,6 +269,7 @@ pub(crate) fn _go_linked(
         deadline: None,
         on_done: Some(on_done),
         is_main: false,
+        blocks: false,
     };
     new_g(py, &sched, fn_, args, kwargs, how)
 }
@@ -488,6 +514,7 @@ fn run_main(
         deadline: None,
         on_done: None,
         is_main: true,
+        blocks: false,
     };
     let handle = new_g(py, &rs.sched, main, args, None, how)?;
     let ev = &rs.ev;

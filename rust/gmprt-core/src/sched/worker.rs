@@ -421,6 +421,13 @@ impl Sched {
             let body = body.as_mut().expect("runnable G without a body");
             m.slot.bump(); // odd: in a step
             self.lend_p(m, p, g.id(), body.may_block());
+            if body.blocks() {
+                // Go's entersyscallblock: give the P away now, as sysmon's
+                // retake would; the step's end then finds it gone.
+                if let Some(p) = self.take_lent(&self.allp[pid]) {
+                    self.handoffp(p);
+                }
+            }
             let mut cx = Cx {
                 sched: self,
                 g,
