@@ -68,7 +68,7 @@ import signal
 import sys
 import threading
 import weakref
-from asyncio import events, selector_events
+from asyncio import base_events, events, format_helpers, selector_events
 from collections.abc import Callable, Coroutine, Mapping
 from selectors import EVENT_READ, EVENT_WRITE, SelectorKey
 from typing import Any, TypeVar
@@ -118,9 +118,11 @@ class _NetpollSelector:
     start or stop one watcher G (Rust, no Python) per (fd, direction) while
     the loop G runs; ``wait`` (awaited by the loop G) parks until a watcher
     posts readiness, a thread-safe wake arrives or the timeout passes;
-    ``select`` then hands asyncio's ``_run_once`` what was posted, without
-    blocking, and ``rearm`` lets those watchers wait again once the
-    callbacks ran (level-triggered, like ``select``).
+    asyncio's ``_run_once`` then calls ``select``, which returns nothing
+    and never blocks, and ``_process_events``, which the loop overrides to
+    hand what was posted (``take``) to its ready queue; ``rearm`` lets
+    those watchers wait again once the callbacks ran (level-triggered, like
+    ``select``).
     """
 
     def __init__(self) -> None:
@@ -168,18 +170,15 @@ class _NetpollSelector:
         return dict(self._keys)
 
     def select(self, timeout: float | None = None) -> list[tuple[SelectorKey, int]]:
-        # Never blocks: the loop G already waited (`wait`).
-        ready: dict[int, int] = {}
-        for fd, ev in self._pending:
-            ready[fd] = ready.get(fd, 0) | ev
-        self._pending = []
-        keys = self._keys
-        out = []
-        for fd, mask in ready.items():
-            key = keys.get(fd)
-            if key is not None and key.events & mask:
-                out.append((key, key.events & mask))
-        return out
+        # Never blocks: the loop G already waited (`wait`). What it took is
+        # handed to the loop's ready queue by GmprtEventLoop._process_events
+        # (in Rust), which asyncio's `_run_once` calls right after this.
+        return []
+
+    def take(self) -> list[tuple[int, int]]:
+        """What the last wait returned, as (fd, event) pairs, once."""
+        pending, self._pending = self._pending, []
+        return pending
 
     def close(self) -> None:
         self.stop()
@@ -227,7 +226,7 @@ class _NetpollSelector:
         self._pending = []
 
     def rearm(self) -> None:
-        """The callbacks of the fds handed out by ``select`` ran."""
+        """The callbacks of the fds handed out by ``take`` ran."""
         self._poller.rearm()
 
     def _lookup(self, fileobj: Any) -> int:
@@ -242,6 +241,18 @@ class _NetpollSelector:
 
     def _unwatch(self, fd: int, events: int) -> None:
         self._poller.unwatch(fd, events)
+
+
+_HANDLE_TYPES = (asyncio.Handle, asyncio.TimerHandle)
+
+
+def _callback_failed(handle: asyncio.Handle, exc: BaseException) -> None:
+    """A callback run by `Poller.run_ready` raised: what `Handle._run` does."""
+    cb = format_helpers._format_callback_source(handle._callback, handle._args)  # type: ignore[attr-defined]
+    context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
+    if handle._source_traceback:  # type: ignore[attr-defined]
+        context["source_traceback"] = handle._source_traceback  # type: ignore[attr-defined]
+    handle._loop.call_exception_handler(context)  # type: ignore[attr-defined]
 
 
 class _GmSocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
@@ -289,6 +300,51 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         # Any thread, any G, a signal handler: push (done by the caller)
         # plus this wake.
         self._gm_selector.wake()
+
+    def _run_once(self) -> None:
+        # asyncio's, with its callback loop in Rust (`Poller.run_ready`);
+        # the loop G already waited, so `select` is not asked to. In debug
+        # mode asyncio's own runs, to time each callback.
+        if self._debug:
+            super()._run_once()
+            return
+        scheduled = self._scheduled
+        n = len(scheduled)
+        if (
+            n > base_events._MIN_SCHEDULED_TIMER_HANDLES
+            and self._timer_cancelled_count / n > base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
+        ):
+            # Many cancelled timers: rebuild the heap without them.
+            live = []
+            for h in scheduled:
+                if h._cancelled:
+                    h._scheduled = False
+                else:
+                    live.append(h)
+            heapq.heapify(live)
+            self._scheduled = scheduled = live
+            self._timer_cancelled_count = 0
+        else:
+            while scheduled and scheduled[0]._cancelled:
+                self._timer_cancelled_count -= 1
+                heapq.heappop(scheduled)._scheduled = False
+        self._process_events(self._selector.select(0))
+        ready = self._ready
+        end = self.time() + self._clock_resolution
+        while scheduled and scheduled[0]._when < end:
+            h = heapq.heappop(scheduled)
+            h._scheduled = False
+            ready.append(h)
+        self._gm_selector._poller.run_ready(ready, len(ready), _HANDLE_TYPES, _callback_failed)
+
+    def _process_events(self, event_list: Any) -> None:
+        # Our selector's `select` returns nothing: the fds the loop G's wait
+        # took go to the ready queue here, asyncio's rules in one Rust call
+        # (a Python loop per ready fd in asyncio).
+        sel = self._gm_selector
+        sel._poller.process(self, sel._keys, self._ready, sel.take())
+        if event_list:
+            super()._process_events(event_list)
 
     def _make_socket_transport(
         self,

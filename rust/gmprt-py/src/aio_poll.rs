@@ -32,7 +32,7 @@ use gmprt_core::{Cx, Step, Waker};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 
 use crate::cancel;
 use crate::lock::lock;
@@ -295,6 +295,117 @@ impl Poller {
         for w in fired {
             w.signal(false);
         }
+    }
+
+    /// asyncio's ``_process_events`` for what the loop G's waits returned
+    /// (``pairs``: ``(fd, event)``, an fd possibly twice): for each fd
+    /// still registered in ``keys`` (fd -> ``SelectorKey``), in the order
+    /// first posted, its reader then its writer handle is appended to the
+    /// loop's ``ready`` deque, or, if cancelled, removed from the loop
+    /// (``loop._remove_reader``/``_remove_writer``), as asyncio does.
+    fn process(
+        &self,
+        py: Python<'_>,
+        event_loop: &Bound<'_, PyAny>,
+        keys: &Bound<'_, PyDict>,
+        ready: &Bound<'_, PyAny>,
+        pairs: &Bound<'_, PyList>,
+    ) -> PyResult<()> {
+        // Merge per fd, keeping the first-posted order (a select returns
+        // each fd once with both bits).
+        let mut merged: Vec<(RawFd, u8)> = Vec::with_capacity(pairs.len());
+        for item in pairs.iter() {
+            merged.push(item.extract()?);
+        }
+        // An fd is posted at most once per direction: a duplicate is rare,
+        // and found by sorting a copy rather than hashing every fd.
+        let mut sorted: Vec<RawFd> = merged.iter().map(|&(fd, _)| fd).collect();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            let mut first: Vec<(RawFd, u8)> = Vec::with_capacity(merged.len());
+            for (fd, ev) in merged {
+                match first.iter_mut().find(|(f, _)| *f == fd) {
+                    Some(slot) => slot.1 |= ev,
+                    None => first.push((fd, ev)),
+                }
+            }
+            merged = first;
+        }
+        let append = ready.getattr(intern!(py, "append"))?;
+        for (fd, mask) in merged {
+            let Some(key) = keys.get_item(fd)? else {
+                continue;
+            };
+            // SelectorKey is a namedtuple: (fileobj, fd, events, data).
+            let key = key.cast_into::<PyTuple>()?;
+            let events: u8 = key.get_item(2)?.extract()?;
+            let mask = mask & events;
+            if mask == 0 {
+                continue;
+            }
+            let fileobj = key.get_item(0)?;
+            let data = key.get_item(3)?;
+            let (reader, writer): (Bound<'_, PyAny>, Bound<'_, PyAny>) = data.extract()?;
+            for (bit, handle, remove) in [
+                (READ, reader, intern!(py, "_remove_reader")),
+                (WRITE, writer, intern!(py, "_remove_writer")),
+            ] {
+                if mask & bit == 0 || handle.is_none() {
+                    continue;
+                }
+                if handle.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
+                    event_loop.call_method1(remove, (&fileobj,))?;
+                } else {
+                    append.call1((handle,))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The callback loop of asyncio's ``_run_once``: run the first
+    /// ``ntodo`` handles of ``ready`` (a deque), skipping cancelled ones.
+    /// A handle of exactly ``handle_types`` runs as its ``_run`` would
+    /// (``_context.run(_callback, *_args)``), without that Python frame;
+    /// when the callback raises, ``failed(handle, exc)`` reports it as
+    /// ``_run`` does; ``SystemExit`` and ``KeyboardInterrupt`` propagate.
+    /// Any other handle type gets its own ``_run()``.
+    fn run_ready(
+        &self,
+        py: Python<'_>,
+        ready: &Bound<'_, PyAny>,
+        ntodo: usize,
+        handle_types: (Bound<'_, PyType>, Bound<'_, PyType>),
+        failed: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let popleft = ready.getattr(intern!(py, "popleft"))?;
+        for _ in 0..ntodo {
+            let h = popleft.call0()?;
+            if h.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
+                continue;
+            }
+            let ty = h.get_type();
+            if !ty.is(&handle_types.0) && !ty.is(&handle_types.1) {
+                h.call_method0(intern!(py, "_run"))?;
+                continue;
+            }
+            let ctx = h.getattr(intern!(py, "_context"))?;
+            let cb = h.getattr(intern!(py, "_callback"))?;
+            let args = h.getattr(intern!(py, "_args"))?.cast_into::<PyTuple>()?;
+            let mut call = Vec::with_capacity(args.len() + 1);
+            call.push(cb);
+            call.extend(args.iter());
+            let call = PyTuple::new(py, call)?;
+            if let Err(e) = ctx.call_method1(intern!(py, "run"), call) {
+                if e.is_instance_of::<PySystemExit>(py)
+                    || e.is_instance_of::<PyKeyboardInterrupt>(py)
+                {
+                    return Err(e);
+                }
+                failed.call1((h, e.into_value(py)))?;
+            }
+        }
+        Ok(())
     }
 
     /// A ``gmprt.aio`` socket transport's read callback (asyncio's
