@@ -36,6 +36,7 @@ ORDER = [
     "tls",
     "tracing",
     "aio_blocking",
+    "aio_http",
 ]
 
 TITLES = {
@@ -55,6 +56,7 @@ TITLES = {
     "tls": "TLS echo: server CPU per 1 KiB message and TLS 1.3 handshakes/s",
     "tracing": "tracing cost: ping-pong and spawn with gmprt.trace.record off and on",
     "aio_blocking": "asyncio blocking handler: aiohttp, 1 request in 100 sleeps 0.2 s",
+    "aio_http": "HTTP hello-world: uvicorn + Starlette and aiohttp under wrk, on each loop",
 }
 
 GOALS = {
@@ -80,6 +82,10 @@ GOALS = {
     "tls": "server CPU per message no higher than asyncio + ssl's and uvloop + ssl's",
     "tracing": "with a recording on, ping-pong costs ≤ 2× its figure with none",
     "aio_blocking": "the other requests' p99 with gmprt.aio.to_g ≤ with asyncio.to_thread",
+    "aio_http": (
+        "gmprt.aio ≥ uvloop: server CPU per request ≤ uvloop's, requests/s ≥ uvloop's, "
+        "p99 no worse, on each framework"
+    ),
 }
 
 ADVANTAGE_NOTE = (
@@ -1062,6 +1068,88 @@ def r_aio_blocking(sc):
     return md, goal, head
 
 
+def _mid(fig: dict[str, Any], key: str, digits: int | None = None) -> str:
+    """A median with its (min–max) when there was more than one round."""
+    v = fig.get(key)
+    lo, hi = fig.get(f"{key}_min"), fig.get(f"{key}_max")
+    if v is None:
+        return "—"
+    if fig.get("rounds", 1) > 1 and lo is not None and hi is not None:
+        return f"{num(v, digits)} ({num(lo, digits)}–{num(hi, digits)})"
+    return num(v, digits)
+
+
+def r_aio_http(sc):
+    res = sc["results"]
+    p = sc["params"]
+    md = (
+        f"A hello-world `GET /` (13 bytes of text) loaded by `{p['client']}` on 127.0.0.1; "
+        f"uvicorn with its {p.get('uvicorn_http', 'default')} parser and no access log, "
+        "aiohttp's AppRunner under `asyncio.Runner(loop_factory=...)`. **Server CPU µs per "
+        "request** (utime + stime of the server process from /proc over the measured run ÷ "
+        "requests): wrk shares the 2 cores, so req/s measures the pair. Median (min–max) of "
+        f"{p['rounds']} interleaved rounds, a fresh server each, after a discarded "
+        f"{p['warmup_s']} s warm-up.\n\n"
+    )
+    goal = Goal()
+    if "skipped" in sc:
+        md += f"skipped: {sc['skipped']}"
+        goal.check(None, f"skipped: {sc['skipped']}")
+        return md, goal, {"gmprt": "—", "others": ""}
+    rows = []
+    for name, fig in res.items():
+        if "cpu_us_per_req" not in fig:
+            rows.append([name, "—", "—", "—", "—", "—", why_not(fig)])
+            continue
+        fw = name.split(" / ")[0]
+        u = res.get(f"{fw} / uvloop", {}).get("cpu_us_per_req")
+        note = f"{fig['errors']} errors" if fig.get("errors") else ""
+        rows.append(
+            [
+                name,
+                _mid(fig, "cpu_us_per_req"),
+                _mid(fig, "req_per_s", 0),
+                _mid(fig, "p99_ms"),
+                num(fig.get("server_cpu", 0) * 100, 0) + " %",
+                xfmt(adv(fig["cpu_us_per_req"], u, True)) if u else "—",
+                note,
+            ]
+        )
+    md += table(
+        ["contender", "server CPU µs/req", "req/s", "p99 ms", "server CPU", "vs uvloop", "note"],
+        rows,
+    )
+    md += "\n\n*vs uvloop*: uvloop's CPU per request ÷ this one's (above 1× beats uvloop)."
+    heads = []
+    for fw in sorted({n.split(" / ")[0] for n in res}):
+        g = res.get(f"{fw} / gmprt.aio", {})
+        u = res.get(f"{fw} / uvloop", {})
+        if "cpu_us_per_req" not in g or "cpu_us_per_req" not in u:
+            goal.check(None, f"{fw}: {why_not(g) or why_not(u) or 'no figures'}")
+            continue
+        ok = (
+            g["cpu_us_per_req"] <= u["cpu_us_per_req"]
+            and g["req_per_s"] >= u["req_per_s"]
+            and g.get("p99_ms", 0) <= u.get("p99_ms", 0)
+        )
+        goal.check(
+            ok,
+            f"{fw}: {num(g['cpu_us_per_req'])} vs uvloop {num(u['cpu_us_per_req'])} µs/req, "
+            f"{num(g['req_per_s'], 0)} vs {num(u['req_per_s'], 0)} req/s, p99 "
+            f"{num(g.get('p99_ms'))} vs {num(u.get('p99_ms'))} ms",
+        )
+        heads.append(f"{fw} {num(g['cpu_us_per_req'])} µs/req")
+    head = {
+        "gmprt": "; ".join(heads) or "—",
+        "others": ", ".join(
+            f"{n} {num(f['cpu_us_per_req'])} µs/req"
+            for n, f in res.items()
+            if "cpu_us_per_req" in f and not n.endswith("gmprt.aio")
+        ),
+    }
+    return md, goal, head
+
+
 RENDER = {
     "spawn": r_spawn,
     "ping_pong": r_ping_pong,
@@ -1079,6 +1167,7 @@ RENDER = {
     "tls": r_tls,
     "tracing": r_tracing,
     "aio_blocking": r_aio_blocking,
+    "aio_http": r_aio_http,
 }
 
 
@@ -1311,6 +1400,12 @@ def vs_asyncio(name: str, sc: dict[str, Any]) -> float | None:
         if common:
             n = common[-1]
             return adv(g[n].get("bytes_per_task"), a[n].get("bytes_per_task"), True)
+    if name == "aio_http":
+        return adv(
+            res.get("aiohttp / gmprt.aio", {}).get("cpu_us_per_req"),
+            res.get("aiohttp / asyncio", {}).get("cpu_us_per_req"),
+            True,
+        )
     if name == "echo":
         cases = sc["params"]["cases"]
         key = "c100-1024" if [100, 1024] in cases else f"c{cases[0][0]}-{cases[0][1]}"

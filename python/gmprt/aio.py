@@ -47,9 +47,20 @@ Gs and asyncio in one program:
 - from a G, ``gmprt.aio.spawn(coro)`` starts ``coro`` as a task on the loop
   and returns a future the G can await.
 
-Signals: ``add_signal_handler`` works from the main thread (asyncio's own
-rule), so before the loop runs; from a loop callback it raises
-``NotImplementedError``.
+Signals: ``add_signal_handler`` / ``remove_signal_handler`` work as on
+asyncio, from the main thread and from the loop's own callbacks and tasks
+(which run in a G, on an M): Python lets only the main thread set a
+handler, so the loop hands that call to the thread in ``gmprt.run()``, the
+main thread; the handler Python runs there when the signal arrives
+schedules the callback on the loop (``call_soon_threadsafe``).
+
+A loop's callbacks run *as the thread that called* ``run_forever`` /
+``run_until_complete``, as on asyncio: ``threading.current_thread()`` is
+that thread while they run (the M they run on is lent to it), and while a
+loop run from the main thread runs, ``signal.signal()`` called in its
+callbacks is handed to the main thread too. So code that sets its handlers
+only "when on the main thread" sets them: uvicorn does, and its Ctrl-C and
+SIGTERM shut it down gracefully on this loop.
 
 One loop runs per gmprt runtime. ``run_forever`` / ``run_until_complete``
 called outside a runtime start one (``gmprt.run``) for the duration of the
@@ -96,6 +107,39 @@ _MAX_WAIT = 24 * 3600.0
 # time, and one loop in it).
 _running: GmprtEventLoop | None = None
 _running_lock = threading.Lock()
+
+def _on_main_thread(fn: Callable[[], _T]) -> _T:
+    """``fn()`` on the main thread: called directly there (or when no
+    runtime runs); from a G, handed to the thread in ``gmprt.run()``. Only
+    the main thread may set signal handlers; a loop G runs on an M.
+
+    Raises:
+        RuntimeError: ``gmprt.run()`` runs on another thread (the handler
+            cannot be set there either), as asyncio's loop raises off the
+            main thread.
+    """
+    if threading.get_ident() == threading.main_thread().ident or not _gmprt._in_runtime():
+        return fn()
+    try:
+        return _gmprt._call_in_run_thread(fn)
+    except ValueError as exc:  # run() is not on the main thread
+        raise RuntimeError(
+            f"gmprt.aio: signal handlers are set on the main thread, and gmprt.run() "
+            f"is not running there ({exc})"
+        ) from None
+
+
+def _signal_from_loop(set_signal: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``signal.signal`` a loop run from the main thread puts in place
+    while it runs, over ``set_signal`` (what was there): its callbacks run as
+    the main thread (``threading.current_thread()``), so a call from them
+    is done on the main thread."""
+
+    @functools.wraps(set_signal)
+    def from_loop(signalnum: int, handler: Any) -> Any:
+        return _on_main_thread(functools.partial(set_signal, signalnum, handler))
+
+    return from_loop
 
 
 def _fileobj_to_fd(fileobj: Any) -> int:
@@ -284,6 +328,11 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         self._gm_procs = procs
         # The id of the loop G while the loop runs.
         self._gm_gid: int | None = None
+        # The thread that called run_forever (outside a runtime): the loop's
+        # callbacks run as that thread, as on asyncio (`_gm_enter`).
+        self._gm_as_thread: threading.Thread | None = None
+        # What `_gm_enter` replaced in threading's table: (ident, entry).
+        self._gm_lent: tuple[int, threading.Thread | None] | None = None
         self._gm_selector = _NetpollSelector()
         super().__init__(self._gm_selector)
 
@@ -369,7 +418,11 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
             # joins that runtime; join() gives the caller's P away meanwhile.
             go(self._gm_main).join()
         else:
-            _gmprt.run(self._gm_main, procs=self._gm_procs)
+            self._gm_as_thread = threading.current_thread()
+            try:
+                _gmprt.run(self._gm_main, procs=self._gm_procs)
+            finally:
+                self._gm_as_thread = None
 
     async def _gm_main(self) -> None:
         global _running
@@ -390,6 +443,13 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         # its stack, even if it sleeps in C (asyncio's debug mode only warns
         # afterwards, and only when asked).
         _gmprt._watch_loop_g(True)
+        # Run from the main thread: signal.signal() in a callback is done
+        # there (uvicorn sets its handlers so, having seen it is "on the
+        # main thread").
+        set_signal = signal.signal
+        from_loop = None
+        if self._gm_as_thread is threading.main_thread():
+            from_loop = signal.signal = _signal_from_loop(set_signal)
         try:
             while True:
                 await sel.wait(self._gm_timeout())
@@ -402,6 +462,8 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
                 if self._stopping:
                     break
         finally:
+            if from_loop is not None and signal.signal is from_loop:
+                signal.signal = set_signal
             sel.stop()
             self._stopping = False
             self._thread_id = None
@@ -418,6 +480,15 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         # of callbacks, on this thread.
         self._thread_id = threading.get_ident()
         events._set_running_loop(self)
+        as_thread = self._gm_as_thread
+        if as_thread is not None:
+            # Lend this M to the thread that runs the loop, for this stretch:
+            # threading.current_thread() is that thread, as on asyncio (only
+            # this G runs on this M until `_gm_leave`).
+            ident = self._thread_id
+            active = threading._active  # type: ignore[attr-defined]
+            self._gm_lent = (ident, active.get(ident))
+            active[ident] = as_thread
         # The loop G now runs asyncio code: a gmprt wait there must raise
         # (it would reach asyncio's Task), unlike the loop G's own waits.
         _gmprt._set_aio_loop_g(self._gm_gid or 0)
@@ -434,6 +505,15 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         if self._debug:
             self._set_coroutine_origin_tracking(False)
         sys.set_asyncgen_hooks(*old_hooks)
+        lent = self._gm_lent
+        if lent is not None:
+            self._gm_lent = None
+            ident, entry = lent
+            active = threading._active  # type: ignore[attr-defined]
+            if entry is None:
+                active.pop(ident, None)
+            else:
+                active[ident] = entry
         events._set_running_loop(None)
         _gmprt._set_aio_loop_g(0)
 
@@ -496,33 +576,24 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
     # -- signals ---------------------------------------------------------------
 
     def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
-        """Like asyncio's: ``callback(*args)`` runs in the loop G when
-        ``sig`` arrives. Only from the main thread (asyncio's own rule), so
-        before the loop runs when the main thread runs it: its callbacks run
-        on gmprt's Ms. The handler Python runs on the main thread (inside
-        ``gmprt.run()``) hands the signal to the loop thread-safely.
+        """Like asyncio's: ``callback(*args)`` runs in the loop, as a
+        callback, when ``sig`` arrives. From the main thread or from the
+        loop's own code (a loop callback or task): the handler is set on the
+        main thread, the thread in ``gmprt.run()``. gmprt.run() owns
+        ``signal.set_wakeup_fd``; the Python handler it runs on the main
+        thread as the signal arrives hands the signal to the loop.
 
         Raises:
-            NotImplementedError: called from another thread (a loop
-                callback included; a ``RuntimeError``, as asyncio's). Use
-                ``signal.signal()`` in the main thread with
-                ``loop.call_soon_threadsafe()``.
+            RuntimeError: ``sig`` cannot be caught, or the handler cannot be
+                set from here (another thread, with ``gmprt.run()`` not on
+                the main thread), as asyncio's.
         """
         if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()
-        if threading.current_thread() is not threading.main_thread():
-            raise NotImplementedError(
-                "gmprt.aio: add_signal_handler() works only from the main thread, and a "
-                "gmprt loop's callbacks run on gmprt's threads: call it before running the "
-                "loop, or use signal.signal() in the main thread with "
-                "loop.call_soon_threadsafe()"
-            )
         handle = asyncio.Handle(callback, args, self, None)
         self._signal_handlers[sig] = handle
-        # No set_wakeup_fd (asyncio's way): gmprt.run() owns it, and runs
-        # Python's handlers on the main thread as signals arrive.
         loop_ref = weakref.ref(self)
 
         def on_signal(signum: int, frame: object) -> None:
@@ -530,18 +601,25 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
             if loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(loop._handle_signal, signum)
 
-        try:
+        def install() -> None:
             signal.signal(sig, on_signal)
+            # Set the SA_RESTART flag (asyncio does too): a system call
+            # the signal interrupts is restarted.
             signal.siginterrupt(sig, False)
-        except OSError as exc:
+
+        try:
+            _on_main_thread(install)
+        except (OSError, RuntimeError, ValueError) as exc:
             del self._signal_handlers[sig]
-            if exc.errno == errno.EINVAL:
+            if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
                 raise RuntimeError(f"sig {sig} cannot be caught") from None
+            if isinstance(exc, ValueError):
+                raise RuntimeError(str(exc)) from None
             raise
 
     def remove_signal_handler(self, sig: int) -> bool:
-        """Like asyncio's (from the main thread): True if a handler was
-        removed."""
+        """Like asyncio's, from the same places as ``add_signal_handler``:
+        the default handler is back; True if a handler was removed."""
         self._check_signal(sig)
         try:
             del self._signal_handlers[sig]
@@ -549,16 +627,14 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
             return False
         handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
         try:
-            signal.signal(sig, handler)
+            _on_main_thread(functools.partial(signal.signal, sig, handler))
         except OSError as exc:
             if exc.errno == errno.EINVAL:
                 raise RuntimeError(f"sig {sig} cannot be caught") from None
             raise
-        except ValueError:
+        except ValueError as exc:
             # Not the main thread: asyncio's own loop cannot do this either.
-            raise RuntimeError(
-                "gmprt.aio: remove_signal_handler() works only from the main thread"
-            ) from None
+            raise RuntimeError(str(exc)) from None
         return True
 
     def __repr__(self) -> str:

@@ -89,6 +89,15 @@ pub(crate) fn is_watched(g: u64) -> bool {
     g != 0 && crate::rt::sched().is_some_and(|s| s.watched_g() == g)
 }
 
+/// `func()` on the thread in `gmprt.run()` (the main thread, where `run()`
+/// was called there), from a G or any thread; blocks until it ran and
+/// returns its result or raises its exception. `gmprt.aio` sets signal
+/// handlers with it from the loop G (`rt::call_in_run_thread`).
+#[pyfunction]
+pub(crate) fn _call_in_run_thread(py: Python<'_>, func: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    crate::rt::call_in_run_thread(py, func)
+}
+
 /// Whether a gmprt runtime is running (`gmprt.go()` would work).
 #[pyfunction]
 pub(crate) fn _in_runtime() -> bool {

@@ -106,6 +106,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(aio::_watch_loop_g, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_set_aio_loop_g, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_in_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::_call_in_run_thread, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_future_wait, m)?)?;
     m.add_class::<aio::FutureWake>()?;
     m.add_class::<aio_poll::Poller>()?;

@@ -18,6 +18,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use gmprt_core::{Config, Hooks, Sched};
@@ -57,6 +58,25 @@ pub(crate) struct Events {
     /// Python again parks instead (`exit` module docs). Each M holds a
     /// clone for its life (`exit::enter_m`), a flag free of Python.
     pub(crate) abandoned: Arc<AtomicBool>,
+    /// The thread in `run()` (the main thread, usually).
+    run_thread: ThreadId,
+    /// Calls waiting for the thread in `run()` ([`call_in_run_thread`]);
+    /// `None` once `run()` no longer serves them ([`close_calls`]).
+    calls: Mutex<Option<Vec<Arc<RunThreadCall>>>>,
+}
+
+/// One [`call_in_run_thread`]: the callable, then its outcome.
+struct RunThreadCall {
+    func: Py<PyAny>,
+    outcome: Mutex<Option<PyResult<Py<PyAny>>>>,
+    done: Condvar,
+}
+
+impl RunThreadCall {
+    fn finish(&self, outcome: PyResult<Py<PyAny>>) {
+        *lock(&self.outcome) = Some(outcome);
+        self.done.notify_all();
+    }
 }
 
 static CURRENT: Mutex<Option<Arc<RunState>>> = Mutex::new(None);
@@ -136,6 +156,8 @@ pub(crate) fn install(
         failed: Mutex::new(Vec::new()),
         exiting: AtomicBool::new(false),
         abandoned: Arc::new(AtomicBool::new(false)),
+        run_thread: std::thread::current().id(),
+        calls: Mutex::new(Some(Vec::new())),
     });
     let sched = Sched::new(config, hooks(ev.clone()));
     let rs = Arc::new(RunState { sched, ev });
@@ -177,6 +199,73 @@ pub(crate) fn stop_for_exit(py: Python<'_>, wait: Duration) {
             cur = unpoison(UNINSTALLED.wait_timeout(cur, left)).0;
         }
     });
+}
+
+/// `func()` on the thread in `run()` (which is the main thread when `run()`
+/// was called there), for what only that thread may do: Python lets only
+/// the main thread set signal handlers, and a G runs on an M. The caller
+/// (a G, any thread) blocks, detached, until that thread has called it, and
+/// gets its result or its exception. Called on the thread in `run()`
+/// itself, it is a plain call.
+///
+/// Errors: `RuntimeError` when no runtime runs, or when `run()` is past
+/// serving calls (shutting down: [`close_calls`]).
+pub(crate) fn call_in_run_thread(py: Python<'_>, func: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    let Some(rs) = current() else {
+        return Err(PyRuntimeError::new_err("no gmprt runtime is running"));
+    };
+    if std::thread::current().id() == rs.ev.run_thread {
+        return func.call0(py);
+    }
+    let call = Arc::new(RunThreadCall {
+        func,
+        outcome: Mutex::new(None),
+        done: Condvar::new(),
+    });
+    match lock(&rs.ev.calls).as_mut() {
+        Some(q) => q.push(call.clone()),
+        None => return Err(shutting_down()),
+    }
+    rs.ev.wake();
+    py.detach(|| {
+        let mut out = lock(&call.outcome);
+        while out.is_none() {
+            out = unpoison(call.done.wait(out));
+        }
+    });
+    let outcome = lock(&call.outcome).take();
+    // `rs` and the call (Python objects inside) are dropped attached.
+    outcome.unwrap_or_else(|| Err(shutting_down()))
+}
+
+fn shutting_down() -> PyErr {
+    PyRuntimeError::new_err("gmprt.run() is shutting down: its thread no longer runs calls for Gs")
+}
+
+/// On the thread in `run()`: runs the calls Gs handed to it
+/// ([`call_in_run_thread`]), in order.
+pub(crate) fn serve_calls(py: Python<'_>, ev: &Events) {
+    loop {
+        let batch = match lock(&ev.calls).as_mut() {
+            Some(q) if !q.is_empty() => std::mem::take(q),
+            _ => return,
+        };
+        for call in batch {
+            let outcome = call.func.call0(py);
+            call.finish(outcome);
+        }
+    }
+}
+
+/// On the thread in `run()`, before it stops the runtime: runs the calls
+/// already handed over, then refuses new ones, so no caller waits for a
+/// thread that no longer looks.
+pub(crate) fn close_calls(py: Python<'_>, ev: &Events) {
+    serve_calls(py, ev);
+    let left = lock(&ev.calls).take().unwrap_or_default();
+    for call in left {
+        call.finish(Err(shutting_down()));
+    }
 }
 
 /// Called by the M that finishes the main G: wakes `run()`, which cancels

@@ -12,7 +12,10 @@
 //! CPython's C-level signal handler, through `signal.set_wakeup_fd`. So
 //! Ctrl-C wakes `run()` at once even while every M is parked in Rust, and an
 //! idle runtime costs no periodic wakeups. Python-level signal handlers run
-//! only on the main thread, which is why this thread checks them.
+//! only on the main thread, which is why this thread checks them; for the
+//! same reason Gs hand it the calls only it may make (`signal.signal`, from
+//! `gmprt.aio`'s loop G: `rt::call_in_run_thread`), which it runs as it
+//! wakes, until it begins the shutdown.
 //!
 //! # Shutdown
 //!
@@ -369,6 +372,8 @@ pub(crate) fn run(
         Err(Stop::Deadlock) => traceback::stacks(py),
         _ => Vec::new(),
     };
+    // Gs waiting on `_call_in_run_thread` get their answer, or an error.
+    rt::close_calls(py, &rs.ev);
     // Sync Gs asleep in a `_blocking` call: listed for a deadlock report,
     // then woken with Cancelled so that their Ms can be joined.
     let asleep = cancel::blocked_sync_gs();
@@ -530,6 +535,7 @@ fn run_main(
         let timeout = suspected.then_some(DEADLOCK_RECHECK);
         py.detach(move || waiter.wait(timeout));
         py.check_signals()?;
+        rt::serve_calls(py, ev);
         if let Some(e) = lock(&ev.fatal).take() {
             return Err(e.into());
         }
@@ -662,6 +668,7 @@ fn cancel_leftovers(py: Python<'_>, rs: &RunState) -> Option<PyErr> {
         if let Err(e) = py.check_signals() {
             return Some(e);
         }
+        rt::serve_calls(py, &rs.ev);
         // No step ended for a while: what is left is inside one step (a
         // Python loop, a C call) that a cancel cannot reach; waiting out
         // the grace would not help, `exit::stop_running_steps` does.
