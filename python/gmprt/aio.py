@@ -21,17 +21,19 @@ post readiness back to the loop G. There is no Python ``selectors`` object and
 no thread of the loop's own: asyncio tasks and Gs share one netpoller and
 one set of Ms.
 
-This first version reuses asyncio's own code for everything above the
-readiness layer: the loop is ``asyncio``'s Unix selector loop
-(``SelectorEventLoop``) given a selector-shaped object, ``_NetpollSelector``,
-that is backed by gmprt's netpoller (not by ``selectors``), and its own
-``_run_once`` runs each iteration after the loop G's wait. So asyncio's
-``Task``, ``Future``, socket and SSL transports, servers, subprocesses and
-streams are asyncio's, unchanged, except one hot path: a socket
-transport's read callback is Rust (``Poller.read``: one ``recv``, the bytes
-to ``data_received``, and the watcher told when the socket was drained, so
-it waits again with no ``poll(2)``). The other hot paths (the callback
-queue, timers, the rest of the TCP transports) are to move to Rust.
+This version reuses asyncio's own code above the readiness layer: the loop
+is ``asyncio``'s Unix selector loop (``SelectorEventLoop``) given a
+selector-shaped object, ``_NetpollSelector``, that is backed by gmprt's
+netpoller (not by ``selectors``), and ``_run_once`` (asyncio's algorithm)
+runs each iteration after the loop G's wait. So asyncio's ``Task``,
+``Future``, socket and SSL transports, servers, subprocesses and streams
+are asyncio's, except the paths every message takes, which are Rust
+(``_gmprt.Poller``): handing the ready fds' handles to the ready queue
+(``process``), the callback loop (``run_ready``), and a socket transport's
+read (``read``: one ``recv``, the bytes to ``data_received``, the watcher
+told when the socket was drained, so it waits again with no ``poll(2)``)
+and ``write`` (one ``send`` before asyncio's own ``write``). Timers are
+still asyncio's heap of ``TimerHandle``\ s.
 
 Gs and asyncio in one program:
 
