@@ -45,7 +45,7 @@ Gs and asyncio in one program:
 - in asyncio code, ``await g`` waits for a G handle (cancelling the task
   that awaits cancels the G); ``await gmprt.aio.to_g(fn, *args)`` runs
   blocking code as a G, so the loop keeps going while it blocks, and
-  ``loop.run_in_executor(None, fn)`` does the same;
+  ``loop.run_in_executor(None, fn)`` runs ``fn`` as a G too;
 - from a G, ``gmprt.aio.spawn(coro)`` starts ``coro`` as a task on the loop
   and returns a future the G can await.
 
@@ -553,13 +553,19 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         self, executor: Any, func: Callable[..., _T], *args: Any
     ) -> asyncio.Future[_T]:
         """Like asyncio's; with ``executor=None`` and no default executor
-        set, ``func(*args)`` runs as a G (see :func:`to_g`), not in a
-        thread pool."""
+        set, ``func(*args)`` runs as a plain G, not in a thread pool (sysmon
+        hands the loop's P off once work waits; :func:`to_g` hands it off
+        before the call)."""
         self._check_closed()
         if self._debug:
             self._check_callback(func, "run_in_executor")
         if executor is None and self._default_executor is None and _gmprt._in_runtime():
-            return self._gm_future_of(_gmprt._go_blocking(func, *args))
+            # A plain G, not to_g's hand-off: asyncio itself runs every
+            # getaddrinfo this way, and a hand-off there leaves an M blocked
+            # in the netpoller, whose finds then queue globally, behind a
+            # busy loop G (CPython's test_streams.test_unhandled_exceptions
+            # saw the server's accept come after the client had finished).
+            return self._gm_future_of(go(func, *args))
         return super().run_in_executor(executor, func, *args)  # type: ignore[no-any-return]
 
     def _gm_future_of(self, g: G[_T]) -> asyncio.Future[_T]:
