@@ -33,7 +33,7 @@ are asyncio's, except the paths every message takes, which are Rust
 read (``read``: one ``recv``, the bytes to ``data_received``, the watcher
 told when the socket was drained, so it waits again with no ``poll(2)``)
 and ``write`` (one ``send`` before asyncio's own ``write``). Timers are
-still asyncio's heap of ``TimerHandle``\ s.
+still asyncio's heap of timer handles.
 
 Gs and asyncio in one program:
 
