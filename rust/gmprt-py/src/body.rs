@@ -30,16 +30,11 @@ use crate::handle::GHandle;
 use crate::rt;
 use crate::token::{Closing, InG, Op, Token};
 
-/// What a G runs, as the driver looks at it ([`PyBody::code`]).
-enum Code<'py> {
-    /// Not called yet.
-    Call {
-        func: Bound<'py, PyAny>,
-        args: Bound<'py, PyTuple>,
-        kwargs: Option<Bound<'py, PyDict>>,
-    },
-    /// A coroutine (or any object with `send`/`throw`) being driven.
-    Coro(Bound<'py, PyAny>),
+/// A G's call not made yet, as the driver makes it ([`PyBody::call`]).
+struct Call<'py> {
+    func: Bound<'py, PyAny>,
+    args: Bound<'py, PyTuple>,
+    kwargs: Option<Bound<'py, PyDict>>,
 }
 
 /// `PyBody::flags`: `code` holds the arguments of a call not made yet
@@ -67,7 +62,7 @@ pub(crate) struct Spawn {
 
 /// A Python G's body. A parked G keeps it, so its size counts per G
 /// (issue 14): one word for what it runs (`code`, read through
-/// [`PyBody::code`]: the call's arguments until the call, `fn` being the
+/// [`PyBody::call`] and [`PyBody::coro`]: the call's arguments until the call, `fn` being the
 /// handle's, then the coroutine; None once finished) and the booleans in
 /// one byte (`flags`).
 pub(crate) struct PyBody {
@@ -212,11 +207,12 @@ impl PyBody {
         })
     }
 
-    /// What the G runs now; None once it finished.
-    fn code<'py>(&self, py: Python<'py>) -> Option<Code<'py>> {
+    /// The call the G starts with, until it is made (None after, and for
+    /// a G given a coroutine object).
+    fn call<'py>(&self, py: Python<'py>) -> Option<Call<'py>> {
         let c = self.code.as_ref()?.bind(py);
         if self.flags & CALL == 0 {
-            return Some(Code::Coro(c.clone()));
+            return None;
         }
         // `new` packed these: an args tuple, or (args, kwargs).
         let (args, kwargs) = if self.flags & KW != 0 {
@@ -236,7 +232,7 @@ impl PyBody {
             )
         };
         let func = self.handle.get().func().bind(py).clone();
-        Some(Code::Call { func, args, kwargs })
+        Some(Call { func, args, kwargs })
     }
 
     /// The call returned a coroutine: drive it from now on.
@@ -303,34 +299,39 @@ impl PyBody {
             }
         }
         loop {
-            let sent = match self.code(py).expect("stepping a finished G") {
-                Code::Call { func, args, kwargs } => {
-                    let r = exit::call(&func, &args, kwargs.as_ref());
-                    match r {
-                        // SAFETY: a type check on a live object.
-                        Ok(v) if unsafe { ffi::PyCoro_CheckExact(v.as_ptr()) } != 0 => {
-                            // A coroutine G after all: sysmon gives it the
-                            // coroutine rules (retake at 10 ms, reported).
-                            cx.set_may_block(false);
-                            self.set_coro(v.unbind());
-                            continue;
-                        }
-                        Ok(v) => match misuse(&v) {
-                            Some(what) => Sent::Raised(PyTypeError::new_err(format!(
+            // The hot path (a coroutine's next step) borrows the coroutine;
+            // a call, once per G, takes its parts out.
+            let sent = match self.coro() {
+                Some(coro) => match throw.take() {
+                    Some(e) => throw_into(py, coro.bind(py), e),
+                    None => send(py, coro.bind(py)),
+                },
+                None => {
+                    let Call { func, args, kwargs } = self.call(py).expect("stepping a finished G");
+                    {
+                        let r = exit::call(&func, &args, kwargs.as_ref());
+                        match r {
+                            // SAFETY: a type check on a live object.
+                            Ok(v) if unsafe { ffi::PyCoro_CheckExact(v.as_ptr()) } != 0 => {
+                                // A coroutine G after all: sysmon gives it the
+                                // coroutine rules (retake at 10 ms, reported).
+                                cx.set_may_block(false);
+                                self.set_coro(v.unbind());
+                                continue;
+                            }
+                            Ok(v) => match misuse(&v) {
+                                Some(what) => Sent::Raised(PyTypeError::new_err(format!(
                                 "gmprt.go() called {} as a plain function and it returned {what}, \
                                  which nothing will ever run: pass an async function that \
                                  awaits it (async def f(): await ...)",
                                 rt::describe(&func)
                             ))),
-                            None => Sent::Returned(v),
-                        },
-                        Err(e) => Sent::Raised(e),
+                                None => Sent::Returned(v),
+                            },
+                            Err(e) => Sent::Raised(e),
+                        }
                     }
                 }
-                Code::Coro(coro) => match throw.take() {
-                    Some(e) => throw_into(py, &coro, e),
-                    None => send(py, &coro),
-                },
             };
             match sent {
                 Sent::Returned(v) => return self.finish(py, Ok(v.unbind())),

@@ -190,9 +190,6 @@ impl GHandle {
     ) -> Option<Py<PyAny>> {
         let py = slf.py();
         let me = slf.get();
-        // A Group observes its Gs' outcomes (its callback): no report.
-        let grouped = matches!(&*lock(&me.state), State::Running(Some(w)) if w.on_done.is_some());
-        let surfaced = surfaced || grouped;
         // The body holds one reference; a second one means a user still can
         // await or join this G.
         // SAFETY: reading the refcount of a live object while attached.
@@ -212,9 +209,13 @@ impl GHandle {
             }
             Err(e) => Outcome::Err(Box::new(e)),
         };
-        let watch = matches!(&outcome, Outcome::Err(_) if !surfaced && report.is_none());
+        let failed = matches!(&outcome, Outcome::Err(_));
         let on_done = me.finish_with(outcome, surfaced || report.is_some());
-        if watch {
+        // A Group observes its Gs' outcomes (its callback, which
+        // `finish_with` counted as an observer): no report, no watch.
+        let grouped = on_done.is_some();
+        let report = report.filter(|_| !grouped);
+        if failed && !surfaced && !grouped && report.is_none() {
             rt::note_failed(slf.clone().into_any().unbind());
         }
         if let Some(e) = report {
@@ -251,20 +252,21 @@ impl GHandle {
     /// Records the outcome and wakes the waiters; hands back the Group's
     /// callback. A no-op (None) if the G already finished.
     fn finish_with(&self, outcome: Outcome, observed: bool) -> Option<Py<PyAny>> {
-        let done = match outcome {
+        let mut st = lock(&self.state);
+        let State::Running(watchers) = &mut *st else {
+            // Already finished; the outcome is dropped once the lock is
+            // (module docs).
+            drop(st);
+            drop(outcome);
+            return None;
+        };
+        // A Group's callback observes the outcome.
+        let observed = observed || watchers.as_ref().is_some_and(|w| w.on_done.is_some());
+        let watchers = watchers.take();
+        *st = match outcome {
             Outcome::Ok(v) => State::Ok(v),
             Outcome::Err(e) => State::Err(e, observed),
             Outcome::Cancelled(m) => State::Cancelled(m),
-        };
-        let mut st = lock(&self.state);
-        if st.is_done() {
-            // Dropped once the lock is (module docs).
-            drop(st);
-            drop(done);
-            return None;
-        }
-        let State::Running(watchers) = std::mem::replace(&mut *st, done) else {
-            unreachable!("checked above")
         };
         drop(st);
         let Watchers { waiters, on_done } = *watchers?;
