@@ -547,13 +547,23 @@ unsafe impl Send for GPtr {}
 unsafe impl Sync for GPtr {}
 
 impl GPtr {
+    /// A G of its own, for the loom models (a scheduler's Gs live in its
+    /// slabs: `in_slab`).
+    #[cfg(loom)]
     pub(crate) fn alloc() -> GPtr {
         GPtr(NonNull::from(Box::leak(Box::new(G::new()))))
+    }
+
+    /// A G in one of its scheduler's slabs (`sched::gfree`, "Slabs"): the
+    /// slab, freed only when the scheduler drops, keeps it where it is.
+    pub(crate) fn in_slab(g: &G) -> GPtr {
+        GPtr(NonNull::from(g))
     }
 
     /// # Safety
     /// `self` came from [`GPtr::alloc`], is freed once, and no copy is used
     /// afterwards.
+    #[cfg(loom)]
     pub(crate) unsafe fn free(self) {
         // SAFETY: forwarded from the caller.
         drop(unsafe { Box::from_raw(self.0.as_ptr()) });

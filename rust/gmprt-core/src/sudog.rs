@@ -31,6 +31,17 @@
 //! The wake (`notify`) is delivered after the final store and after the
 //! claimer dropped its queue lock (Go readies Gs after unlocking).
 //!
+//! # Sharing
+//!
+//! The owner and every queue entry share the parker through a [`PRef`], a
+//! counted pointer like `Arc` without the weak count nobody uses: every G
+//! parked in a channel has one parker, so its size counts per G (issue 14;
+//! 56 bytes is a 64-byte malloc chunk, the `Arc`'s 64 an 80-byte one). Its
+//! count pairs as `Arc`'s does: increments Relaxed (a new reference is
+//! made from one held), the decrement Release, and the last one an Acquire
+//! fence before the free, so every use through another reference happens
+//! before the drop.
+//!
 //! # Wait queues
 //!
 //! A [`WaitQ`] is a FIFO of `(parker, case)` entries. Entries whose parker
@@ -47,8 +58,9 @@ use std::time::Instant;
 
 use crate::api::Waker;
 use crate::loom::cell::UnsafeCell;
-use crate::loom::sync::atomic::{AtomicU32, Ordering::*};
-use crate::loom::sync::Arc;
+use std::ptr::NonNull;
+
+use crate::loom::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering::*};
 use crate::loom::thread;
 
 const PENDING: u32 = 0;
@@ -186,10 +198,87 @@ impl<T> Parker<T> {
     }
 }
 
+/// A parker and its reference count, in one allocation (module docs,
+/// "Sharing").
+struct Counted<T> {
+    refs: AtomicUsize,
+    parker: Parker<T>,
+}
+
+// A one-case parker of a pointer-sized value (a Python object, in the
+// binding) fits a 64-byte malloc chunk (module docs, "Sharing").
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Counted<Box<u8>>>() <= 56);
+
+/// A counted reference to a parker (module docs, "Sharing").
+pub(crate) struct PRef<T>(NonNull<Counted<T>>);
+
+// SAFETY: a `PRef` only gives shared access to the `Parker`, which is
+// `Sync` for `T: Send` (above), and the last reference may drop it on any
+// thread, which moves the `T`s in its slots there: `T: Send` covers both.
+unsafe impl<T: Send> Send for PRef<T> {}
+// SAFETY: as above; `&PRef` reaches only `&Parker` and the atomic count.
+unsafe impl<T: Send> Sync for PRef<T> {}
+
+impl<T> PRef<T> {
+    fn new(parker: Parker<T>) -> PRef<T> {
+        let b = Box::new(Counted {
+            refs: AtomicUsize::new(1),
+            parker,
+        });
+        PRef(NonNull::from(Box::leak(b)))
+    }
+
+    #[cfg(all(test, not(loom)))]
+    fn ptr_eq(a: &PRef<T>, b: &PRef<T>) -> bool {
+        a.0 == b.0
+    }
+}
+
+impl<T> Clone for PRef<T> {
+    fn clone(&self) -> PRef<T> {
+        // Relaxed: made from a reference we hold, so the count is at least
+        // one and nothing is published through the increment (`Arc`'s rule).
+        let old = self.counted().refs.fetch_add(1, Relaxed);
+        debug_assert!(old > 0 && old < usize::MAX / 2, "parker count {old}");
+        PRef(self.0)
+    }
+}
+
+impl<T> PRef<T> {
+    fn counted(&self) -> &Counted<T> {
+        // SAFETY: the allocation lives while any `PRef` to it does, and
+        // `self` is one.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<T> std::ops::Deref for PRef<T> {
+    type Target = Parker<T>;
+    fn deref(&self) -> &Parker<T> {
+        &self.counted().parker
+    }
+}
+
+impl<T> Drop for PRef<T> {
+    fn drop(&mut self) {
+        // Release: our uses of the parker happen before the free; pairs
+        // with the Acquire fence of whoever drops the last reference.
+        if self.counted().refs.fetch_sub(1, Release) != 1 {
+            return;
+        }
+        fence(Acquire);
+        // SAFETY: that was the last reference (the count reached zero, and
+        // no new one can be made without holding one), so nobody else can
+        // reach the allocation; it came from `Box::leak` in `new`.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
 /// The owner's side of a blocked operation: created by a park call of a
 /// channel, semaphore or wait group, polled until it is done.
 pub struct Op<T> {
-    p: Arc<Parker<T>>,
+    p: PRef<T>,
 }
 
 impl<T> Op<T> {
@@ -208,7 +297,7 @@ impl<T> Op<T> {
                 p.slots.get(i).with_mut(|s| unsafe { *s = v });
             }
         }
-        Op { p: Arc::new(p) }
+        Op { p: PRef::new(p) }
     }
 
     /// A queue entry for case `case`.
@@ -306,14 +395,14 @@ impl<T> fmt::Debug for Op<T> {
 
 /// One case of one parker, waiting in one queue.
 pub(crate) struct Entry<T> {
-    p: Arc<Parker<T>>,
+    p: PRef<T>,
     case: u32,
 }
 
 /// The exclusive right to complete one parker through one case: the holder
 /// won the CAS out of `PENDING` (rule 2 of the module docs).
 pub(crate) struct Claimed<T> {
-    p: Arc<Parker<T>>,
+    p: PRef<T>,
     case: u32,
 }
 
@@ -348,7 +437,7 @@ impl<T> Claimed<T> {
 
 /// A wake to deliver after unlocking.
 #[must_use = "a claimed waiter must be woken"]
-pub(crate) struct Wake<T>(Arc<Parker<T>>);
+pub(crate) struct Wake<T>(PRef<T>);
 
 impl<T> Wake<T> {
     pub(crate) fn wake(self) {
@@ -468,7 +557,7 @@ mod tests {
         }
         assert_eq!(q.q.len(), 1 + 24 + 6, "swept at the 25th push");
         let c = q.claim().expect("the live one");
-        assert!(Arc::ptr_eq(&c.p, &ops[999].p));
+        assert!(PRef::ptr_eq(&c.p, &ops[999].p));
         c.finish(false).wake();
         assert_eq!(q.waiting(), 30);
     }

@@ -30,16 +30,27 @@ use crate::handle::GHandle;
 use crate::rt;
 use crate::token::{Closing, InG, Op, Token};
 
-enum Code {
-    /// Not called yet.
-    Call {
-        func: Py<PyAny>,
-        args: Py<PyTuple>,
-        kwargs: Option<Py<PyDict>>,
-    },
-    /// A coroutine (or any object with `send`/`throw`) being driven.
-    Coro(Py<PyAny>),
+/// A G's call not made yet, as the driver makes it ([`PyBody::call`]).
+struct Call<'py> {
+    func: Bound<'py, PyAny>,
+    args: Bound<'py, PyTuple>,
+    kwargs: Option<Bound<'py, PyDict>>,
 }
+
+/// `PyBody::flags`: `code` holds the arguments of a call not made yet
+/// (else the coroutine).
+const CALL: u8 = 1;
+/// With `CALL`: `code` is `(args, kwargs)`, not `args`.
+const KW: u8 = 2;
+/// Its first step began.
+const STARTED: u8 = 4;
+/// `run()`'s main G.
+const MAIN: u8 = 8;
+/// The task's deadline timer may be armed (`Task::deadline_timer`; its
+/// lock is skipped when not).
+const TIMER_ARMED: u8 = 16;
+/// The call is known to block (`Spawn::blocks`, `Body::blocks`).
+const BLOCKS: u8 = 32;
 
 /// Where a new G sits: the scope it starts in (a Group's) or the deadline
 /// it inherits, who hears when it ends, and whether it is `run()`'s main.
@@ -53,28 +64,28 @@ pub(crate) struct Spawn {
     pub(crate) blocks: bool,
 }
 
+/// A Python G's body. A parked G keeps it, so its size counts per G
+/// (issue 14): one word for what it runs (`code`, read through
+/// [`PyBody::call`] and [`PyBody::coro`]: the call's arguments until the call, `fn` being the
+/// handle's, then the coroutine; None once finished) and the booleans in
+/// one byte (`flags`).
 pub(crate) struct PyBody {
-    code: Option<Code>,
+    code: Option<Py<PyAny>>,
     /// The G's own context (`PyContext_CopyCurrent` at `go()`), entered
     /// around every step.
     ctx: Py<PyAny>,
     handle: Py<GHandle>,
-    is_main: bool,
-    /// See `Spawn::blocks`.
-    blocks: bool,
     /// The token of the current park: for deadlock reports, and to
     /// withdraw the wait if the G is cancelled meanwhile.
     parked_on: Option<Py<Token>>,
-    /// Its first step began.
-    started: bool,
-    /// Called with the handle once the G finished (a Group's bookkeeping).
-    on_done: Option<Py<PyAny>>,
-    /// Whether the task's deadline timer may be armed (`Task::
-    /// deadline_timer`; its lock is skipped when not).
-    timer_armed: bool,
     /// Where `go()` was called, for dumps ("created by ...").
     origin: Origin,
+    /// `CALL`, `KW`, `STARTED`, `MAIN`, `TIMER_ARMED`, `BLOCKS`.
+    flags: u8,
 }
+
+// 56 bytes is a 64-byte malloc chunk; one more word would be 80.
+const _: () = assert!(std::mem::size_of::<PyBody>() <= 56);
 
 /// Where a G was created: the G that called `go()` and the code and
 /// instruction it was at, captured at `go()` for dumps (`traceback`).
@@ -172,27 +183,74 @@ impl PyBody {
         let ctx = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
         // A coroutine object passed directly is driven as it is.
         // SAFETY: a type check on a live object.
-        let code = if unsafe { ffi::PyCoro_CheckExact(func.as_ptr()) } != 0 {
-            Code::Coro(func.unbind())
+        // The handle keeps `func` (for names) and the call takes it from
+        // there.
+        let (code, mut flags) = if unsafe { ffi::PyCoro_CheckExact(func.as_ptr()) } != 0 {
+            (func.unbind(), 0)
         } else {
-            Code::Call {
-                func: func.unbind(),
-                args: args.unbind(),
-                kwargs: kwargs.map(Bound::unbind),
+            match kwargs {
+                Some(kw) => (
+                    PyTuple::new(py, [args.into_any(), kw.into_any()])?
+                        .into_any()
+                        .unbind(),
+                    CALL | KW,
+                ),
+                None => (args.into_any().unbind(), CALL),
             }
         };
+        if how.is_main {
+            flags |= MAIN;
+        }
+        if how.blocks {
+            flags |= BLOCKS;
+        }
         Ok(PyBody {
             code: Some(code),
             ctx: ctx.unbind(),
             handle,
-            is_main: how.is_main,
-            blocks: how.blocks,
             parked_on: None,
-            started: false,
-            on_done: how.on_done,
-            timer_armed: false,
             origin: Origin::here(py),
+            flags,
         })
+    }
+
+    /// The call the G starts with, until it is made (None after, and for
+    /// a G given a coroutine object).
+    fn call<'py>(&self, py: Python<'py>) -> Option<Call<'py>> {
+        let c = self.code.as_ref()?.bind(py);
+        if self.flags & CALL == 0 {
+            return None;
+        }
+        // `new` packed these: an args tuple, or (args, kwargs).
+        let (args, kwargs) = if self.flags & KW != 0 {
+            let pair = c.cast::<PyTuple>().expect("call arguments are a pair");
+            let args = pair.get_item(0).and_then(|a| Ok(a.cast_into::<PyTuple>()?));
+            let kw = pair.get_item(1).and_then(|k| Ok(k.cast_into::<PyDict>()?));
+            (
+                args.expect("call arguments start with a tuple"),
+                Some(kw.expect("call arguments end with a dict")),
+            )
+        } else {
+            (
+                c.cast::<PyTuple>()
+                    .expect("call arguments are a tuple")
+                    .clone(),
+                None,
+            )
+        };
+        let func = self.handle.get().func().bind(py).clone();
+        Some(Call { func, args, kwargs })
+    }
+
+    /// The call returned a coroutine: drive it from now on.
+    fn set_coro(&mut self, coro: Py<PyAny>) {
+        self.code = Some(coro);
+        self.flags &= !(CALL | KW);
+    }
+
+    /// The coroutine being driven, if the G has one.
+    fn coro(&self) -> Option<&Py<PyAny>> {
+        self.code.as_ref().filter(|_| self.flags & CALL == 0)
     }
 
     /// A dump's look at this body, held still by the core's scan
@@ -202,10 +260,7 @@ impl PyBody {
         let (creator, origin_code, origin_line) = self.origin.get(py);
         Snap {
             handle: self.handle.clone_ref(py),
-            coro: match &self.code {
-                Some(Code::Coro(c)) => Some(c.clone_ref(py)),
-                _ => None,
-            },
+            coro: self.coro().map(|c| c.clone_ref(py)),
             token: self.parked_on.as_ref().map(|t| t.clone_ref(py)),
             creator,
             origin_code,
@@ -223,11 +278,11 @@ impl PyBody {
         // not keep its M for ever, one throw after another.
         let mut thrown = false;
         let cancel = self.cancel();
-        if !self.started {
-            self.started = true;
+        if self.flags & STARTED == 0 {
+            self.flags |= STARTED;
             // Cancelled before it ever ran: it never runs (asyncio's rule).
             if let Some(scope) = cancel.check() {
-                if let Some(Code::Coro(coro)) = &self.code {
+                if let Some(coro) = self.coro() {
                     // Closing an unstarted coroutine is silent; dropping
                     // it would warn that it was never awaited.
                     let _ = coro.bind(py).call_method0(pyo3::intern!(py, "close"));
@@ -251,38 +306,39 @@ impl PyBody {
             }
         }
         loop {
-            let sent = match self.code.as_ref().expect("stepping a finished G") {
-                Code::Call { func, args, kwargs } => {
-                    let r = exit::call(
-                        func.bind(py),
-                        args.bind(py),
-                        kwargs.as_ref().map(|k| k.bind(py)),
-                    );
-                    match r {
-                        // SAFETY: a type check on a live object.
-                        Ok(v) if unsafe { ffi::PyCoro_CheckExact(v.as_ptr()) } != 0 => {
-                            // A coroutine G after all: sysmon gives it the
-                            // coroutine rules (retake at 10 ms, reported).
-                            cx.set_may_block(false);
-                            self.code = Some(Code::Coro(v.unbind()));
-                            continue;
-                        }
-                        Ok(v) => match misuse(&v) {
-                            Some(what) => Sent::Raised(PyTypeError::new_err(format!(
-                                "gmprt.go() called {} as a plain function and it returned {what}, \
-                                 which nothing will ever run: pass an async function that \
-                                 awaits it (async def f(): await ...)",
-                                rt::describe(func.bind(py))
-                            ))),
-                            None => Sent::Returned(v),
-                        },
-                        Err(e) => Sent::Raised(e),
-                    }
-                }
-                Code::Coro(coro) => match throw.take() {
+            // The hot path (a coroutine's next step) borrows the coroutine;
+            // a call, once per G, takes its parts out.
+            let sent = match self.coro() {
+                Some(coro) => match throw.take() {
                     Some(e) => throw_into(py, coro.bind(py), e),
                     None => send(py, coro.bind(py)),
                 },
+                None => {
+                    let Call { func, args, kwargs } = self.call(py).expect("stepping a finished G");
+                    {
+                        let r = exit::call(&func, &args, kwargs.as_ref());
+                        match r {
+                            // SAFETY: a type check on a live object.
+                            Ok(v) if unsafe { ffi::PyCoro_CheckExact(v.as_ptr()) } != 0 => {
+                                // A coroutine G after all: sysmon gives it the
+                                // coroutine rules (retake at 10 ms, reported).
+                                cx.set_may_block(false);
+                                self.set_coro(v.unbind());
+                                continue;
+                            }
+                            Ok(v) => match misuse(&v) {
+                                Some(what) => Sent::Raised(PyTypeError::new_err(format!(
+                                "gmprt.go() called {} as a plain function and it returned {what}, \
+                                 which nothing will ever run: pass an async function that \
+                                 awaits it (async def f(): await ...)",
+                                rt::describe(&func)
+                            ))),
+                                None => Sent::Returned(v),
+                            },
+                            Err(e) => Sent::Raised(e),
+                        }
+                    }
+                }
             };
             match sent {
                 Sent::Returned(v) => return self.finish(py, Ok(v.unbind())),
@@ -323,8 +379,12 @@ impl PyBody {
                                 }
                                 if let Some(d) = cancel.deadline() {
                                     // Fails only while the runtime stops.
-                                    self.timer_armed =
+                                    let armed =
                                         cancel.task().deadline_timer.arm(d, cx.waker()).is_ok();
+                                    self.flags &= !TIMER_ARMED;
+                                    if armed {
+                                        self.flags |= TIMER_ARMED;
+                                    }
                                 }
                                 if w.park(py, cx.waker()) {
                                     self.parked_on = Some(tok.clone().unbind());
@@ -380,13 +440,12 @@ impl PyBody {
         if let (true, Err(e)) = (fatal, &result) {
             rt::fatal(e.clone_ref(py));
         }
-        // A Group observes its Gs' outcomes (`done_callback`); `run()`
-        // raised a Shutdown to end the step (`exit`): its doing, no report.
+        // `run()` raised a Shutdown to end the step (`exit`): its doing,
+        // no report. (A Group observes its Gs' outcomes: the handle knows.)
         let shutdown = matches!(&result, Err(e) if e.is_instance_of::<Shutdown>(py));
-        let observed = fatal || shutdown || self.on_done.is_some();
-        GHandle::complete(self.handle.bind(py), result, observed);
-        self.done_callback(py);
-        if self.is_main {
+        let on_done = GHandle::complete(self.handle.bind(py), result, fatal || shutdown);
+        self.done_callback(py, on_done);
+        if self.flags & MAIN != 0 {
             // From now on every G is cancelled at its next park point, and
             // one not started yet never starts (runtime.rs, "Shutdown").
             cancel::begin_shutdown();
@@ -407,7 +466,8 @@ impl PyBody {
     }
 
     fn disarm(&mut self) {
-        if std::mem::take(&mut self.timer_armed) {
+        if self.flags & TIMER_ARMED != 0 {
+            self.flags &= !TIMER_ARMED;
             self.handle.get().cancel.task().deadline_timer.cancel();
         }
     }
@@ -453,8 +513,8 @@ impl PyBody {
 
     /// Tells whoever asked (a Group) that the G finished; they observe its
     /// outcome, so it is never reported as unobserved.
-    fn done_callback(&mut self, py: Python<'_>) {
-        if let Some(cb) = self.on_done.take() {
+    fn done_callback(&self, py: Python<'_>, on_done: Option<Py<PyAny>>) {
+        if let Some(cb) = on_done {
             self.handle.get().observe();
             if let Err(e) = cb.call1(py, (self.handle.clone_ref(py),)) {
                 e.write_unraisable(py, Some(cb.bind(py)));
@@ -607,11 +667,11 @@ impl Body for PyBody {
 
     /// A G not yet called may be a plain function that blocks in C.
     fn may_block(&self) -> bool {
-        matches!(self.code, Some(Code::Call { .. }))
+        self.code.is_some() && self.flags & CALL != 0
     }
 
     fn blocks(&self) -> bool {
-        self.blocks && self.may_block()
+        self.flags & BLOCKS != 0 && self.may_block()
     }
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {
@@ -631,7 +691,7 @@ impl Body for PyBody {
     fn cancel(self: Box<Self>) {
         Python::attach(|py| {
             let this = *self;
-            if let Some(Code::Coro(coro)) = &this.code {
+            if let Some(coro) = this.coro() {
                 let closing = Closing::enter(this.handle.get().id());
                 let ctx = Entered::enter(py, &this.ctx);
                 let closed = coro.bind(py).call_method0(pyo3::intern!(py, "close"));
@@ -647,10 +707,9 @@ impl Body for PyBody {
                     ctx.exit();
                 }
             }
-            this.handle.get().closed();
+            let on_done = this.handle.get().closed(py);
             this.handle.get().cancel.finish();
-            let mut this = this;
-            this.done_callback(py);
+            this.done_callback(py, on_done);
             drop(this);
         })
     }

@@ -40,12 +40,12 @@
 //! `cancel()`, a scope entered in the G, a `_blocking` call in a sync G
 //! (which registers its thread), the shutdown, or a spawn that links the G
 //! into a Group or gives it a deadline. Until then [`GCancel`] holds only
-//! the `GRef`, and a park point's check is one load of the `OnceLock` and
+//! the `GRef`, and a park point's check is one load of its task slot and
 //! one of the shutdown flag. Whoever makes the task (the G itself, or a
-//! canceller on any thread) makes it through the `OnceLock`, so there is
+//! canceller on any thread) makes it through that slot's CAS, so there is
 //! one; a canceller that makes it then cancels its root and interrupts the
 //! G, whose next check finds the task (the core's interrupt orders the
-//! `OnceLock`'s write before that check).
+//! slot's write before that check).
 //!
 //! # Shutdown
 //!
@@ -57,7 +57,7 @@
 //!
 //! # Cost
 //!
-//! A park of a G without a task looks at its `OnceLock` and one global
+//! A park of a G without a task looks at its task slot and one global
 //! (shutdown); with a task, at one word (`flags`) and the same global: zero
 //! means no cancel and no deadline, and nothing else is read. A ready
 //! operation never looks. A G pays for cancellation at spawn only its
@@ -71,7 +71,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering::*};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -501,10 +501,84 @@ impl Drop for Blocked {
 }
 
 /// A G's cancel state: its core handle, and its task once made (module
-/// docs, "A G's task, made when first needed"). Lives in the G's handle.
+/// docs, "A G's task, made when first needed"). Lives in the G's handle,
+/// so its size counts per G: the task slot is one word ([`TaskSlot`]).
 pub(crate) struct GCancel {
     gref: GRef,
-    task: OnceLock<Arc<Task>>,
+    task: TaskSlot,
+}
+
+/// A `OnceLock<Arc<Task>>` in one word (the `OnceLock` is two): a pointer
+/// from `Arc::into_raw`, null until set, set once by a CAS and freed on
+/// drop. Whoever loses the race to make the task drops its own.
+struct TaskSlot(AtomicPtr<Task>);
+
+impl TaskSlot {
+    fn new() -> TaskSlot {
+        TaskSlot(AtomicPtr::new(std::ptr::null_mut()))
+    }
+
+    /// The task, if made. Acquire: pairs with the Release of the CAS in
+    /// `get_or_init`, so the task's fields are seen as initialised.
+    fn get(&self) -> Option<&Task> {
+        let p = self.0.load(Acquire);
+        // SAFETY: non-null `p` came from `Arc::into_raw` in `get_or_init`;
+        // the slot holds that strong count until it drops, and `&self`
+        // outlives the borrow.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    fn get_or_init(&self, make: impl FnOnce() -> Arc<Task>) -> &Task {
+        if let Some(t) = self.get() {
+            return t;
+        }
+        let fresh = Arc::into_raw(make()).cast_mut();
+        // AcqRel: Release publishes our task to later `get`s; Acquire (on
+        // failure) sees the one that won.
+        match self
+            .0
+            .compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire)
+        {
+            // SAFETY: we just stored `fresh`, a live `Arc::into_raw`
+            // pointer the slot now owns.
+            Ok(_) => unsafe { &*fresh },
+            Err(won) => {
+                // SAFETY: `fresh` was never shared: take its count back.
+                drop(unsafe { Arc::from_raw(fresh) });
+                // SAFETY: `won` is the slot's own `Arc::into_raw` pointer.
+                unsafe { &*won }
+            }
+        }
+    }
+
+    /// A new strong reference to the task, made now if need be.
+    fn arc(&self, make: impl FnOnce() -> Arc<Task>) -> Arc<Task> {
+        let t: *const Task = self.get_or_init(make);
+        // SAFETY: `t` came from `Arc::into_raw` and the slot still holds
+        // its count (we borrow the slot), so adding one and wrapping it is
+        // a new owned `Arc`.
+        unsafe {
+            Arc::increment_strong_count(t);
+            Arc::from_raw(t)
+        }
+    }
+}
+
+// The slot's raw pointer hides `Task` from the auto traits: the handle
+// that holds it is shared between threads, so the task must be too.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Task>();
+};
+
+impl Drop for TaskSlot {
+    fn drop(&mut self) {
+        let p = *self.0.get_mut();
+        if !p.is_null() {
+            // SAFETY: the slot owns one strong count of `p` (`get_or_init`).
+            drop(unsafe { Arc::from_raw(p) });
+        }
+    }
 }
 
 impl GCancel {
@@ -515,9 +589,9 @@ impl GCancel {
         parent: Option<Arc<Scope>>,
         deadline: Option<Instant>,
     ) -> GCancel {
-        let task = OnceLock::new();
+        let task = TaskSlot::new();
         if parent.is_some() || deadline.is_some() {
-            let _ = task.set(Task::new_g(gref.clone(), parent, deadline));
+            task.get_or_init(|| Task::new_g(gref.clone(), parent, deadline));
         }
         GCancel { gref, task }
     }
@@ -528,9 +602,14 @@ impl GCancel {
     }
 
     /// The G's task, made now if it has none.
-    pub(crate) fn task(&self) -> &Arc<Task> {
+    pub(crate) fn task(&self) -> &Task {
         self.task
             .get_or_init(|| Task::new_g(self.gref.clone(), None, None))
+    }
+
+    /// [`task`](Self::task), as a strong reference.
+    pub(crate) fn task_arc(&self) -> Arc<Task> {
+        self.task.arc(|| Task::new_g(self.gref.clone(), None, None))
     }
 
     /// The park-point check ([`Task::check`]). Without a task only the
@@ -647,7 +726,7 @@ thread_local! {
 /// The calling thread's task: the G it steps (made now if it has none),
 /// or its own.
 pub(crate) fn current() -> Arc<Task> {
-    if let Some(t) = with_current_cancel(|g| g.task().clone()) {
+    if let Some(t) = with_current_cancel(GCancel::task_arc) {
         return t;
     }
     THREAD_TASK.with(|c| c.borrow_mut().get_or_insert_with(Task::new_thread).clone())

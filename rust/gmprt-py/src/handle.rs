@@ -14,6 +14,7 @@ use gmprt_core::WaitReason;
 use gmprt_core::Waker;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 use crate::cancel::{self, GCancel, Until};
 use crate::errors::{self, Cancelled, Timeout};
@@ -22,14 +23,31 @@ use crate::rt;
 use crate::time::{deadline, ParkedTimer};
 use crate::token::{current_g, Poll, Token, Wait};
 
-struct State {
-    outcome: Option<Outcome>,
-    /// Gs in `await g` and threads blocked in `join()` (one vector: every
-    /// live G has a handle, so its size counts per G).
+/// What the handle knows of the G's end. Two words: every live G has a
+/// handle, so its size counts per G (issue 14), and what only some Gs
+/// need (waiters, a Group's callback) sits behind one pointer.
+enum State {
+    /// Still running; who waits for it, if anyone does.
+    Running(Option<Box<Watchers>>),
+    Ok(Py<PyAny>),
+    /// Boxed: a `PyErr` is ~64 bytes. The flag: someone saw it (or it
+    /// needs no report), so it is not reported as unobserved. Only an
+    /// error can go unobserved, so only it carries the flag.
+    Err(Box<PyErr>, bool),
+    /// Ended by `gmprt.Cancelled` (or closed at shutdown): only the message
+    /// is kept. The exception's traceback would hold the G's frames alive
+    /// until the handle goes, and a mass cancel would leave the cyclic GC
+    /// 100k of them to walk (measured: 40% of `benches/cancel.py`).
+    Cancelled(Py<PyString>),
+}
+
+/// A running G's watchers, made by the first one.
+#[derive(Default)]
+struct Watchers {
+    /// Gs in `await g` and threads blocked in `join()`.
     waiters: Vec<Waiter>,
-    /// Someone saw the outcome (or it needs no report): an error is not
-    /// reported as unobserved.
-    observed: bool,
+    /// Called with the handle once the G finished (a Group's bookkeeping).
+    on_done: Option<Py<PyAny>>,
 }
 
 enum Waiter {
@@ -37,15 +55,25 @@ enum Waiter {
     Thread(Thread),
 }
 
+/// How a G ended, as its body hands it to the handle.
 enum Outcome {
     Ok(Py<PyAny>),
-    /// Boxed: a `PyErr` is ~64 bytes and every live G has a handle.
     Err(Box<PyErr>),
-    /// Ended by `gmprt.Cancelled` (or closed at shutdown): only the message
-    /// is kept. The exception's traceback would hold the G's frames alive
-    /// until the handle goes, and a mass cancel would leave the cyclic GC
-    /// 100k of them to walk (measured: 40% of `benches/cancel.py`).
-    Cancelled(Box<str>),
+    Cancelled(Py<PyString>),
+}
+
+impl State {
+    fn is_done(&self) -> bool {
+        !matches!(self, State::Running(_))
+    }
+
+    /// The watchers, made now if there are none (the G is running).
+    fn watchers(&mut self) -> Option<&mut Watchers> {
+        match self {
+            State::Running(w) => Some(w.get_or_insert_with(Box::default)),
+            _ => None,
+        }
+    }
 }
 
 /// A running or finished G, as returned by :func:`gmprt.go`.
@@ -63,15 +91,22 @@ pub struct GHandle {
     pub(crate) cancel: GCancel,
 }
 
+// Every live G has a handle (and `benches/chan.py`'s parked scenario pays
+// for each): its Rust part is three words of state and the cancel state.
+const _: () = assert!(std::mem::size_of::<GHandle>() <= 64);
+
 impl GHandle {
-    pub(crate) fn new(func: Py<PyAny>, cancel: GCancel) -> GHandle {
+    /// `on_done`: called with the handle once the G finished (a Group's).
+    pub(crate) fn new(func: Py<PyAny>, cancel: GCancel, on_done: Option<Py<PyAny>>) -> GHandle {
+        let watchers = on_done.map(|cb| {
+            Box::new(Watchers {
+                waiters: Vec::new(),
+                on_done: Some(cb),
+            })
+        });
         GHandle {
             func,
-            state: Mutex::new(State {
-                outcome: None,
-                waiters: Vec::new(),
-                observed: false,
-            }),
+            state: Mutex::new(State::Running(watchers)),
             cancel,
         }
     }
@@ -83,19 +118,26 @@ impl GHandle {
 
     /// Marks the outcome as seen (a Group collected it).
     pub(crate) fn observe(&self) {
-        lock(&self.state).observed = true;
+        if let State::Err(_, observed) = &mut *lock(&self.state) {
+            *observed = true;
+        }
     }
 
     /// The G's exception, if it finished with one.
     pub(crate) fn error(&self, py: Python<'_>) -> Option<PyErr> {
-        let cancelled = match lock(&self.state).outcome.as_ref() {
-            Some(Outcome::Err(e)) => return Some(e.clone_ref(py)),
-            Some(Outcome::Cancelled(m)) => m.to_string(),
+        let cancelled = match &*lock(&self.state) {
+            State::Err(e, _) => return Some(e.clone_ref(py)),
+            State::Cancelled(m) => m.clone_ref(py),
             _ => return None,
         };
         // A Group looks at it (`_exception`): made now (`errors::made`),
         // with the lock released (module docs).
         Some(errors::made(py, Cancelled::new_err(cancelled)))
+    }
+
+    /// What the G runs (`go()`'s `fn`): the body calls it from here.
+    pub(crate) fn func(&self) -> &Py<PyAny> {
+        &self.func
     }
 
     /// The G's function name, for reports.
@@ -108,28 +150,31 @@ impl GHandle {
     }
 
     fn is_done_nogil(&self) -> bool {
-        lock(&self.state).outcome.is_some()
+        lock(&self.state).is_done()
     }
 
     /// Registers a G waiting in `await g`. False if the G already finished
     /// (the waiter then resumes at once).
     pub(crate) fn add_waiter(&self, w: Waker) -> bool {
-        let mut st = lock(&self.state);
-        if st.outcome.is_some() {
-            return false;
+        match lock(&self.state).watchers() {
+            Some(ws) => {
+                ws.waiters.push(Waiter::G(w));
+                true
+            }
+            None => false,
         }
-        st.waiters.push(Waiter::G(w));
-        true
     }
 
     /// The outcome, marking it observed. The G must have finished.
     pub(crate) fn outcome(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let mut st = lock(&self.state);
-        st.observed = true;
-        match st.outcome.as_ref().expect("outcome of a running G") {
-            Outcome::Ok(v) => Ok(v.clone_ref(py)),
-            Outcome::Err(e) => Err(e.clone_ref(py)),
-            Outcome::Cancelled(m) => Err(Cancelled::new_err(m.to_string())),
+        match &mut *lock(&self.state) {
+            State::Ok(v) => Ok(v.clone_ref(py)),
+            State::Err(e, observed) => {
+                *observed = true;
+                Err(e.clone_ref(py))
+            }
+            State::Cancelled(m) => Err(Cancelled::new_err(m.clone_ref(py))),
+            State::Running(_) => unreachable!("outcome of a running G"),
         }
     }
 
@@ -137,7 +182,12 @@ impl GHandle {
     /// nobody can observe (the caller dropped the handle) is reported now.
     /// `surfaced`: the error already reaches the user another way (a
     /// KeyboardInterrupt that stops `run()`), so it is never reported.
-    pub(crate) fn complete(slf: &Bound<'_, Self>, result: PyResult<Py<PyAny>>, surfaced: bool) {
+    /// Returns the Group's callback, if the G has one, for the body to call.
+    pub(crate) fn complete(
+        slf: &Bound<'_, Self>,
+        result: PyResult<Py<PyAny>>,
+        surfaced: bool,
+    ) -> Option<Py<PyAny>> {
         let py = slf.py();
         let me = slf.get();
         // The body holds one reference; a second one means a user still can
@@ -154,59 +204,72 @@ impl GHandle {
         let outcome = match result {
             Ok(v) => Outcome::Ok(v),
             Err(e) if e.is_instance_of::<Cancelled>(py) => {
-                let msg = e.value(py).str().map(|m| m.to_string());
-                Outcome::Cancelled(msg.unwrap_or_default().into())
+                let msg = e.value(py).str();
+                Outcome::Cancelled(msg.unwrap_or_else(|_| PyString::new(py, "")).unbind())
             }
             Err(e) => Outcome::Err(Box::new(e)),
         };
-        let watch = matches!(&outcome, Outcome::Err(_) if !surfaced && report.is_none());
-        me.finish_with(outcome, surfaced || report.is_some());
-        if watch {
+        let failed = matches!(&outcome, Outcome::Err(_));
+        let on_done = me.finish_with(outcome, surfaced || report.is_some());
+        // A Group observes its Gs' outcomes (its callback, which
+        // `finish_with` counted as an observer): no report, no watch.
+        let grouped = on_done.is_some();
+        let report = report.filter(|_| !grouped);
+        if failed && !surfaced && !grouped && report.is_none() {
             rt::note_failed(slf.clone().into_any().unbind());
         }
         if let Some(e) = report {
             rt::report_unobserved(py, me.id(), &me.name(py), e);
         }
+        on_done
     }
 
     /// End of `run()`: a failure nobody awaited or joined is reported now
     /// (not only when the handle is collected, which may be never).
     pub(crate) fn report_if_unobserved(&self, py: Python<'_>) {
         let e = {
-            let mut st = lock(&self.state);
-            let e = match (&st.outcome, st.observed) {
-                (Some(Outcome::Err(e)), false) => e.clone_ref(py),
+            match &mut *lock(&self.state) {
+                State::Err(e, observed @ false) => {
+                    *observed = true;
+                    e.clone_ref(py)
+                }
                 _ => return,
-            };
-            st.observed = true;
-            e
+            }
         };
         rt::report_unobserved(py, self.id(), &self.name(py), e);
     }
 
-    /// Shutdown closed this G before it finished.
-    pub(crate) fn closed(&self) {
-        self.finish_with(
-            Outcome::Cancelled(
-                format!(
-                    "G {} was cancelled: the runtime stopped before it finished",
-                    self.id()
-                )
-                .into(),
-            ),
-            true,
+    /// Shutdown closed this G before it finished. Returns the Group's
+    /// callback, as [`complete`](Self::complete) does.
+    pub(crate) fn closed(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let msg = format!(
+            "G {} was cancelled: the runtime stopped before it finished",
+            self.id()
         );
+        self.finish_with(Outcome::Cancelled(PyString::new(py, &msg).unbind()), true)
     }
 
-    fn finish_with(&self, outcome: Outcome, observed: bool) {
+    /// Records the outcome and wakes the waiters; hands back the Group's
+    /// callback. A no-op (None) if the G already finished.
+    fn finish_with(&self, outcome: Outcome, observed: bool) -> Option<Py<PyAny>> {
         let mut st = lock(&self.state);
-        if st.outcome.is_some() {
-            return;
-        }
-        st.outcome = Some(outcome);
-        st.observed |= observed;
-        let waiters = std::mem::take(&mut st.waiters);
+        let State::Running(watchers) = &mut *st else {
+            // Already finished; the outcome is dropped once the lock is
+            // (module docs).
+            drop(st);
+            drop(outcome);
+            return None;
+        };
+        // A Group's callback observes the outcome.
+        let observed = observed || watchers.as_ref().is_some_and(|w| w.on_done.is_some());
+        let watchers = watchers.take();
+        *st = match outcome {
+            Outcome::Ok(v) => State::Ok(v),
+            Outcome::Err(e) => State::Err(e, observed),
+            Outcome::Cancelled(m) => State::Cancelled(m),
+        };
         drop(st);
+        let Watchers { waiters, on_done } = *watchers?;
         for w in waiters {
             match w {
                 Waiter::G(w) => {
@@ -215,6 +278,7 @@ impl GHandle {
                 Waiter::Thread(t) => t.unpark(),
             }
         }
+        on_done
     }
 }
 
@@ -268,9 +332,9 @@ impl GHandle {
             let task = cancel::current();
             let what = format!("join G {}", self.id());
             let wait = || {
-                lock(&self.state)
-                    .waiters
-                    .push(Waiter::Thread(std::thread::current()));
+                if let Some(ws) = lock(&self.state).watchers() {
+                    ws.waiters.push(Waiter::Thread(std::thread::current()));
+                }
                 cancel::wait_until(&task, &what, deadline, || self.is_done_nogil())
             };
             let until = if deadline.is_none() && task.deadline().is_none() {
@@ -337,7 +401,7 @@ impl GHandle {
     /// Whether the G finished by being cancelled (it ended with
     /// :class:`gmprt.Cancelled`, or the runtime stopped before it ended).
     fn cancelled(&self, _py: Python<'_>) -> bool {
-        matches!(lock(&self.state).outcome, Some(Outcome::Cancelled(_)))
+        matches!(*lock(&self.state), State::Cancelled(_))
     }
 
     /// The G's function, by its ``__qualname__`` (what dumps print).
@@ -420,10 +484,7 @@ impl Wait for Join {
 impl Drop for GHandle {
     fn drop(&mut self) {
         let st = unpoison(self.state.get_mut());
-        if st.observed {
-            return;
-        }
-        if let Some(Outcome::Err(e)) = st.outcome.take() {
+        if let State::Err(e, false) = std::mem::replace(st, State::Running(None)) {
             let id = self.id();
             // Dealloc runs attached; try_attach only refuses during
             // interpreter finalization, when there is nobody to tell. The

@@ -107,13 +107,36 @@ struct Deadline {
     timer: ParkedTimer,
 }
 
+/// Two variants, so that the tag hides in the `Op`'s non-null pointer
+/// (16 bytes: a parked G keeps this state, so its size counts per G).
 enum St<T> {
     Parked(Op<T>, Option<Box<Deadline>>),
-    /// Completed while the driver tried to park it. Boxed (a `PyErr` is ~64
-    /// bytes, and a parked G keeps this state: its size counts per G).
-    Ready(Box<PyResult<Py<PyAny>>>),
-    /// Nothing (not queued yet, or the result went to the awaiting G).
-    Empty,
+    /// Some: completed while the driver tried to park it. Boxed (a `PyErr`
+    /// is ~64 bytes). None: nothing (not queued yet, or the result went to
+    /// the awaiting G).
+    Done(Option<Box<PyResult<Py<PyAny>>>>),
+}
+
+const _: () = assert!(std::mem::size_of::<St<Py<PyAny>>>() == 16);
+
+/// An await's `timeout=` in one word: nanoseconds, [`NO_TIMEOUT`] for
+/// none. 584 years and more count as none: no deadline that far can be
+/// armed anyway (`Instant::checked_add` fails first on most clocks).
+#[derive(Clone, Copy)]
+struct AwaitTimeout(u64);
+
+const NO_TIMEOUT: u64 = u64::MAX;
+
+impl AwaitTimeout {
+    fn new(t: Option<Duration>) -> AwaitTimeout {
+        AwaitTimeout(t.map_or(NO_TIMEOUT, |d| {
+            u64::try_from(d.as_nanos()).map_or(NO_TIMEOUT, |n| n.min(NO_TIMEOUT - 1))
+        }))
+    }
+
+    fn get(self) -> Option<Duration> {
+        (self.0 != NO_TIMEOUT).then(|| Duration::from_nanos(self.0))
+    }
 }
 
 /// `Await::phase`: not queued; the awaiting G is inside `poll`/`park`.
@@ -133,7 +156,7 @@ const QUEUED: u8 = 3;
 pub(crate) struct Await<B: Blocking> {
     b: B,
     /// The await's `timeout=` (else the operation's own, a select's).
-    timeout: Option<Duration>,
+    timeout: AwaitTimeout,
     phase: AtomicU8,
     st: Mutex<St<B::T>>,
 }
@@ -153,17 +176,17 @@ impl<B: Blocking> Await<B> {
 
     /// An await that gives up with `gmprt.Timeout` after `timeout`.
     pub(crate) fn token_with(b: B, timeout: Option<Duration>) -> Token {
-        let timeout = timeout.or_else(|| b.timeout());
+        let timeout = AwaitTimeout::new(timeout.or_else(|| b.timeout()));
         Token::wait(Await {
             b,
             timeout,
             phase: AtomicU8::new(FRESH),
-            st: Mutex::new(St::Empty),
+            st: Mutex::new(St::Done(None)),
         })
     }
 
     fn take(&self) -> St<B::T> {
-        std::mem::replace(&mut *lock(&self.st), St::Empty)
+        std::mem::replace(&mut *lock(&self.st), St::Done(None))
     }
 
     fn put(&self, st: St<B::T>) {
@@ -175,10 +198,11 @@ impl<B: Blocking> Await<B> {
     fn queue(&self, py: Python<'_>, waker: Waker) -> bool {
         let timeout = self
             .timeout
+            .get()
             .and_then(|t| Instant::now().checked_add(t))
             .map(|when| (when, waker.clone()));
         let (st, parked) = match self.b.attempt(py, Some(Notify::G(waker))) {
-            Attempt::Ready(r) => (St::Ready(Box::new(r)), false),
+            Attempt::Ready(r) => (St::Done(Some(Box::new(r))), false),
             Attempt::Parked(op) => {
                 let deadline = timeout.map(|(when, w)| {
                     let d = Box::new(Deadline {
@@ -236,7 +260,9 @@ impl<B: Blocking> Wait for Await<B> {
                 if done == Some(Done::Expired) {
                     drop(deadline);
                     drop(op.take_all());
-                    return Poll::Ready(self.b.timed_out(py, self.timeout.unwrap_or_default()));
+                    return Poll::Ready(
+                        self.b.timed_out(py, self.timeout.get().unwrap_or_default()),
+                    );
                 }
                 match done {
                     Some(d) => {
@@ -251,8 +277,8 @@ impl<B: Blocking> Wait for Await<B> {
                     }
                 }
             }
-            St::Ready(r) => Poll::Ready(*r),
-            St::Empty => Poll::Ready(Err(misuse(FINISHED))),
+            St::Done(Some(r)) => Poll::Ready(*r),
+            St::Done(None) => Poll::Ready(Err(misuse(FINISHED))),
         }
     }
 
@@ -292,7 +318,7 @@ impl<B: Blocking> Wait for Await<B> {
     }
 
     fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
-        if self.timeout.is_some() || self.b.timeout().is_some() {
+        if self.timeout.get().is_some() || self.b.timeout().is_some() {
             return None;
         }
         self.b.chans(py)
@@ -316,23 +342,23 @@ impl<B: Blocking> Wait for Await<B> {
                     }
                     d => {
                         let r = self.b.complete(py, &mut op, d);
-                        self.put(St::Ready(Box::new(r)));
+                        self.put(St::Done(Some(Box::new(r))));
                         false
                     }
                 }
             }
-            St::Ready(r) => {
-                self.put(St::Ready(r));
+            St::Done(Some(r)) => {
+                self.put(St::Done(Some(r)));
                 false
             }
-            St::Empty => true,
+            St::Done(None) => true,
         }
     }
 }
 
 impl<B: Blocking> Drop for Await<B> {
     fn drop(&mut self) {
-        let st = std::mem::replace(unpoison(self.st.get_mut()), St::Empty);
+        let st = std::mem::replace(unpoison(self.st.get_mut()), St::Done(None));
         if let St::Parked(op, deadline) = st {
             drop(deadline);
             self.b.abandon(op);

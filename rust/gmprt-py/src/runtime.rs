@@ -130,7 +130,7 @@ fn new_g(
     let coro = f.clone();
     let spawned = sched.spawn_with(|gref| {
         let cancel = GCancel::new(gref, how.parent.take(), how.deadline);
-        let made = Py::new(py, GHandle::new(func, cancel)).and_then(|h| {
+        let made = Py::new(py, GHandle::new(func, cancel, how.on_done.take())).and_then(|h| {
             let body = PyBody::new(py, f, args, kwargs, h.clone_ref(py), how)?;
             Ok((h, body))
         });

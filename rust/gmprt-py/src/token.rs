@@ -21,8 +21,7 @@
 //! token still yields once, and the G goes to the back of the run queue.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
 use gmprt_core::WaitReason;
@@ -32,7 +31,6 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 use crate::cancel::GCancel;
-use crate::lock::lock;
 
 /// tokio's coop budget per task poll.
 const BUDGET: u32 = 128;
@@ -94,27 +92,34 @@ pub(crate) enum Op {
     Wait(Box<dyn Wait>),
 }
 
-const FRESH: u8 = 0;
+// `Token::word`: the state in the low bits, the owner G's id above.
+const FRESH: u64 = 0;
 /// Yielded to the driver; polls again when resumed.
-const WAITING: u8 = 1;
+const WAITING: u64 = 1;
 /// Ready, but yielded anyway because the budget ran out (result stashed).
-const BUDGET_YIELD: u8 = 2;
-const DONE: u8 = 3;
+const BUDGET_YIELD: u64 = 2;
+const DONE: u64 = 3;
+const STATE_MASK: u64 = 0b11;
+const OWNER_SHIFT: u32 = 2;
 
 /// A gmprt awaitable. Await it once, inside a G.
 #[pyclass(frozen, module = "gmprt._gmprt", name = "Awaitable")]
 pub struct Token {
     pub(crate) op: Op,
-    state: AtomicU8,
-    /// The G that awaits it (0 until the first `__next__`): a second G
-    /// awaiting the same token would take over its park and leave the
-    /// first asleep forever, so it is refused.
-    owner: AtomicU64,
-    /// The ready result held over a budget yield.
-    /// Boxed: a `PyErr` is ~64 bytes, and this is the rare path; a parked
-    /// G keeps its token, so its size counts per G.
-    stash: Mutex<Option<Box<PyResult<Py<PyAny>>>>>,
+    /// The state (`FRESH` ... `DONE`) and, above [`OWNER_SHIFT`], the G
+    /// that awaits it (0 until the first `__next__`): a second G awaiting
+    /// the same token would take over its park and leave the first asleep
+    /// forever, so it is refused. One word: a parked G keeps its token, so
+    /// its size counts per G (issue 14; 48 bytes in all).
+    word: AtomicU64,
+    /// The ready result held over a budget yield (`Box::into_raw`, or
+    /// null). Boxed: a `PyErr` is ~64 bytes, and this is the rare path.
+    /// Only the owner G touches it, between two of its own resumptions;
+    /// the atomic only makes the token `Sync`.
+    stash: AtomicPtr<PyResult<Py<PyAny>>>,
 }
+
+const _: () = assert!(std::mem::size_of::<Token>() <= 32);
 
 /// What the thread knows of the step it runs, set by the driver around
 /// every step. One thread-local for all of it: in a shared library each
@@ -252,9 +257,8 @@ impl Token {
     pub(crate) fn new(op: Op) -> Token {
         Token {
             op,
-            state: AtomicU8::new(FRESH),
-            owner: AtomicU64::new(0),
-            stash: Mutex::new(None),
+            word: AtomicU64::new(FRESH),
+            stash: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -281,12 +285,12 @@ impl Token {
     /// Reported another way (a G that returned it unawaited): no
     /// "never awaited" warning when it is dropped.
     pub(crate) fn forget(&self) {
-        self.state.store(DONE, Relaxed);
+        self.word.store(DONE, Relaxed);
     }
 
     /// Driver: the token just yielded was ready; it only wants a turn.
     pub(crate) fn is_budget_yield(&self) -> bool {
-        self.state.load(Acquire) == BUDGET_YIELD
+        self.word.load(Acquire) & STATE_MASK == BUDGET_YIELD
     }
 }
 
@@ -294,7 +298,13 @@ impl Token {
 /// does for a coroutine (a forgotten `await ch.send(v)` sends nothing).
 impl Drop for Token {
     fn drop(&mut self) {
-        if *self.state.get_mut() != FRESH {
+        let stash = *self.stash.get_mut();
+        if !stash.is_null() {
+            // SAFETY: a non-null stash came from `Box::into_raw` (`stash`)
+            // and nobody took it back; we are its last owner.
+            drop(unsafe { Box::from_raw(stash) });
+        }
+        if *self.word.get_mut() & STATE_MASK != FRESH {
             return;
         }
         let what = self.describe();
@@ -376,7 +386,8 @@ impl Token {
         let tok = slf.get();
         // A token is awaited by the one G that made it; the atomic only
         // catches a token awaited twice.
-        let state = tok.state.load(Acquire);
+        let word = tok.word.load(Acquire);
+        let state = word & STATE_MASK;
         if state == DONE {
             return Err(PyRuntimeError::new_err(
                 "this gmprt awaitable was already awaited",
@@ -384,24 +395,22 @@ impl Token {
         }
         let Some(me) = current_g() else {
             // Refused below: it was not forgotten, so no "never awaited".
-            tok.state.store(DONE, Release);
+            tok.word.store(DONE, Release);
             return Token::outside_g(slf);
         };
-        // Relaxed: the CAS only decides who owns the token; the G's own
-        // state travels with its park (g.rs). Once owned (past FRESH), a
-        // load tells the owner from a thief.
-        let owner = if state == FRESH {
-            tok.owner.compare_exchange(0, me, Relaxed, Relaxed)
-        } else {
-            match tok.owner.load(Relaxed) {
-                o if o == me => Ok(o),
-                o => Err(o),
-            }
+        // The CAS only decides who owns the token (the G's own state
+        // travels with its park, g.rs); once owned, the word tells the
+        // owner from a thief. Relaxed on failure: we only read the owner.
+        let owner = match word >> OWNER_SHIFT {
+            0 => tok
+                .word
+                .compare_exchange(word, (me << OWNER_SHIFT) | state, Acquire, Relaxed)
+                .map_or_else(|w| w >> OWNER_SHIFT, |_| me),
+            o => o,
         };
         match owner {
-            Ok(_) => {}
-            Err(owner) if owner == me => {}
-            Err(owner) => {
+            o if o == me => {}
+            owner => {
                 return Err(PyRuntimeError::new_err(format!(
                     "this gmprt awaitable ({}) is already awaited by G {owner}; each await \
                      needs its own (call the operation again in this G)",
@@ -409,11 +418,13 @@ impl Token {
                 )))
             }
         }
+        // Only the owner moves the state on (a thief bails out above).
+        let set = |st: u64| tok.word.store((me << OWNER_SHIFT) | st, Release);
         let yield_self = || {
             // A yield from asyncio code of a gmprt.aio loop would reach
             // asyncio's Task ("Task got bad yield"), not the driver.
             if crate::aio::is_loop_g(me) {
-                tok.state.store(DONE, Release);
+                set(DONE);
                 return Err(PyTypeError::new_err(format!(
                     "asyncio code on a gmprt.aio loop awaited a gmprt awaitable ({}) that \
                      must wait; only a G can wait on one: run that code in a G and await \
@@ -426,30 +437,34 @@ impl Token {
         let done = |r: PyResult<Py<PyAny>>| r.map(Advance::Return);
         match (&tok.op, state) {
             (Op::Yield, FRESH) => {
-                tok.state.store(WAITING, Release);
+                set(WAITING);
                 yield_self()
             }
             (Op::Yield, _) => {
-                tok.state.store(DONE, Release);
+                set(DONE);
                 Ok(Advance::Return(py.None()))
             }
             (Op::Wait(_), BUDGET_YIELD) => {
-                tok.state.store(DONE, Release);
-                let r = lock(&tok.stash).take();
-                done(*r.expect("budget yield without a result"))
+                set(DONE);
+                let r = tok.stash.swap(std::ptr::null_mut(), Acquire);
+                assert!(!r.is_null(), "budget yield without a result");
+                // SAFETY: non-null: the `Box::into_raw` of the budget yield
+                // below, taken back once (the swap left null).
+                done(*unsafe { Box::from_raw(r) })
             }
             (Op::Wait(w), _) => match w.poll(py) {
                 Poll::Ready(r) if state == WAITING || take_budget() => {
-                    tok.state.store(DONE, Release);
+                    set(DONE);
                     done(r)
                 }
                 Poll::Ready(r) => {
-                    *lock(&tok.stash) = Some(Box::new(r));
-                    tok.state.store(BUDGET_YIELD, Release);
+                    let old = tok.stash.swap(Box::into_raw(Box::new(r)), Release);
+                    debug_assert!(old.is_null(), "a second stashed result");
+                    set(BUDGET_YIELD);
                     yield_self()
                 }
                 Poll::Pending => {
-                    tok.state.store(WAITING, Release);
+                    set(WAITING);
                     yield_self()
                 }
             },

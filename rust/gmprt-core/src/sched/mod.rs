@@ -223,8 +223,9 @@ pub struct Sched {
     /// Set once under `lock`; Ms exit at their next schedule.
     stopping: AtomicBool,
     hooks: Box<dyn Hooks>,
-    /// Every G ever allocated, freed when the scheduler drops (Go's `allgs`).
-    allgs: Mutex<Vec<GPtr>>,
+    /// Every G ever allocated, in the slabs that hold them, freed when the
+    /// scheduler drops (Go's `allgs`; `gfree` module docs, "Slabs").
+    allgs: Mutex<gfree::AllGs>,
     gfree: Mutex<Vec<GPtr>>,
     steals: AtomicU64,
     handoffs: AtomicU64,
@@ -309,7 +310,7 @@ impl Sched {
             next_gid: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             hooks,
-            allgs: Mutex::new(Vec::new()),
+            allgs: Mutex::new(gfree::AllGs::new()),
             gfree: Mutex::new(Vec::new()),
             steals: AtomicU64::new(0),
             handoffs: AtomicU64::new(0),
@@ -431,7 +432,7 @@ impl Sched {
     /// parked wakes and each one running fails its next park. The embedder
     /// writes why first (a shutdown that cancels every G).
     pub fn interrupt_all(self: &Arc<Self>) {
-        let gs = lock(&self.allgs).clone();
+        let gs = lock(&self.allgs).snapshot();
         for g in gs {
             if g.interrupt(g.id()) == crate::g::Wake::Enqueue {
                 self.ready(g, false);
@@ -534,7 +535,7 @@ impl Sched {
     /// Python that must happen while attached.
     pub fn reap(&self) -> Vec<(u64, BoxBody)> {
         debug_assert!(self.is_stopping(), "reap on a running scheduler");
-        let gs = lock(&self.allgs).clone();
+        let gs = lock(&self.allgs).snapshot();
         let bodies: Vec<(u64, BoxBody)> = gs
             .iter()
             .filter_map(|g| g.kill().map(|b| (g.id(), b)))
@@ -572,8 +573,8 @@ impl Sched {
 impl Drop for Sched {
     fn drop(&mut self) {
         // Every M holds an Arc, so none runs now; every Waker holds one, so
-        // no GPtr outlives this. Free each G exactly once (allgs has no
-        // duplicates: galloc is the only push).
+        // no GPtr outlives this. Free each G exactly once, with the slabs
+        // that hold them (galloc is the only way a G is made).
         for slot in self.allp.iter() {
             let raw = slot.lent.swap(ptr::null_mut(), Acquire);
             if !raw.is_null() {
@@ -581,11 +582,11 @@ impl Drop for Sched {
                 drop(unsafe { Box::from_raw(raw) });
             }
         }
-        let gs = std::mem::take(&mut *lock(&self.allgs));
-        for g in gs {
-            // SAFETY: see above; the queues and free lists that also hold
-            // these pointers are dropped with `self` without reading them.
-            unsafe { g.free() };
-        }
+        // The queues and free lists that also hold pointers to these Gs
+        // are dropped with `self` without reading them.
+        drop(std::mem::replace(
+            &mut *lock(&self.allgs),
+            gfree::AllGs::new(),
+        ));
     }
 }

@@ -107,7 +107,7 @@ impl Sched {
     /// only look (read fields, take references) and return, not block or
     /// wait on anything, since the G's wakers spin until it does.
     pub fn for_each_g(&self, mut f: impl FnMut(&GView<'_>)) {
-        let gs = lock(&self.allgs).clone();
+        let gs = lock(&self.allgs).snapshot();
         let running = self.running_gs();
         let now = coarse_now_us();
         for g in gs {
