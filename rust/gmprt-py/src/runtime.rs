@@ -204,19 +204,31 @@ pub(crate) fn go(
     args: Bound<'_, PyTuple>,
     kwargs: Option<Bound<'_, PyDict>>,
 ) -> PyResult<Py<GHandle>> {
-    check_spawnable(&fn_, "gmprt.go()")?;
+    spawn_top(py, "gmprt.go()", fn_, args, kwargs, false)
+}
+
+/// `go` and `_go_blocking`: a G in no Group, with the caller's deadline.
+fn spawn_top(
+    py: Python<'_>,
+    who: &str,
+    fn_: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    kwargs: Option<Bound<'_, PyDict>>,
+    blocks: bool,
+) -> PyResult<Py<GHandle>> {
+    check_spawnable(&fn_, who)?;
     let sched = sched().ok_or_else(|| {
-        PyRuntimeError::new_err(
-            "gmprt.go() needs a running runtime: call it from inside gmprt.run(main) \
-             (in a G, or from any thread while run() is running)",
-        )
+        PyRuntimeError::new_err(format!(
+            "{who} needs a running runtime: call it from inside gmprt.run(main) \
+             (in a G, or from any thread while run() is running)"
+        ))
     })?;
     let how = Spawn {
         parent: None,
         deadline: cancel::current_deadline(),
         on_done: None,
         is_main: false,
-        blocks: false,
+        blocks,
     };
     new_g(py, &sched, fn_, args, kwargs, how)
 }
@@ -232,17 +244,7 @@ pub(crate) fn _go_blocking(
     args: Bound<'_, PyTuple>,
     kwargs: Option<Bound<'_, PyDict>>,
 ) -> PyResult<Py<GHandle>> {
-    check_spawnable(&fn_, "gmprt.aio.to_g()")?;
-    let sched = sched()
-        .ok_or_else(|| PyRuntimeError::new_err("gmprt.aio.to_g() needs a running runtime"))?;
-    let how = Spawn {
-        parent: None,
-        deadline: cancel::current_deadline(),
-        on_done: None,
-        is_main: false,
-        blocks: true,
-    };
-    new_g(py, &sched, fn_, args, kwargs, how)
+    spawn_top(py, "gmprt.aio.to_g()", fn_, args, kwargs, true)
 }
 
 /// A Group's ``go``: the new G's root scope lives inside ``scope`` (the
