@@ -267,6 +267,67 @@ fn spawn_from_foreign_threads() {
     assert_eq!(stats.spawned, (THREADS * PER) as u64);
 }
 
+/// `Sched::gosched` (Go's Gosched): a G that yields so runs behind the Gs
+/// waiting in the global queue, even while its P's local queue never runs
+/// dry. One P; two Gs yield to each other forever, one of them through
+/// `gosched`; a foreign thread spawns a G (foreign spawns go to the global
+/// queue) and counts the gosched G's steps until that G runs. A plain
+/// yield would leave it to the 61st-tick check (about 30 of those steps);
+/// `gmprt.aio`'s loop G yields so, or what an M blocked in the netpoller
+/// readied would wait behind watchers that keep the local queue full.
+#[test]
+fn gosched_runs_behind_the_global_queue() {
+    const ROUNDS: usize = 200;
+    let s = new_sched(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let steps = Arc::new(AtomicUsize::new(0));
+    {
+        let (stop, steps) = (stop.clone(), steps.clone());
+        s.spawn(body(move |cx| {
+            if stop.load(Acquire) {
+                return Step::Done;
+            }
+            steps.fetch_add(1, Relaxed);
+            cx.sched().gosched();
+            Step::Yield
+        }))
+        .unwrap();
+    }
+    {
+        let stop = stop.clone();
+        s.spawn(body(move |_| {
+            if stop.load(Acquire) {
+                Step::Done
+            } else {
+                Step::Yield
+            }
+        }))
+        .unwrap();
+    }
+    let mut worst = 0;
+    for _ in 0..ROUNDS {
+        let ran_at = Arc::new(AtomicUsize::new(usize::MAX));
+        let (r, st) = (ran_at.clone(), steps.clone());
+        s.spawn(body(move |_| {
+            r.store(st.load(Relaxed), Release);
+            Step::Done
+        }))
+        .unwrap();
+        // Read once the spawn is queued: this thread may be descheduled
+        // meanwhile, which can only shrink the lag measured.
+        let queued_at = steps.load(Relaxed);
+        wait_until(&s, "the foreign spawn to run", || {
+            ran_at.load(Acquire) != usize::MAX
+        });
+        worst = worst.max(ran_at.load(Acquire).saturating_sub(queued_at));
+    }
+    stop.store(true, Release);
+    finish(s);
+    // Queued between two of its steps, the G runs before the gosched G's
+    // second step after that (one may already be under way).
+    assert!(worst <= 2, "a global G waited {worst} gosched steps");
+}
+
 /// Gs park `PARKS` times each, registering their waker in a shared list
 /// during the step; two plain threads drain the list and wake them. A wake
 /// may land after the park committed or while the step is still running.

@@ -82,6 +82,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(traceback::_set_traceback, m)?)?;
     m.add_function(wrap_pyfunction!(traceback::_schedtrace, m)?)?;
     m.add_function(wrap_pyfunction!(time::sleep, m)?)?;
+    m.add_function(wrap_pyfunction!(time::_gosched, m)?)?;
     net::register(m)?;
     m.add_class::<handle::GHandle>()?;
     m.add_class::<Token>()?;

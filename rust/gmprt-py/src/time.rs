@@ -148,6 +148,17 @@ impl Wait for Sleep {
     }
 }
 
+/// ``await _gmprt._gosched()``: ``sleep(0)``, but to the tail of the global
+/// run queue, behind the Gs an M without a P readied (`Sched::gosched`).
+/// Private to ``gmprt.aio``: its loop G yields so before taking a batch.
+#[pyfunction]
+pub(crate) fn _gosched() -> Token {
+    if let Some(sched) = crate::rt::sched() {
+        sched.gosched();
+    }
+    Token::new(Op::Yield)
+}
+
 /// Suspend the calling G for ``seconds``: ``await gmprt.sleep(0.5)``.
 ///
 /// The G parks on a timer of the netpoller and costs no thread while it

@@ -107,6 +107,9 @@ pub(super) struct M {
     rng: Cell<u32>,
     /// What sysmon sees of this M (registered in `Sched::allm`).
     pub(super) slot: Arc<MSlot>,
+    /// The running step asked that its `Step::Yield` be Go's Gosched
+    /// (`Sched::gosched`). Cleared as each step starts.
+    pub(super) gosched: Cell<bool>,
 }
 
 // The M running on this thread, or null. Set by `mstart` for the M's whole
@@ -135,6 +138,7 @@ impl Sched {
                 spinning: Cell::new(false),
                 retired: Cell::new(false),
                 rng: Cell::new(0x9E37_79B9 ^ sched.mcount.load(Relaxed) as u32),
+                gosched: Cell::new(false),
                 slot: Arc::new(MSlot {
                     steps: AtomicU64::new(0),
                     g: AtomicU64::new(0),
@@ -420,6 +424,7 @@ impl Sched {
         let run = |body: &mut Option<BoxBody>| {
             let body = body.as_mut().expect("runnable G without a body");
             m.slot.bump(); // odd: in a step
+            m.gosched.set(false);
             self.lend_p(m, p, g.id(), body.may_block());
             if body.blocks() {
                 // Go's entersyscallblock: give the P away now, as sysmon's
@@ -473,13 +478,15 @@ impl Sched {
         match step {
             Step::Yield => {
                 g.yield_now(gen);
-                // Go's goyield (local tail), unless the yielder would be
-                // alone in its local queue while Gs wait in the global one:
-                // then Gosched (global tail), or a G yielding in a loop would
-                // run again at once and the global queue would get one G
-                // per 61 ticks.
+                // Go's goyield (local tail), unless the step asked for
+                // Gosched (`Sched::gosched`) or the yielder would be alone in
+                // its local queue while Gs wait in the global one: then
+                // Gosched (global tail), or a G yielding in a loop would run
+                // again at once and the global queue would get one G per 61
+                // ticks.
                 let alone = m.p.borrow().as_ref().is_none_or(|p| p.runq.is_empty());
-                if retaken || (alone && self.runq_size.load(Acquire) > 0) {
+                let gosched = m.gosched.replace(false);
+                if retaken || gosched || (alone && self.runq_size.load(Acquire) > 0) {
                     GlobalOverflow(self).push_batch(&mut std::iter::once(g));
                     self.wakep();
                 } else {
@@ -541,6 +548,18 @@ impl Sched {
             overflow.push_batch(&mut std::iter::once(g));
         }
         self.wakep();
+    }
+
+    /// From inside a G's step: if the step ends in [`Step::Yield`], the G
+    /// goes to the tail of the global queue (Go's `Gosched`), not of its
+    /// P's local one (`goyield`). It then runs behind the Gs readied
+    /// meanwhile by an M without a P, which wait there: what an M blocked
+    /// in the netpoller found. A G that batches what other Gs report (an
+    /// event loop taking what its fds' watchers posted) yields so, or a P
+    /// kept busy by its local Gs would leave those to the 61st-tick check.
+    /// No effect outside a step of this runtime.
+    pub fn gosched(&self) {
+        self.with_current(|m| m.gosched.set(true));
     }
 
     /// Runs `f` with the calling thread's M, if it is an M of this runtime.
