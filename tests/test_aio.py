@@ -363,6 +363,82 @@ def test_socket_transport_sees_eof_that_came_with_the_data():
     assert arun(main())
 
 
+def test_socket_transport_switches_between_plain_and_buffered_protocols():
+    # The transport's read callback is Rust (`SockIO`), which reads for a
+    # plain Protocol and leaves a BufferedProtocol to asyncio's
+    # get_buffer/buffer_updated: set_protocol switches between them.
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        b.settimeout(T)
+        plain, buffered = bytearray(), bytearray()
+        got = asyncio.Queue()
+
+        class Plain(asyncio.Protocol):
+            def data_received(self, data):
+                plain.extend(data)
+                got.put_nowait(None)
+
+        class Buffered(asyncio.BufferedProtocol):
+            def __init__(self):
+                self.buf = bytearray(64)
+
+            def get_buffer(self, sizehint):
+                return self.buf
+
+            def buffer_updated(self, nbytes):
+                buffered.extend(self.buf[:nbytes])
+                got.put_nowait(None)
+
+        tr, _ = await loop.create_connection(Plain, sock=a)
+        try:
+            for proto, into, msg in [
+                (None, plain, b"one"),
+                (Buffered(), buffered, b"two"),
+                (Plain(), plain, b"three"),
+                (Buffered(), buffered, b"four"),
+            ]:
+                if proto is not None:
+                    tr.set_protocol(proto)
+                before = len(into)
+                b.sendall(msg)
+                while len(into) < before + len(msg):
+                    await asyncio.wait_for(got.get(), T)
+            tr.write(b"back")
+            assert await loop.run_in_executor(None, b.recv, 16) == b"back"
+        finally:
+            tr.close()
+            b.close()
+        return bytes(plain), bytes(buffered)
+
+    assert arun(main()) == (b"onethree", b"twofour")
+
+
+def test_closed_socket_transports_are_collected():
+    # A transport and its `SockIO` refer to each other: the collector must
+    # see the cycle (`__traverse__`), or every connection would leak.
+    import gc
+    import weakref
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        refs = []
+        for _ in range(50):
+            a, b = socket.socketpair()
+            tr, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+            refs.append(weakref.ref(tr))
+            tr.close()
+            b.close()
+            del tr
+        for _ in range(3):
+            await asyncio.sleep(0)  # connection_lost runs
+        return refs
+
+    refs = arun(main())
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0
+
+
 def test_socket_transport_reads_whatever_size_arrives():
     # Short reads (drained), reads that fill the buffer (not drained), and
     # a message larger than the buffer: every byte, in order.

@@ -30,10 +30,12 @@ runs each iteration after the loop G's wait. So asyncio's ``Task``,
 are asyncio's, except the paths every message takes, which are Rust
 (``_gmprt.Poller``): handing the ready fds' handles to the ready queue
 (``process``), the callback loop (``run_ready``), and a socket transport's
-read (``read``: one ``recv``, the bytes to ``data_received``, the watcher
-told when the socket was drained, so it waits again with no ``poll(2)``)
-and ``write`` (one ``send`` before asyncio's own ``write``). Timers are
-still asyncio's heap of timer handles.
+read callback and ``write`` (``_gmprt.SockIO``, set on the transport in
+place of asyncio's methods, so no Python frame of the loop's runs per
+message): one ``recv``, the bytes to ``data_received``, the watcher told
+when the socket was drained, so it waits again with no ``poll(2)``; one
+``send`` before asyncio's own ``write``. Timers are still asyncio's heap
+of timer handles.
 
 Gs and asyncio in one program:
 
@@ -307,20 +309,29 @@ def _callback_failed(handle: asyncio.Handle, exc: BaseException) -> None:
 
 
 class _GmSocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
-    """asyncio's socket transport, whose read callback and ``write`` fast
-    path are the poller's (Rust)."""
+    """asyncio's socket transport, whose read callback and ``write`` are
+    the poller's (Rust, ``_gmprt.SockIO``): instance attributes that shadow
+    asyncio's methods, so a message costs no Python frame of the loop's."""
 
-    def __init__(self, loop: GmprtEventLoop, *args: Any) -> None:
-        self._gm_poller = loop._gm_selector._poller
-        super().__init__(loop, *args)
+    def __init__(self, loop: GmprtEventLoop, sock: Any, *args: Any) -> None:
+        io = _gmprt.SockIO(loop._gm_selector._poller, self, sock.fileno(), _SELECTOR_WRITE)
+        self._gm_io = io
+        # Before asyncio's __init__, which hands `_read_ready` to the reader.
+        self._read_ready = io
+        self.write = io.write
+        super().__init__(loop, sock, *args)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        super().set_protocol(protocol)
+        # A BufferedProtocol reads asyncio's way (`_read_ready__get_buffer`).
+        self._gm_io.buffered = isinstance(protocol, asyncio.BufferedProtocol)
 
     def _read_ready__data_received(self) -> None:
-        self._gm_poller.read(self, self._sock_fd)
+        self._gm_io.read()
 
-    def write(self, data: Any) -> None:
-        rest = self._gm_poller.write(self, self._sock_fd, data)
-        if rest is not None:
-            super().write(rest)
+
+# What `SockIO.write` hands what its one `send` left (buffering, the writer).
+_SELECTOR_WRITE = selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
 
 
 class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]

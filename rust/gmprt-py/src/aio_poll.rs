@@ -10,8 +10,8 @@
 //! `select` would (level-triggered). A watcher keeps a duplicate of its fd
 //! registered for its whole life (`net::FdWatch`) and asks `poll(2)` only
 //! when the registration cannot tell; a socket transport whose reads go
-//! through [`Poller::read`], which knows when it drained the socket, spares
-//! even that. The loop G parks on one token, [`Poller::wait`], which
+//! through [`SockIO`], which knows when it drained the socket, spares even
+//! that. The loop G parks on one token, [`Poller::wait`], which
 //! completes when something was posted, [`Poller::wake`] was called (from
 //! any thread: `call_soon_threadsafe`) or its timeout passed (a gmprt
 //! timer).
@@ -33,6 +33,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::cancel;
 use crate::lock::lock;
@@ -40,12 +41,12 @@ use crate::rt;
 use crate::time::ParkedTimer;
 use crate::token::{Poll, Token, Wait};
 
-/// What one `Poller::read` asks `recv` for: asyncio's
+/// What one `SockIO` read asks `recv` for: asyncio's
 /// `_SelectorSocketTransport.max_size`.
 const READ_MAX: usize = 256 * 1024;
 
 thread_local! {
-    /// `Poller::read`'s buffer, one per M that runs a loop G.
+    /// The buffer of `SockIO` reads, one per M that runs a loop G.
     static READ_BUF: std::cell::RefCell<Option<Box<[u8]>>> =
         const { std::cell::RefCell::new(None) };
 }
@@ -82,6 +83,18 @@ impl Shared {
             waker.wake();
         }
     }
+
+    /// The read callback of ``fd``'s reader drained it (`FdWatch::drained`):
+    /// its watcher need not ask ``poll(2)`` after the callbacks, and trusts
+    /// readiness from then on (the reader handles ``EAGAIN``).
+    fn drained(&self, fd: RawFd, would_block: bool) {
+        let w = lock(&self.st).watches.get(&(fd, READ)).cloned();
+        if let Some(w) = w {
+            let mut st = lock(&w.st);
+            st.drained = Some(would_block);
+            st.trusted = true;
+        }
+    }
 }
 
 /// One watched (fd, direction), shared by its watcher G and the poller.
@@ -95,7 +108,7 @@ struct Watch {
 struct WatchState {
     /// The loop ran the callbacks of the last post: wait again.
     open: bool,
-    /// The callbacks of the last post drained the fd (`Poller::read`):
+    /// The callbacks of the last post drained the fd (a `SockIO` read):
     /// `Some(would_block)`, see `FdWatch::drained`.
     drained: Option<bool>,
     /// The fd's owner handles `EAGAIN` and reports when it drained the fd:
@@ -408,119 +421,6 @@ impl Poller {
         Ok(())
     }
 
-    /// A ``gmprt.aio`` socket transport's read callback (asyncio's
-    /// ``_read_ready__data_received``): one ``recv`` into a per-thread
-    /// buffer, the bytes of what came handed to the protocol, and the
-    /// watcher told when the socket was drained. asyncio's own ``recv``
-    /// allocates ``max_size`` and shrinks it, which costs an ``mmap`` and
-    /// an ``munmap`` per read in a fresh process (issue 14's note); the
-    /// copy of what arrived is cheaper.
-    fn read(&self, py: Python<'_>, transport: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
-        if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
-            return Ok(());
-        }
-        let got = READ_BUF.with_borrow_mut(|buf| {
-            let buf = buf.get_or_insert_with(|| vec![0u8; READ_MAX].into_boxed_slice());
-            loop {
-                // SAFETY: `buf` is a live, writable buffer of `buf.len()`
-                // bytes; recv writes at most that many. A bad fd is an
-                // error, nothing worse.
-                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n >= 0 {
-                    let n = n as usize;
-                    break Ok(Some((PyBytes::new(py, &buf[..n]), n < buf.len())));
-                }
-                let e = std::io::Error::last_os_error();
-                match e.kind() {
-                    std::io::ErrorKind::Interrupted => continue,
-                    std::io::ErrorKind::WouldBlock => break Ok(None),
-                    _ => break Err(e),
-                }
-            }
-        });
-        let (data, drained) = match got {
-            Ok(Some(got)) => got,
-            Ok(None) => {
-                self.drained(fd, true);
-                return Ok(());
-            }
-            Err(e) => {
-                let exc = PyErr::from(e).into_value(py);
-                transport.call_method1(
-                    intern!(py, "_fatal_error"),
-                    (exc, "Fatal read error on socket transport"),
-                )?;
-                return Ok(());
-            }
-        };
-        if data.as_bytes().is_empty() {
-            transport.call_method0(intern!(py, "_read_ready__on_eof"))?;
-            return Ok(());
-        }
-        if drained {
-            self.drained(fd, false);
-        }
-        let proto = transport.getattr(intern!(py, "_protocol"))?;
-        if let Err(e) = proto.call_method1(intern!(py, "data_received"), (data,)) {
-            if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) {
-                return Err(e);
-            }
-            transport.call_method1(
-                intern!(py, "_fatal_error"),
-                (
-                    e.into_value(py),
-                    "Fatal error: protocol.data_received() call failed.",
-                ),
-            )?;
-        }
-        Ok(())
-    }
-
-    /// A ``gmprt.aio`` socket transport's ``write`` fast path: when the
-    /// transport is open with nothing buffered and ``data`` is ``bytes``,
-    /// one ``send``; returns None when it all went, else what asyncio's own
-    /// ``write`` must still take (all of ``data``, or what ``send`` left):
-    /// buffering, the writer, errors and every rule of ``write`` stay
-    /// asyncio's.
-    fn write<'py>(
-        &self,
-        py: Python<'py>,
-        transport: &Bound<'py, PyAny>,
-        fd: RawFd,
-        data: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let Ok(bytes) = data.cast_exact::<PyBytes>() else {
-            return Ok(Some(data.clone()));
-        };
-        let buf = bytes.as_bytes();
-        let fast = !buf.is_empty()
-            && !transport.getattr(intern!(py, "_eof"))?.is_truthy()?
-            && transport.getattr(intern!(py, "_empty_waiter"))?.is_none()
-            && !transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
-            && !transport.getattr(intern!(py, "_buffer"))?.is_truthy()?;
-        if !fast {
-            return Ok(Some(data.clone()));
-        }
-        let n = loop {
-            // SAFETY: `buf` is the live contents of `bytes`, which we hold;
-            // send only reads them. MSG_NOSIGNAL: a closed peer is an
-            // EPIPE error (asyncio's path reports it), not a SIGPIPE.
-            let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-            if n >= 0 {
-                break n as usize;
-            }
-            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                // Would block, or an error: asyncio's write retries and
-                // buffers, or reports it.
-                return Ok(Some(data.clone()));
-            }
-        };
-        if n == buf.len() {
-            return Ok(None);
-        }
-        Ok(Some(PyBytes::new(py, &buf[n..]).into_any()))
-    }
-
     /// A non-blocking poll of the netpoller, readying the Gs it finds
     /// (watchers among them). A loop busy with its own callbacks calls it
     /// each iteration, as asyncio's loop calls `epoll_wait(0)`: a busy P
@@ -577,20 +477,6 @@ impl Poller {
             timer: ParkedTimer::default(),
         });
         Ok(tok)
-    }
-}
-
-impl Poller {
-    /// The read callback of ``fd``'s reader drained it (`FdWatch::drained`):
-    /// its watcher need not ask ``poll(2)`` after the callbacks, and trusts
-    /// readiness from then on (the reader handles ``EAGAIN``).
-    fn drained(&self, fd: RawFd, would_block: bool) {
-        let w = lock(&self.shared.st).watches.get(&(fd, READ)).cloned();
-        if let Some(w) = w {
-            let mut st = lock(&w.st);
-            st.drained = Some(would_block);
-            st.trusted = true;
-        }
     }
 }
 
@@ -659,5 +545,203 @@ impl Wait for PollWait {
         lock(&self.shared.st).waker = None;
         self.timer.cancel();
         true
+    }
+}
+/// A ``gmprt.aio`` socket transport's read callback (asyncio's
+/// ``_read_ready__data_received``): one ``recv`` into a per-thread
+/// buffer, the bytes of what came handed to the protocol, and the
+/// watcher told when the socket was drained. asyncio's own ``recv``
+/// allocates ``max_size`` and shrinks it, which costs an ``mmap`` and
+/// an ``munmap`` per read in a fresh process (issue 14's note); the
+/// copy of what arrived is cheaper.
+fn read(shared: &Shared, py: Python<'_>, transport: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+    if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
+        return Ok(());
+    }
+    let got = READ_BUF.with_borrow_mut(|buf| {
+        let buf = buf.get_or_insert_with(|| vec![0u8; READ_MAX].into_boxed_slice());
+        loop {
+            // SAFETY: `buf` is a live, writable buffer of `buf.len()`
+            // bytes; recv writes at most that many. A bad fd is an
+            // error, nothing worse.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n >= 0 {
+                let n = n as usize;
+                break Ok(Some((PyBytes::new(py, &buf[..n]), n < buf.len())));
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => break Ok(None),
+                _ => break Err(e),
+            }
+        }
+    });
+    let (data, drained) = match got {
+        Ok(Some(got)) => got,
+        Ok(None) => {
+            shared.drained(fd, true);
+            return Ok(());
+        }
+        Err(e) => {
+            let exc = PyErr::from(e).into_value(py);
+            transport.call_method1(
+                intern!(py, "_fatal_error"),
+                (exc, "Fatal read error on socket transport"),
+            )?;
+            return Ok(());
+        }
+    };
+    if data.as_bytes().is_empty() {
+        transport.call_method0(intern!(py, "_read_ready__on_eof"))?;
+        return Ok(());
+    }
+    if drained {
+        shared.drained(fd, false);
+    }
+    let proto = transport.getattr(intern!(py, "_protocol"))?;
+    if let Err(e) = proto.call_method1(intern!(py, "data_received"), (data,)) {
+        if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) {
+            return Err(e);
+        }
+        transport.call_method1(
+            intern!(py, "_fatal_error"),
+            (
+                e.into_value(py),
+                "Fatal error: protocol.data_received() call failed.",
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// A ``gmprt.aio`` socket transport's ``write`` fast path: when the
+/// transport is open with nothing buffered and ``data`` is ``bytes``,
+/// one ``send``; returns None when it all went, else what asyncio's own
+/// ``write`` must still take (all of ``data``, or what ``send`` left):
+/// buffering, the writer, errors and every rule of ``write`` stay
+/// asyncio's.
+fn write<'py>(
+    py: Python<'py>,
+    transport: &Bound<'py, PyAny>,
+    fd: RawFd,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Ok(bytes) = data.cast_exact::<PyBytes>() else {
+        return Ok(Some(data.clone()));
+    };
+    let buf = bytes.as_bytes();
+    let fast = !buf.is_empty()
+        && !transport.getattr(intern!(py, "_eof"))?.is_truthy()?
+        && transport.getattr(intern!(py, "_empty_waiter"))?.is_none()
+        && !transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
+        && !transport.getattr(intern!(py, "_buffer"))?.is_truthy()?;
+    if !fast {
+        return Ok(Some(data.clone()));
+    }
+    let n = loop {
+        // SAFETY: `buf` is the live contents of `bytes`, which we hold;
+        // send only reads them. MSG_NOSIGNAL: a closed peer is an
+        // EPIPE error (asyncio's path reports it), not a SIGPIPE.
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            break n as usize;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // Would block, or an error: asyncio's write retries and
+            // buffers, or reports it.
+            return Ok(Some(data.clone()));
+        }
+    };
+    if n == buf.len() {
+        return Ok(None);
+    }
+    Ok(Some(PyBytes::new(py, &buf[n..]).into_any()))
+}
+
+/// A ``gmprt.aio`` socket transport's hot paths, with no Python frame on
+/// the way: the transport sets this object as its ``_read_ready`` (the
+/// callback of its reader handle, which asyncio's socket transport has
+/// call ``_read_ready_cb``) and its ``write`` method as ``write``, both
+/// instance attributes that shadow asyncio's methods. Private to
+/// ``gmprt.aio``.
+///
+/// The transport holds it and it holds the transport: a cycle the
+/// collector sees (``__traverse__``), as asyncio's transports already make
+/// with their protocols.
+#[pyclass(module = "gmprt._gmprt")]
+pub(crate) struct SockIO {
+    shared: Arc<Shared>,
+    fd: RawFd,
+    transport: Option<Py<PyAny>>,
+    /// asyncio's own ``_SelectorSocketTransport.write``, for what the fast
+    /// path leaves.
+    base_write: Option<Py<PyAny>>,
+    /// The protocol is a ``BufferedProtocol``: reads go asyncio's way
+    /// (``_read_ready__get_buffer``). Kept by the transport's
+    /// ``set_protocol``.
+    #[pyo3(get, set)]
+    buffered: bool,
+}
+
+#[pymethods]
+impl SockIO {
+    #[new]
+    fn new(
+        poller: &Bound<'_, Poller>,
+        transport: Py<PyAny>,
+        fd: RawFd,
+        base_write: Py<PyAny>,
+    ) -> SockIO {
+        SockIO {
+            shared: poller.get().shared.clone(),
+            fd,
+            transport: Some(transport),
+            base_write: Some(base_write),
+            buffered: false,
+        }
+    }
+
+    /// asyncio's ``_read_ready``: the reader handle's callback.
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(t) = &self.transport else {
+            return Ok(());
+        };
+        let t = t.bind(py);
+        if self.buffered {
+            t.call_method0(intern!(py, "_read_ready__get_buffer"))?;
+            return Ok(());
+        }
+        read(&self.shared, py, t, self.fd)
+    }
+
+    /// asyncio's ``_read_ready__data_received``.
+    fn read(&self, py: Python<'_>) -> PyResult<()> {
+        match &self.transport {
+            Some(t) => read(&self.shared, py, t.bind(py), self.fd),
+            None => Ok(()),
+        }
+    }
+
+    /// The transport's ``write(data)``.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (Some(t), Some(base)) = (&self.transport, &self.base_write) else {
+            return Ok(());
+        };
+        let t = t.bind(py);
+        if let Some(rest) = write(py, t, self.fd, data)? {
+            base.call1(py, (t, rest))?;
+        }
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.transport)?;
+        visit.call(&self.base_write)
+    }
+
+    fn __clear__(&mut self) {
+        self.transport = None;
+        self.base_write = None;
     }
 }

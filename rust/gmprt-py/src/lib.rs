@@ -111,6 +111,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(aio::_future_wait, m)?)?;
     m.add_class::<aio::FutureWake>()?;
     m.add_class::<aio_poll::Poller>()?;
+    m.add_class::<aio_poll::SockIO>()?;
     // After a fork, the child starts afresh (runtime::after_fork_child).
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item(
