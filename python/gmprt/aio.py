@@ -323,8 +323,8 @@ class _GmSocketTransport(selector_events._SelectorSocketTransport):  # type: ign
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         super().set_protocol(protocol)
-        # A BufferedProtocol reads asyncio's way (`_read_ready__get_buffer`).
-        self._gm_io.buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        # Its data_received, once (or a BufferedProtocol: asyncio's reads).
+        self._gm_io.set_protocol(protocol)
 
     def _read_ready__data_received(self) -> None:
         self._gm_io.read()

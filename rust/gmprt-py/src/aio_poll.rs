@@ -21,6 +21,7 @@
 //! scheduler), and the poller's is never taken under a watch's.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::task::Poll as TaskPoll;
@@ -65,7 +66,34 @@ struct State {
     woken: bool,
     /// The loop G, while parked in `wait`.
     waker: Option<Waker>,
-    watches: HashMap<(RawFd, u8), Arc<Watch>>,
+    watches: HashMap<(RawFd, u8), Arc<Watch>, BuildHasherDefault<FdHasher>>,
+}
+
+/// The watch map's hasher. Its keys are fds the kernel hands out (small,
+/// dense, nobody's choice), so SipHash's resistance to chosen keys buys
+/// nothing, and it cost ~200 instructions per echoed message (callgrind):
+/// the key's bits times the golden ratio (Fibonacci hashing) index well.
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.0 = self.0.rotate_left(8) ^ u64::from(n);
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.0 = self.0.rotate_left(32) ^ u64::from(n as u32);
+    }
 }
 
 struct Shared {
@@ -405,11 +433,22 @@ impl Poller {
             let ctx = h.getattr(intern!(py, "_context"))?;
             let cb = h.getattr(intern!(py, "_callback"))?;
             let args = h.getattr(intern!(py, "_args"))?.cast_into::<PyTuple>()?;
-            let mut call = Vec::with_capacity(args.len() + 1);
-            call.push(cb);
-            call.extend(args.iter());
-            let call = PyTuple::new(py, call)?;
-            if let Err(e) = ctx.call_method1(intern!(py, "run"), call) {
+            let run = intern!(py, "run");
+            // Up to two arguments (every reader, writer and task step), a
+            // Rust tuple: pyo3 makes that a vectorcall of the method, with
+            // no argument tuple or bound method built.
+            let called = match args.len() {
+                0 => ctx.call_method1(run, (cb,)),
+                1 => ctx.call_method1(run, (cb, args.get_item(0)?)),
+                2 => ctx.call_method1(run, (cb, args.get_item(0)?, args.get_item(1)?)),
+                _ => {
+                    let mut call = Vec::with_capacity(args.len() + 1);
+                    call.push(cb);
+                    call.extend(args.iter());
+                    ctx.call_method1(run, PyTuple::new(py, call)?)
+                }
+            };
+            if let Err(e) = called {
                 if e.is_instance_of::<PySystemExit>(py)
                     || e.is_instance_of::<PyKeyboardInterrupt>(py)
                 {
@@ -554,7 +593,13 @@ impl Wait for PollWait {
 /// allocates ``max_size`` and shrinks it, which costs an ``mmap`` and
 /// an ``munmap`` per read in a fresh process (issue 14's note); the
 /// copy of what arrived is cheaper.
-fn read(shared: &Shared, py: Python<'_>, transport: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+fn read(
+    shared: &Shared,
+    py: Python<'_>,
+    transport: &Bound<'_, PyAny>,
+    fd: RawFd,
+    data_received: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
         return Ok(());
     }
@@ -599,8 +644,7 @@ fn read(shared: &Shared, py: Python<'_>, transport: &Bound<'_, PyAny>, fd: RawFd
     if drained {
         shared.drained(fd, false);
     }
-    let proto = transport.getattr(intern!(py, "_protocol"))?;
-    if let Err(e) = proto.call_method1(intern!(py, "data_received"), (data,)) {
+    if let Err(e) = data_received.call1((data,)) {
         if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(e);
         }
@@ -677,11 +721,11 @@ pub(crate) struct SockIO {
     /// asyncio's own ``_SelectorSocketTransport.write``, for what the fast
     /// path leaves.
     base_write: Option<Py<PyAny>>,
-    /// The protocol is a ``BufferedProtocol``: reads go asyncio's way
-    /// (``_read_ready__get_buffer``). Kept by the transport's
-    /// ``set_protocol``.
-    #[pyo3(get, set)]
-    buffered: bool,
+    /// The protocol's bound ``data_received``, looked up once per
+    /// protocol as uvloop does; None for a ``BufferedProtocol``, whose
+    /// reads go asyncio's way (``_read_ready__get_buffer``). Kept by the
+    /// transport's ``set_protocol`` (`SockIO::set_protocol`).
+    data_received: Option<Py<PyAny>>,
 }
 
 #[pymethods]
@@ -698,8 +742,22 @@ impl SockIO {
             fd,
             transport: Some(transport),
             base_write: Some(base_write),
-            buffered: false,
+            data_received: None,
         }
+    }
+
+    /// The transport's protocol is now ``protocol``.
+    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        let buffered = py
+            .import(intern!(py, "asyncio"))?
+            .getattr(intern!(py, "BufferedProtocol"))?;
+        self.data_received = if protocol.is_instance(&buffered)? {
+            None
+        } else {
+            Some(protocol.getattr(intern!(py, "data_received"))?.unbind())
+        };
+        Ok(())
     }
 
     /// asyncio's ``_read_ready``: the reader handle's callback.
@@ -708,18 +766,20 @@ impl SockIO {
             return Ok(());
         };
         let t = t.bind(py);
-        if self.buffered {
-            t.call_method0(intern!(py, "_read_ready__get_buffer"))?;
-            return Ok(());
+        match &self.data_received {
+            Some(dr) => read(&self.shared, py, t, self.fd, dr.bind(py)),
+            None => {
+                t.call_method0(intern!(py, "_read_ready__get_buffer"))?;
+                Ok(())
+            }
         }
-        read(&self.shared, py, t, self.fd)
     }
 
     /// asyncio's ``_read_ready__data_received``.
     fn read(&self, py: Python<'_>) -> PyResult<()> {
-        match &self.transport {
-            Some(t) => read(&self.shared, py, t.bind(py), self.fd),
-            None => Ok(()),
+        match (&self.transport, &self.data_received) {
+            (Some(t), Some(dr)) => read(&self.shared, py, t.bind(py), self.fd, dr.bind(py)),
+            _ => Ok(()),
         }
     }
 
@@ -737,11 +797,13 @@ impl SockIO {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.transport)?;
-        visit.call(&self.base_write)
+        visit.call(&self.base_write)?;
+        visit.call(&self.data_received)
     }
 
     fn __clear__(&mut self) {
         self.transport = None;
         self.base_write = None;
+        self.data_received = None;
     }
 }
