@@ -34,10 +34,11 @@
 //! # Sharing
 //!
 //! The owner and every queue entry share the parker through a [`PRef`], a
-//! counted pointer like `Arc` without the weak count nobody uses: every G
-//! parked in a channel has one parker, so its size counts per G (issue 14;
-//! 56 bytes is a 64-byte malloc chunk, the `Arc`'s 64 an 80-byte one). Its
-//! count pairs as `Arc`'s does: increments Relaxed (a new reference is
+//! counted pointer like `Arc` without the weak count nobody uses, its
+//! count a `u32` in the parker beside the state: every G parked in a
+//! channel has one parker, so its size counts per G (issue 14; 40 bytes
+//! is a 48-byte malloc chunk, the `Arc`'s 64 an 80-byte one). Its count
+//! pairs as `Arc`'s does: increments Relaxed (a new reference is
 //! made from one held), the decrement Release, and the last one an Acquire
 //! fence before the free, so every use through another reference happens
 //! before the drop.
@@ -58,9 +59,10 @@ use std::time::Instant;
 
 use crate::api::Waker;
 use crate::loom::cell::UnsafeCell;
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 
-use crate::loom::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering::*};
+use crate::loom::sync::atomic::{fence, AtomicU32, Ordering::*};
 use crate::loom::thread;
 
 const PENDING: u32 = 0;
@@ -137,54 +139,79 @@ impl fmt::Debug for Notify {
     }
 }
 
-enum Slots<T> {
-    One(UnsafeCell<Option<T>>),
-    Many(Box<[UnsafeCell<Option<T>>]>),
+/// The value slots: one inline (a plain send or receive), or a select's
+/// boxed slice (behind a second box, so that the pointer is thin). Which
+/// one is active is [`MANY`] in the parker's `refs`, fixed when it is
+/// made: a tag of its own would cost a word per parker.
+union Slots<T> {
+    one: ManuallyDrop<Slot<T>>,
+    many: ManuallyDrop<Box<Box<[Slot<T>]>>>,
 }
 
-impl<T> Slots<T> {
-    fn get(&self, i: usize) -> &UnsafeCell<Option<T>> {
-        match self {
-            Slots::One(s) => {
-                debug_assert_eq!(i, 0, "a one-case parker has one slot");
-                s
-            }
-            Slots::Many(s) => &s[i],
-        }
-    }
+type Slot<T> = UnsafeCell<Option<T>>;
 
-    fn len(&self) -> usize {
-        match self {
-            Slots::One(_) => 1,
-            Slots::Many(s) => s.len(),
-        }
-    }
-}
+/// `Parker::refs`: set for a parker with more than one slot (`Slots`);
+/// the count is in the bits below.
+const MANY: u32 = 1 << 31;
 
-/// One blocked operation. See the module docs for the protocol.
+/// One blocked operation, and its reference count: one allocation
+/// (module docs, "Sharing"). See the module docs for the protocol.
 pub(crate) struct Parker<T> {
+    /// [`PRef`]s to it, and [`MANY`].
+    refs: AtomicU32,
     state: AtomicU32,
     notify: Notify,
     slots: Slots<T>,
 }
 
-// SAFETY: `state` is atomic and `notify` is Sync; the slots are reached only
-// under the protocol in the module docs (one claimer, or the owner once the
-// state is final), so no two threads touch one slot at once. Values of `T`
-// move between threads, hence `T: Send`.
+// SAFETY: `state` and `refs` are atomic and `notify` is Sync; the slots
+// are reached only under the protocol in the module docs (one claimer, or
+// the owner once the state is final), so no two threads touch one slot at
+// once. Values of `T` move between threads, hence `T: Send`.
 unsafe impl<T: Send> Sync for Parker<T> {}
 
 impl<T> Parker<T> {
     fn new(notify: Notify, cases: usize) -> Parker<T> {
-        let slots = if cases == 1 {
-            Slots::One(UnsafeCell::new(None))
+        let (slots, many) = if cases == 1 {
+            let one = ManuallyDrop::new(UnsafeCell::new(None));
+            (Slots { one }, 0)
         } else {
-            Slots::Many((0..cases).map(|_| UnsafeCell::new(None)).collect())
+            let all: Box<[_]> = (0..cases).map(|_| UnsafeCell::new(None)).collect();
+            let many = ManuallyDrop::new(Box::new(all));
+            (Slots { many }, MANY)
         };
         Parker {
+            refs: AtomicU32::new(1 | many),
             state: AtomicU32::new(PENDING),
             notify,
             slots,
+        }
+    }
+
+    fn is_many(&self) -> bool {
+        // Relaxed: the bit is set before the parker is shared and no
+        // count change touches it, so every value of `refs` carries it.
+        self.refs.load(Relaxed) & MANY != 0
+    }
+
+    fn slot(&self, i: usize) -> &Slot<T> {
+        if self.is_many() {
+            // SAFETY: `MANY` says `many` is the field `new` wrote, and no
+            // one ever changes it.
+            unsafe { &self.slots.many[i] }
+        } else {
+            debug_assert_eq!(i, 0, "a one-case parker has one slot");
+            // SAFETY: no `MANY`: `one` is the field `new` wrote.
+            unsafe { &self.slots.one }
+        }
+    }
+
+    fn len(&self) -> usize {
+        if self.is_many() {
+            // SAFETY: as in `slot`.
+            unsafe { self.slots.many.len() }
+        } else {
+            1
         }
     }
 
@@ -198,20 +225,26 @@ impl<T> Parker<T> {
     }
 }
 
-/// A parker and its reference count, in one allocation (module docs,
-/// "Sharing").
-struct Counted<T> {
-    refs: AtomicUsize,
-    parker: Parker<T>,
+impl<T> Drop for Parker<T> {
+    fn drop(&mut self) {
+        if self.is_many() {
+            // SAFETY: `many` is the active field (`slot`), dropped once:
+            // this is the parker's drop.
+            unsafe { ManuallyDrop::drop(&mut self.slots.many) }
+        } else {
+            // SAFETY: `one` is the active field, dropped once, as above.
+            unsafe { ManuallyDrop::drop(&mut self.slots.one) }
+        }
+    }
 }
 
 // A one-case parker of a pointer-sized value (a Python object, in the
-// binding) fits a 64-byte malloc chunk (module docs, "Sharing").
+// binding) fits a 48-byte malloc chunk (module docs, "Sharing").
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Counted<Box<u8>>>() <= 56);
+const _: () = assert!(std::mem::size_of::<Parker<Box<u8>>>() <= 40);
 
 /// A counted reference to a parker (module docs, "Sharing").
-pub(crate) struct PRef<T>(NonNull<Counted<T>>);
+pub(crate) struct PRef<T>(NonNull<Parker<T>>);
 
 // SAFETY: a `PRef` only gives shared access to the `Parker`, which is
 // `Sync` for `T: Send` (above), and the last reference may drop it on any
@@ -222,11 +255,7 @@ unsafe impl<T: Send> Sync for PRef<T> {}
 
 impl<T> PRef<T> {
     fn new(parker: Parker<T>) -> PRef<T> {
-        let b = Box::new(Counted {
-            refs: AtomicUsize::new(1),
-            parker,
-        });
-        PRef(NonNull::from(Box::leak(b)))
+        PRef(NonNull::from(Box::leak(Box::new(parker))))
     }
 
     #[cfg(all(test, not(loom)))]
@@ -239,24 +268,18 @@ impl<T> Clone for PRef<T> {
     fn clone(&self) -> PRef<T> {
         // Relaxed: made from a reference we hold, so the count is at least
         // one and nothing is published through the increment (`Arc`'s rule).
-        let old = self.counted().refs.fetch_add(1, Relaxed);
-        debug_assert!(old > 0 && old < usize::MAX / 2, "parker count {old}");
+        let old = self.refs.fetch_add(1, Relaxed) & !MANY;
+        debug_assert!(old > 0 && old < MANY / 2, "parker count {old}");
         PRef(self.0)
-    }
-}
-
-impl<T> PRef<T> {
-    fn counted(&self) -> &Counted<T> {
-        // SAFETY: the allocation lives while any `PRef` to it does, and
-        // `self` is one.
-        unsafe { self.0.as_ref() }
     }
 }
 
 impl<T> std::ops::Deref for PRef<T> {
     type Target = Parker<T>;
     fn deref(&self) -> &Parker<T> {
-        &self.counted().parker
+        // SAFETY: the allocation lives while any `PRef` to it does, and
+        // `self` is one.
+        unsafe { self.0.as_ref() }
     }
 }
 
@@ -264,7 +287,7 @@ impl<T> Drop for PRef<T> {
     fn drop(&mut self) {
         // Release: our uses of the parker happen before the free; pairs
         // with the Acquire fence of whoever drops the last reference.
-        if self.counted().refs.fetch_sub(1, Release) != 1 {
+        if self.refs.fetch_sub(1, Release) & !MANY != 1 {
             return;
         }
         fence(Acquire);
@@ -294,7 +317,7 @@ impl<T> Op<T> {
             let v = fill(i);
             if v.is_some() {
                 // SAFETY: the parker is not shared yet (module docs, rule 1).
-                p.slots.get(i).with_mut(|s| unsafe { *s = v });
+                p.slot(i).with_mut(|s| unsafe { *s = v });
             }
         }
         Op { p: PRef::new(p) }
@@ -323,15 +346,13 @@ impl<T> Op<T> {
         self.done()?;
         // SAFETY: the state is final (rule 3: nobody else touches slots now)
         // and `&mut self` excludes the owner itself.
-        self.p.slots.get(case).with_mut(|s| unsafe { (*s).take() })
+        self.p.slot(case).with_mut(|s| unsafe { (*s).take() })
     }
 
     /// Takes every value left in the slots (send values nobody took). Call
     /// once the operation is done; empty before.
     pub fn take_all(&mut self) -> Vec<T> {
-        (0..self.p.slots.len())
-            .filter_map(|i| self.take(i))
-            .collect()
+        (0..self.p.len()).filter_map(|i| self.take(i)).collect()
     }
 
     /// Gives up waiting: the operation ends `Expired` unless a claimer got
@@ -411,8 +432,7 @@ impl<T> Claimed<T> {
     pub(crate) fn put(&self, v: T) {
         // SAFETY: the claim gives this holder the slot until `finish`.
         self.p
-            .slots
-            .get(self.case as usize)
+            .slot(self.case as usize)
             .with_mut(|s| unsafe { *s = Some(v) });
     }
 
@@ -420,8 +440,7 @@ impl<T> Claimed<T> {
     pub(crate) fn take(&self) -> Option<T> {
         // SAFETY: as in `put`.
         self.p
-            .slots
-            .get(self.case as usize)
+            .slot(self.case as usize)
             .with_mut(|s| unsafe { (*s).take() })
     }
 

@@ -37,7 +37,7 @@ struct Call<'py> {
     kwargs: Option<Bound<'py, PyDict>>,
 }
 
-/// `PyBody::flags`: `code` holds the arguments of a call not made yet
+/// Body flags (in `Origin`): `code` holds the arguments of a call not made yet
 /// (else the coroutine).
 const CALL: u8 = 1;
 /// With `CALL`: `code` is `(args, kwargs)`, not `args`.
@@ -66,9 +66,9 @@ pub(crate) struct Spawn {
 
 /// A Python G's body. A parked G keeps it, so its size counts per G
 /// (issue 14): one word for what it runs (`code`, read through
-/// [`PyBody::call`] and [`PyBody::coro`]: the call's arguments until the call, `fn` being the
-/// handle's, then the coroutine; None once finished) and the booleans in
-/// one byte (`flags`).
+/// [`PyBody::call`] and [`PyBody::coro`]: the call's arguments until the
+/// call, `fn` being the handle's, then the coroutine; None once finished)
+/// and one for where it was made and the booleans ([`Origin`]).
 pub(crate) struct PyBody {
     code: Option<Py<PyAny>>,
     /// The G's own context (`PyContext_CopyCurrent` at `go()`), entered
@@ -78,74 +78,154 @@ pub(crate) struct PyBody {
     /// The token of the current park: for deadlock reports, and to
     /// withdraw the wait if the G is cancelled meanwhile.
     parked_on: Option<Py<Token>>,
-    /// Where `go()` was called, for dumps ("created by ...").
+    /// Where `go()` was called, for dumps ("created by ..."), and the
+    /// flags `CALL`, `KW`, `STARTED`, `MAIN`, `TIMER_ARMED`, `BLOCKS`.
     origin: Origin,
-    /// `CALL`, `KW`, `STARTED`, `MAIN`, `TIMER_ARMED`, `BLOCKS`.
-    flags: u8,
 }
 
-// 56 bytes is a 64-byte malloc chunk; one more word would be 80.
-const _: () = assert!(std::mem::size_of::<PyBody>() <= 56);
+// 40 bytes is a 48-byte malloc chunk; one more word would be 64.
+const _: () = assert!(std::mem::size_of::<PyBody>() <= 40);
 
-/// Where a G was created: the G that called `go()` and the code and
-/// instruction it was at, captured at `go()` for dumps (`traceback`).
-/// Sixteen bytes per G: a strong reference to the caller's code object
-/// (one increment; code objects are shared by every call of a function)
-/// and one word packing the creator's id with the instruction offset,
-/// turned into a line number only when a dump prints it.
-pub(crate) struct Origin {
-    code: Option<Py<PyAny>>,
-    /// `creator << LASTI_BITS | lasti`; creator 0 is a thread that is not
-    /// a G; lasti `LASTI_NONE` is unknown.
-    packed: u64,
+/// Where a G was created (the G that called `go()`, and the code and
+/// instruction it was at, captured at `go()` for dumps: `traceback`), and
+/// the body's flags, in one word: `creator << CREATOR_SHIFT | site <<
+/// SITE_SHIFT | flags`. The code and instruction are a call *site*, an
+/// index into a table every G made there shares ([`SITES`]): Gs come from
+/// few places, and a per-G reference to the code object was a word of
+/// every body. The line number is computed only when a dump prints it.
+pub(crate) struct Origin(u64);
+
+const FLAG_BITS: u32 = 8;
+const SITE_SHIFT: u32 = FLAG_BITS;
+const SITE_BITS: u32 = 20;
+/// No site: created from no Python frame, or the table is full.
+const SITE_NONE: u32 = (1 << SITE_BITS) - 1;
+const CREATOR_SHIFT: u32 = SITE_SHIFT + SITE_BITS;
+
+/// The call sites of `go()` ([`Origin`]): the code object (held, so its
+/// address is never another's) and the instruction offset. Entries are
+/// never removed; a program with more than [`SITE_NONE`] sites records
+/// the rest as unknown. Locked only with `try_lock` (`with_sites`): never
+/// a wait while attached, and a fork child whose parent forked mid-lookup
+/// only loses origins instead of hanging.
+#[derive(Default)]
+struct Sites {
+    by_key: std::collections::HashMap<(usize, i32), u32>,
+    entries: Vec<(Py<PyAny>, i32)>,
 }
 
-const LASTI_BITS: u32 = 24;
-const LASTI_NONE: u64 = (1 << LASTI_BITS) - 1;
+static SITES: std::sync::Mutex<Option<Sites>> = std::sync::Mutex::new(None);
+
+/// `f` of the site table, or None if it could not be had at once (a few
+/// tries: with the GIL, the holder is never between two of them).
+fn with_sites<R>(f: impl FnOnce(&mut Sites) -> R) -> Option<R> {
+    for _ in 0..64 {
+        match SITES.try_lock() {
+            Ok(mut g) => return Some(f(g.get_or_insert_with(Sites::default))),
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                return Some(f(p.into_inner().get_or_insert_with(Sites::default)))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+        }
+    }
+    None
+}
+
+thread_local! {
+    /// The last site this thread interned, `(code address, lasti, site)`:
+    /// a loop that spawns from one place takes no lock.
+    static LAST_SITE: std::cell::Cell<(usize, i32, u32)> =
+        const { std::cell::Cell::new((0, 0, SITE_NONE)) };
+}
+
+/// The site of `code` at instruction `lasti`, made now if new.
+fn site(code: &Bound<'_, PyAny>, lasti: i32) -> u32 {
+    let key = (code.as_ptr() as usize, lasti);
+    let (addr, at, site) = LAST_SITE.with(|c| c.get());
+    if (addr, at) == key {
+        return site;
+    }
+    let site = with_sites(|t| {
+        if let Some(&s) = t.by_key.get(&key) {
+            return s;
+        }
+        let Ok(s) = u32::try_from(t.entries.len()) else {
+            return SITE_NONE;
+        };
+        if s >= SITE_NONE {
+            return SITE_NONE;
+        }
+        t.entries.push((code.clone().unbind(), lasti));
+        t.by_key.insert(key, s);
+        s
+    })
+    .unwrap_or(SITE_NONE);
+    if site != SITE_NONE {
+        LAST_SITE.with(|c| c.set((key.0, key.1, site)));
+    }
+    site
+}
 
 impl Origin {
     /// The calling frame, at `go()`: `PyEval_GetFrame` (borrowed; it is
-    /// the caller's, so it outlives this call), its code (a new
-    /// reference) and its last instruction. No line-table walk here.
-    fn here(py: Python<'_>) -> Origin {
-        let creator = crate::token::current_g().unwrap_or(0);
+    /// the caller's, so it outlives this call), its code and its last
+    /// instruction, as a site. No line-table walk here.
+    fn here(py: Python<'_>, flags: u8) -> Origin {
+        let creator = crate::token::current_g()
+            .filter(|&c| c < 1 << (64 - CREATOR_SHIFT))
+            .unwrap_or(0);
         // SAFETY: attached; the frame is borrowed and only read here.
         let frame = unsafe { ffi::PyEval_GetFrame() };
-        let (code, lasti) = if frame.is_null() {
-            (None, LASTI_NONE)
+        let site = if frame.is_null() {
+            SITE_NONE
         } else {
             // SAFETY: `frame` is a live frame (above); GetCode returns a
             // new strong reference, never NULL, and GetLasti only reads.
-            unsafe {
+            let (code, lasti) = unsafe {
                 let code = Bound::from_owned_ptr(py, ffi::PyFrame_GetCode(frame).cast());
-                let lasti = ffi::PyFrame_GetLasti(frame);
-                let lasti = u64::try_from(lasti)
-                    .ok()
-                    .filter(|&l| l < LASTI_NONE)
-                    .unwrap_or(LASTI_NONE);
-                (Some(code.unbind()), lasti)
-            }
+                (code, ffi::PyFrame_GetLasti(frame))
+            };
+            site(&code, lasti)
         };
-        Origin {
-            code,
-            packed: (creator << LASTI_BITS) | lasti,
-        }
+        Origin((creator << CREATOR_SHIFT) | (u64::from(site) << SITE_SHIFT) | u64::from(flags))
+    }
+
+    fn flags(&self) -> u8 {
+        self.0 as u8
+    }
+
+    fn set(&mut self, flags: u8) {
+        self.0 |= u64::from(flags);
+    }
+
+    fn clear(&mut self, flags: u8) {
+        self.0 &= !u64::from(flags);
     }
 
     /// The creator G's id (None: created from a thread that is not a G),
-    /// the code object, and the line (`PyCode_Addr2Line`).
+    /// the code object, and the line (`PyCode_Addr2Line`). Called while a
+    /// dump holds the G: a reference increment and a line-table read.
     pub(crate) fn get(&self, py: Python<'_>) -> (Option<u64>, Option<Py<PyAny>>, Option<i32>) {
-        let creator = Some(self.packed >> LASTI_BITS).filter(|&c| c != 0);
-        let lasti = self.packed & LASTI_NONE;
-        let line = match &self.code {
-            // SAFETY: attached; the code object is alive (we hold it) and
-            // Addr2Line only reads its line table.
-            Some(code) if lasti != LASTI_NONE => Some(unsafe {
-                ffi::PyCode_Addr2Line(code.as_ptr().cast(), lasti as std::os::raw::c_int)
-            }),
-            _ => None,
+        let creator = Some(self.0 >> CREATOR_SHIFT).filter(|&c| c != 0);
+        let site = ((self.0 >> SITE_SHIFT) as u32) & SITE_NONE;
+        let found = (site != SITE_NONE)
+            .then(|| {
+                with_sites(|t| {
+                    t.entries
+                        .get(site as usize)
+                        .map(|(c, l)| (c.clone_ref(py), *l))
+                })
+                .flatten()
+            })
+            .flatten();
+        let Some((code, lasti)) = found else {
+            return (creator, None, None);
         };
-        (creator, self.code.as_ref().map(|c| c.clone_ref(py)), line)
+        // SAFETY: attached; the code object is alive (we hold it) and
+        // Addr2Line only reads its line table.
+        let line =
+            (lasti >= 0).then(|| unsafe { ffi::PyCode_Addr2Line(code.as_ptr().cast(), lasti) });
+        (creator, Some(code), line)
     }
 }
 
@@ -209,8 +289,7 @@ impl PyBody {
             ctx: ctx.unbind(),
             handle,
             parked_on: None,
-            origin: Origin::here(py),
-            flags,
+            origin: Origin::here(py, flags),
         })
     }
 
@@ -218,11 +297,11 @@ impl PyBody {
     /// a G given a coroutine object).
     fn call<'py>(&self, py: Python<'py>) -> Option<Call<'py>> {
         let c = self.code.as_ref()?.bind(py);
-        if self.flags & CALL == 0 {
+        if self.origin.flags() & CALL == 0 {
             return None;
         }
         // `new` packed these: an args tuple, or (args, kwargs).
-        let (args, kwargs) = if self.flags & KW != 0 {
+        let (args, kwargs) = if self.origin.flags() & KW != 0 {
             let pair = c.cast::<PyTuple>().expect("call arguments are a pair");
             let args = pair.get_item(0).and_then(|a| Ok(a.cast_into::<PyTuple>()?));
             let kw = pair.get_item(1).and_then(|k| Ok(k.cast_into::<PyDict>()?));
@@ -245,12 +324,14 @@ impl PyBody {
     /// The call returned a coroutine: drive it from now on.
     fn set_coro(&mut self, coro: Py<PyAny>) {
         self.code = Some(coro);
-        self.flags &= !(CALL | KW);
+        self.origin.clear(CALL | KW);
     }
 
     /// The coroutine being driven, if the G has one.
     fn coro(&self) -> Option<&Py<PyAny>> {
-        self.code.as_ref().filter(|_| self.flags & CALL == 0)
+        self.code
+            .as_ref()
+            .filter(|_| self.origin.flags() & CALL == 0)
     }
 
     /// A dump's look at this body, held still by the core's scan
@@ -278,8 +359,8 @@ impl PyBody {
         // not keep its M for ever, one throw after another.
         let mut thrown = false;
         let cancel = self.cancel();
-        if self.flags & STARTED == 0 {
-            self.flags |= STARTED;
+        if self.origin.flags() & STARTED == 0 {
+            self.origin.set(STARTED);
             // Cancelled before it ever ran: it never runs (asyncio's rule).
             if let Some(scope) = cancel.check() {
                 if let Some(coro) = self.coro() {
@@ -381,9 +462,9 @@ impl PyBody {
                                     // Fails only while the runtime stops.
                                     let armed =
                                         cancel.task().deadline_timer.arm(d, cx.waker()).is_ok();
-                                    self.flags &= !TIMER_ARMED;
+                                    self.origin.clear(TIMER_ARMED);
                                     if armed {
-                                        self.flags |= TIMER_ARMED;
+                                        self.origin.set(TIMER_ARMED);
                                     }
                                 }
                                 if w.park(py, cx.waker()) {
@@ -445,7 +526,7 @@ impl PyBody {
         let shutdown = matches!(&result, Err(e) if e.is_instance_of::<Shutdown>(py));
         let on_done = GHandle::complete(self.handle.bind(py), result, fatal || shutdown);
         self.done_callback(py, on_done);
-        if self.flags & MAIN != 0 {
+        if self.origin.flags() & MAIN != 0 {
             // From now on every G is cancelled at its next park point, and
             // one not started yet never starts (runtime.rs, "Shutdown").
             cancel::begin_shutdown();
@@ -466,8 +547,8 @@ impl PyBody {
     }
 
     fn disarm(&mut self) {
-        if self.flags & TIMER_ARMED != 0 {
-            self.flags &= !TIMER_ARMED;
+        if self.origin.flags() & TIMER_ARMED != 0 {
+            self.origin.clear(TIMER_ARMED);
             self.handle.get().cancel.task().deadline_timer.cancel();
         }
     }
@@ -667,11 +748,11 @@ impl Body for PyBody {
 
     /// A G not yet called may be a plain function that blocks in C.
     fn may_block(&self) -> bool {
-        self.code.is_some() && self.flags & CALL != 0
+        self.code.is_some() && self.origin.flags() & CALL != 0
     }
 
     fn blocks(&self) -> bool {
-        self.flags & BLOCKS != 0 && self.may_block()
+        self.origin.flags() & BLOCKS != 0 && self.may_block()
     }
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {

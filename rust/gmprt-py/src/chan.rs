@@ -314,9 +314,9 @@ struct RecvOp {
     iter: bool,
 }
 
-// A G parked in `await ch.recv()` keeps one (boxed in its token): 56
-// bytes is a 64-byte malloc chunk, one word more would be 80.
-const _: () = assert!(std::mem::size_of::<Await<RecvOp>>() <= 56);
+// A G parked in `await ch.recv()` keeps one (boxed in its token): 40
+// bytes is a 48-byte malloc chunk, one word more would be 64.
+const _: () = assert!(std::mem::size_of::<Await<RecvOp>>() <= 40);
 
 impl RecvOp {
     fn closed(&self) -> PyErr {

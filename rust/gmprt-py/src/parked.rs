@@ -13,14 +13,14 @@
 //!
 //! # Locks and Python objects
 //!
-//! The `Mutex` around an await's state is only ever touched by the G that
-//! awaits (it makes the state `Sync`); it is held for a swap, never across a
-//! call into Python, a core operation or a drop. Python values leave the
-//! core by value, so they are dropped (or handed to Python) with no Rust
-//! lock held.
+//! An await's state is only ever touched by the G that awaits, one phase
+//! at a time ([`Await`]: the phase word's `BUSY` is the only lock, and it
+//! is held for a swap, never across a core operation or a wait). Python
+//! values leave the core by value, so they are dropped (or handed to
+//! Python) with no Rust lock held.
 
-use std::sync::atomic::{AtomicU8, Ordering::*};
-use std::sync::Mutex;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
 use gmprt_core::WaitReason;
@@ -30,7 +30,6 @@ use pyo3::prelude::*;
 
 use crate::cancel::{self, Until};
 use crate::errors::Timeout;
-use crate::lock::{lock, unpoison};
 use crate::rt;
 use crate::time::ParkedTimer;
 use crate::token::{Poll, Token, Wait};
@@ -119,46 +118,84 @@ enum St<T> {
 
 const _: () = assert!(std::mem::size_of::<St<Py<PyAny>>>() == 16);
 
-/// An await's `timeout=` in one word: nanoseconds, [`NO_TIMEOUT`] for
-/// none. 584 years and more count as none: no deadline that far can be
-/// armed anyway (`Instant::checked_add` fails first on most clocks).
-#[derive(Clone, Copy)]
-struct AwaitTimeout(u64);
+/// `Await::word`'s low byte: the phase.
+const PHASE_MASK: u64 = 0xff;
+const PHASE_BITS: u32 = 8;
+/// The await's `timeout=` in the word's other 56 bits, in nanoseconds,
+/// all ones for none. 2^56 ns (2.28 years) and more count as none: no G
+/// waits that long on purpose, and the word is one of the three of an
+/// `Await<RecvOp>` (a parked G keeps one, so its size counts per G).
+const NO_TIMEOUT: u64 = u64::MAX >> PHASE_BITS;
 
-const NO_TIMEOUT: u64 = u64::MAX;
-
-impl AwaitTimeout {
-    fn new(t: Option<Duration>) -> AwaitTimeout {
-        AwaitTimeout(t.map_or(NO_TIMEOUT, |d| {
-            u64::try_from(d.as_nanos()).map_or(NO_TIMEOUT, |n| n.min(NO_TIMEOUT - 1))
-        }))
-    }
-
-    fn get(self) -> Option<Duration> {
-        (self.0 != NO_TIMEOUT).then(|| Duration::from_nanos(self.0))
-    }
+fn timeout_bits(t: Option<Duration>) -> u64 {
+    t.map_or(NO_TIMEOUT, |d| {
+        u64::try_from(d.as_nanos()).map_or(NO_TIMEOUT, |n| n.min(NO_TIMEOUT))
+    })
 }
 
-/// `Await::phase`: not queued; the awaiting G is inside `poll`/`park`.
+/// `Await::word`'s phase: not queued; the awaiting G is inside
+/// `poll`/`park`.
 const FRESH: u8 = 0;
+/// Someone holds `st` ([`StGuard`]): the awaiting G, between two phases.
 const BUSY: u8 = 1;
 /// Completed without queueing.
 const FINISHED: u8 = 2;
-/// Queued (or completed by the park): `st` says how it stands.
+/// Queued (or completed by the park): `st` says how it stands, and
+/// nobody holds it.
 const QUEUED: u8 = 3;
 
 /// An `await` of a [`Blocking`] operation.
 ///
-/// The fast path (no queueing) takes no lock: `phase` is claimed by CAS, so
-/// even a token wrongly polled from two threads at once cannot run the
-/// operation twice. A queued operation's state sits in `st`, locked once by
-/// the park that stores it and once by the poll that takes it.
+/// The fast path (no queueing) takes no lock: the phase is claimed by CAS,
+/// so even a token wrongly polled from two threads at once cannot run the
+/// operation twice. A queued operation's state sits in `st`, which only
+/// the holder of the `BUSY` phase touches (a CAS from `QUEUED` or `FRESH`
+/// takes it, [`StGuard`]'s drop gives it back): no mutex, whose word and
+/// padding would make a parked G's `Await<RecvOp>` a 64-byte malloc chunk
+/// instead of a 48-byte one (issue 14).
 pub(crate) struct Await<B: Blocking> {
     b: B,
-    /// The await's `timeout=` (else the operation's own, a select's).
-    timeout: AwaitTimeout,
-    phase: AtomicU8,
-    st: Mutex<St<B::T>>,
+    /// The phase (low [`PHASE_BITS`]) and the await's `timeout=` above it
+    /// (else the operation's own, a select's), which never changes.
+    word: AtomicU64,
+    st: UnsafeCell<St<B::T>>,
+}
+
+// SAFETY: `st` is reached only through an `StGuard`, made by the one
+// thread whose CAS moved the phase to `BUSY` (Acquire, pairing with the
+// guard's Release store of the previous holder), or through `&mut self`
+// (drop). So no two threads touch it at once, and each sees the last
+// holder's writes. Everything else in `Await` is `Sync` by itself.
+unsafe impl<B: Blocking> Sync for Await<B> {}
+
+/// Exclusive use of an `Await`'s `st`: its phase is `BUSY` and ours. The
+/// drop stores `QUEUED` (Release: the next holder's Acquire CAS sees what
+/// we wrote).
+struct StGuard<'a, B: Blocking> {
+    a: &'a Await<B>,
+}
+
+impl<B: Blocking> StGuard<'_, B> {
+    fn st(&mut self) -> &mut St<B::T> {
+        // SAFETY: the guard holds the `BUSY` phase (type docs), so nobody
+        // else reaches `st` until it drops; `&mut self` makes this borrow
+        // the guard's only one.
+        unsafe { &mut *self.a.st.get() }
+    }
+
+    fn take(&mut self) -> St<B::T> {
+        std::mem::replace(self.st(), St::Done(None))
+    }
+
+    fn put(&mut self, st: St<B::T>) {
+        *self.st() = st;
+    }
+}
+
+impl<B: Blocking> Drop for StGuard<'_, B> {
+    fn drop(&mut self) {
+        self.a.set_phase(QUEUED);
+    }
 }
 
 fn misuse(phase: u8) -> PyErr {
@@ -176,29 +213,46 @@ impl<B: Blocking> Await<B> {
 
     /// An await that gives up with `gmprt.Timeout` after `timeout`.
     pub(crate) fn token_with(b: B, timeout: Option<Duration>) -> Token {
-        let timeout = AwaitTimeout::new(timeout.or_else(|| b.timeout()));
+        let timeout = timeout_bits(timeout.or_else(|| b.timeout()));
         Token::wait(Await {
             b,
-            timeout,
-            phase: AtomicU8::new(FRESH),
-            st: Mutex::new(St::Done(None)),
+            word: AtomicU64::new((timeout << PHASE_BITS) | u64::from(FRESH)),
+            st: UnsafeCell::new(St::Done(None)),
         })
     }
 
-    fn take(&self) -> St<B::T> {
-        std::mem::replace(&mut *lock(&self.st), St::Done(None))
+    fn timeout(&self) -> Option<Duration> {
+        let t = self.word.load(Relaxed) >> PHASE_BITS;
+        (t != NO_TIMEOUT).then(|| Duration::from_nanos(t))
     }
 
-    fn put(&self, st: St<B::T>) {
-        *lock(&self.st) = st;
+    /// Release: whoever moves the phase on next (an Acquire CAS) sees
+    /// what we did before.
+    fn set_phase(&self, phase: u8) {
+        let t = self.word.load(Relaxed) & !PHASE_MASK;
+        self.word.store(t | u64::from(phase), Release);
     }
 
-    /// Queues the operation with `waker` (the driver's park); the caller
-    /// holds the `BUSY` phase (or `QUEUED`, re-queueing).
-    fn queue(&self, py: Python<'_>, waker: Waker) -> bool {
+    /// CAS `from → BUSY`; on failure, the phase found.
+    fn claim(&self, from: u8) -> Result<(), u8> {
+        let t = self.word.load(Relaxed) & !PHASE_MASK;
+        self.word
+            .compare_exchange(t | u64::from(from), t | u64::from(BUSY), Acquire, Acquire)
+            .map(|_| ())
+            .map_err(|w| (w & PHASE_MASK) as u8)
+    }
+
+    /// `st`, from a `QUEUED` phase; else the phase found.
+    fn hold(&self) -> Result<StGuard<'_, B>, u8> {
+        self.claim(QUEUED).map(|()| StGuard { a: self })
+    }
+
+    /// Queues the operation with `waker` (the driver's park) into `g`'s
+    /// state: the caller holds the `BUSY` phase, which `g` gives back
+    /// (`QUEUED`) when it drops.
+    fn queue(&self, py: Python<'_>, mut g: StGuard<'_, B>, waker: Waker) -> bool {
         let timeout = self
-            .timeout
-            .get()
+            .timeout()
             .and_then(|t| Instant::now().checked_add(t))
             .map(|when| (when, waker.clone()));
         let (st, parked) = match self.b.attempt(py, Some(Notify::G(waker))) {
@@ -218,24 +272,24 @@ impl<B: Blocking> Await<B> {
             }
             Attempt::Wait => unreachable!("an attempt with a waker queues"),
         };
-        self.put(st);
-        // Release: a poll on another M (after the wake) sees `st`.
-        self.phase.store(QUEUED, Release);
+        // The guard's drop publishes `st` (`QUEUED`, Release) to a poll
+        // on another M after the wake.
+        g.put(st);
         parked
     }
 }
 
 impl<B: Blocking> Wait for Await<B> {
     fn poll(&self, py: Python<'_>) -> Poll {
-        match self.phase.compare_exchange(FRESH, BUSY, Acquire, Acquire) {
-            Ok(_) => {
+        match self.claim(FRESH) {
+            Ok(()) => {
                 return match self.b.attempt(py, None) {
                     Attempt::Ready(r) => {
-                        self.phase.store(FINISHED, Release);
+                        self.set_phase(FINISHED);
                         Poll::Ready(r)
                     }
                     Attempt::Wait => {
-                        self.phase.store(FRESH, Release);
+                        self.set_phase(FRESH);
                         Poll::Pending
                     }
                     Attempt::Parked(_) => {
@@ -246,7 +300,11 @@ impl<B: Blocking> Wait for Await<B> {
             Err(QUEUED) => {}
             Err(phase) => return Poll::Ready(Err(misuse(phase))),
         }
-        match self.take() {
+        let mut g = match self.hold() {
+            Ok(g) => g,
+            Err(phase) => return Poll::Ready(Err(misuse(phase))),
+        };
+        match g.take() {
             St::Parked(mut op, deadline) => {
                 let done = match op.done() {
                     Some(d) => Some(d),
@@ -258,21 +316,21 @@ impl<B: Blocking> Wait for Await<B> {
                     None => None,
                 };
                 if done == Some(Done::Expired) {
+                    drop(g);
                     drop(deadline);
                     drop(op.take_all());
-                    return Poll::Ready(
-                        self.b.timed_out(py, self.timeout.get().unwrap_or_default()),
-                    );
+                    return Poll::Ready(self.b.timed_out(py, self.timeout().unwrap_or_default()));
                 }
                 match done {
                     Some(d) => {
+                        drop(g);
                         if let Some(dl) = deadline {
                             dl.timer.cancel();
                         }
                         Poll::Ready(self.b.complete(py, &mut op, d))
                     }
                     None => {
-                        self.put(St::Parked(op, deadline));
+                        g.put(St::Parked(op, deadline));
                         Poll::Pending
                     }
                 }
@@ -283,27 +341,30 @@ impl<B: Blocking> Wait for Await<B> {
     }
 
     fn park(&self, py: Python<'_>, waker: Waker) -> bool {
-        match self.phase.compare_exchange(FRESH, BUSY, Acquire, Acquire) {
-            Ok(_) => return self.queue(py, waker),
+        match self.claim(FRESH) {
+            Ok(()) => return self.queue(py, StGuard { a: self }, waker),
             Err(QUEUED) => {}
             // Misuse: resume at once; the poll reports it.
             Err(_) => return false,
         }
-        match self.take() {
+        let Ok(mut g) = self.hold() else {
+            return false;
+        };
+        match g.take() {
             St::Parked(mut op, deadline) => {
                 // Queued by an earlier park whose wake has not come: only a
                 // driver that parks twice gets here. The old waker is stale
                 // now, so re-queue with the new one unless it finished.
                 if op.done().is_some() || op.cancel() != Done::Expired {
-                    self.put(St::Parked(op, deadline));
+                    g.put(St::Parked(op, deadline));
                     return false;
                 }
                 drop(deadline);
                 drop(op.take_all());
-                self.queue(py, waker)
+                self.queue(py, g, waker)
             }
             st => {
-                self.put(st);
+                g.put(st);
                 false
             }
         }
@@ -318,37 +379,39 @@ impl<B: Blocking> Wait for Await<B> {
     }
 
     fn chans(&self, py: Python<'_>) -> Option<Vec<Py<PyAny>>> {
-        if self.timeout.get().is_some() || self.b.timeout().is_some() {
+        if self.timeout().is_some() || self.b.timeout().is_some() {
             return None;
         }
         self.b.chans(py)
     }
 
     fn cancel(&self, py: Python<'_>) -> bool {
-        if self.phase.load(Acquire) != QUEUED {
-            // Never queued: nothing happened, nothing to undo.
+        // Never queued: nothing happened, nothing to undo. (Held by
+        // another thread: the misuse its poll reports.)
+        let Ok(mut g) = self.hold() else {
             return true;
-        }
-        match self.take() {
+        };
+        match g.take() {
             St::Parked(mut op, deadline) => {
                 drop(deadline);
                 // The one CAS that decides between a claimer and us (the
                 // sudog protocol): Expired means nobody touched it.
                 match op.done().unwrap_or_else(|| op.cancel()) {
                     Done::Expired => {
+                        drop(g);
                         // An unsent value comes back here, and goes.
                         drop(op.take_all());
                         true
                     }
                     d => {
                         let r = self.b.complete(py, &mut op, d);
-                        self.put(St::Done(Some(Box::new(r))));
+                        g.put(St::Done(Some(Box::new(r))));
                         false
                     }
                 }
             }
             St::Done(Some(r)) => {
-                self.put(St::Done(Some(r)));
+                g.put(St::Done(Some(r)));
                 false
             }
             St::Done(None) => true,
@@ -358,7 +421,7 @@ impl<B: Blocking> Wait for Await<B> {
 
 impl<B: Blocking> Drop for Await<B> {
     fn drop(&mut self) {
-        let st = std::mem::replace(unpoison(self.st.get_mut()), St::Done(None));
+        let st = std::mem::replace(self.st.get_mut(), St::Done(None));
         if let St::Parked(op, deadline) = st {
             drop(deadline);
             self.b.abandon(op);
