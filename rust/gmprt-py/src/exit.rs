@@ -143,25 +143,70 @@ pub(crate) fn park_if_abandoned(py: Python<'_>) {
     }
 }
 
-/// The CPython calls a G step makes into Python, declared `"C-unwind"`:
-/// pyo3-ffi declares them `"C"`, and a forced unwind out of a `"C"` call is
-/// undefined behaviour (in practice it aborts, finding no landing pad for
-/// the call). The only unwind that can leave them is CPython's thread exit
-/// (module docs); the wrappers stop it at once.
+/// The CPython calls a G step makes into Python, with the `"C-unwind"`
+/// ABI: pyo3-ffi declares them `"C"`, and a forced unwind out of a `"C"`
+/// call is undefined behaviour (in practice it aborts, finding no landing
+/// pad for the call). The only unwind that can leave them is CPython's
+/// thread exit (module docs); the wrappers stop it at once.
+///
+/// Called through an opaque pointer, not a second `extern "C-unwind"`
+/// declaration of the same symbol: LLVM keeps one declaration per symbol,
+/// and where pyo3-ffi's `"C"` one (nounwind) was the one kept, the call
+/// lost its landing pad and with it the guard. The forced unwind then
+/// reached the step's `catch_unwind` ("FATAL: exception not rethrown"),
+/// depending on what else the codegen unit held (tests/test_shutdown.py's
+/// `fin` shape, after an unrelated change).
 mod unwinding {
-    use pyo3::ffi::{PyObject, PySendResult};
+    use pyo3::ffi::{self, PyObject, PySendResult};
 
-    extern "C-unwind" {
-        pub(super) fn PyIter_Send(
-            iter: *mut PyObject,
-            arg: *mut PyObject,
-            presult: *mut *mut PyObject,
-        ) -> PySendResult;
-        pub(super) fn PyObject_Call(
-            callable: *mut PyObject,
-            args: *mut PyObject,
-            kwargs: *mut PyObject,
-        ) -> *mut PyObject;
+    type IterSend = unsafe extern "C-unwind" fn(
+        *mut PyObject,
+        *mut PyObject,
+        *mut *mut PyObject,
+    ) -> PySendResult;
+    type Call =
+        unsafe extern "C-unwind" fn(*mut PyObject, *mut PyObject, *mut PyObject) -> *mut PyObject;
+
+    /// # Safety
+    /// As `PyIter_Send`.
+    pub(super) unsafe fn iter_send(
+        iter: *mut PyObject,
+        arg: *mut PyObject,
+        presult: *mut *mut PyObject,
+    ) -> PySendResult {
+        // SAFETY: the same function, whose only unwind is CPython's thread
+        // exit, which the caller's guard stops; black_box keeps LLVM from
+        // turning the call back into one to the nounwind declaration.
+        let f: IterSend = std::hint::black_box(unsafe {
+            std::mem::transmute::<
+                unsafe extern "C" fn(
+                    *mut PyObject,
+                    *mut PyObject,
+                    *mut *mut PyObject,
+                ) -> PySendResult,
+                IterSend,
+            >(ffi::PyIter_Send)
+        });
+        // SAFETY: the caller's contract.
+        unsafe { f(iter, arg, presult) }
+    }
+
+    /// # Safety
+    /// As `PyObject_Call`.
+    pub(super) unsafe fn call(
+        callable: *mut PyObject,
+        args: *mut PyObject,
+        kwargs: *mut PyObject,
+    ) -> *mut PyObject {
+        // SAFETY: as in `iter_send`.
+        let f: Call = std::hint::black_box(unsafe {
+            std::mem::transmute::<
+                unsafe extern "C" fn(*mut PyObject, *mut PyObject, *mut PyObject) -> *mut PyObject,
+                Call,
+            >(ffi::PyObject_Call)
+        });
+        // SAFETY: the caller's contract.
+        unsafe { f(callable, args, kwargs) }
     }
 }
 
@@ -179,7 +224,7 @@ pub(crate) unsafe fn iter_send(
     let guard = ParkOnForcedUnwind::arm();
     // SAFETY: the caller's contract; the declaration is pyo3-ffi's, with
     // the unwind ABI.
-    let r = unsafe { unwinding::PyIter_Send(iter, ffi::Py_None(), out) };
+    let r = unsafe { unwinding::iter_send(iter, ffi::Py_None(), out) };
     guard.disarm();
     park_if_abandoned(py);
     r
@@ -196,7 +241,7 @@ pub(crate) fn call<'py>(
     let guard = ParkOnForcedUnwind::arm();
     // SAFETY: attached (we hold `py`); every pointer is a live object or
     // NULL for no kwargs; the declaration is pyo3-ffi's, with the unwind ABI.
-    let r = unsafe { unwinding::PyObject_Call(f.as_ptr(), args.as_ptr(), kwargs) };
+    let r = unsafe { unwinding::call(f.as_ptr(), args.as_ptr(), kwargs) };
     guard.disarm();
     park_if_abandoned(py);
     // SAFETY: a new reference, or NULL with an exception set.
