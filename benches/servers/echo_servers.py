@@ -76,17 +76,11 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[attr-defined]
 
 
-# The stop event of a gmprt.aio server, set from the main thread's handler.
-_stop: list[asyncio.Event] = []
-
-
-async def serve_async(style: str, host: str, port: int, loop_signals: bool = True) -> None:
+async def serve_async(style: str, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    _stop.append(stop)
-    if loop_signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     if style == "streams":
         server = await asyncio.start_server(stream_handler, host, port, backlog=BACKLOG)
     else:
@@ -106,19 +100,8 @@ def run_async(kind: str, host: str, port: int) -> None:
     elif lib == "gmprt.aio":
         import gmprt.aio
 
-        loop = gmprt.aio.new_event_loop()
-
-        # gmprt.aio has no add_signal_handler yet; the main thread, inside
-        # gmprt.run(), runs Python's signal handlers, and this one hands the
-        # stop to the loop.
-        def on_signal(signum: int, frame: object) -> None:
-            if _stop:
-                loop.call_soon_threadsafe(_stop[0].set)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, on_signal)
-        with asyncio.Runner(loop_factory=lambda: loop) as runner:
-            runner.run(serve_async(style, host, port, loop_signals=False))
+        with asyncio.Runner(loop_factory=gmprt.aio.new_event_loop) as runner:
+            runner.run(serve_async(style, host, port))
     else:
         asyncio.run(serve_async(style, host, port))
 
