@@ -107,15 +107,17 @@ impl PyChan {
     ///     Timeout: not sent within ``timeout`` (the value was not sent).
     ///     Cancelled: the G was cancelled meanwhile (the value was not sent).
     #[pyo3(signature = (value, timeout=None))]
-    fn send(slf: Bound<'_, Self>, value: Py<PyAny>, timeout: Option<f64>) -> PyResult<Token> {
+    fn send(slf: Bound<'_, Self>, value: Py<PyAny>, timeout: Option<f64>) -> PyResult<Py<Token>> {
         let timeout = timeout_arg(timeout)?;
-        Ok(Await::token_with(
+        let py = slf.py();
+        Await::token_with(
             SendOp {
                 ch: slf.unbind(),
                 value,
             },
             timeout,
-        ))
+        )
+        .into_object(py)
     }
 
     /// Receive a value, waiting for one at most ``timeout`` seconds (None or
@@ -126,15 +128,17 @@ impl PyChan {
     ///     Timeout: nothing arrived within ``timeout``.
     ///     Cancelled: the G was cancelled meanwhile (no value was taken).
     #[pyo3(signature = (timeout=None))]
-    fn recv(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Token> {
+    fn recv(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<Token>> {
         let timeout = timeout_arg(timeout)?;
-        Ok(Await::token_with(
+        let py = slf.py();
+        Await::token_with(
             RecvOp {
                 ch: slf.unbind(),
                 iter: false,
             },
             timeout,
-        ))
+        )
+        .into_object(py)
     }
 
     /// Close the channel: waiting receivers and senders are woken (senders
@@ -240,11 +244,13 @@ impl PyChan {
     }
 
     /// The next value; StopAsyncIteration once closed and drained.
-    fn __anext__(slf: Bound<'_, Self>) -> Token {
+    fn __anext__(slf: Bound<'_, Self>) -> PyResult<Py<Token>> {
+        let py = slf.py();
         Await::token(RecvOp {
             ch: slf.unbind(),
             iter: true,
         })
+        .into_object(py)
     }
 
     fn __repr__(&self) -> String {
