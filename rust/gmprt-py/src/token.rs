@@ -250,6 +250,12 @@ impl Drop for InG {
     }
 }
 
+/// Whether the calling thread is stepping a G: an M inside a step, which
+/// PyO3 counts attached for the whole step (`token_am_send`).
+pub(crate) fn in_step() -> bool {
+    stepping().g.get() != 0
+}
+
 /// The G the calling thread is stepping, if any.
 pub(crate) fn current_g() -> Option<u64> {
     Some(STEPPING.with(|s| s.g.get())).filter(|&id| id != 0)
