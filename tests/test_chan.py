@@ -8,6 +8,7 @@ forever ends run() with gmprt.Deadlock instead of hanging the suite.
 from __future__ import annotations
 
 import threading
+import time
 
 import gmprt
 import pytest
@@ -165,6 +166,41 @@ def test_handoff_readies_the_receiver_next():
 
     gmprt.run(main, procs=1)
     assert order[0] == ("received", 1), order
+
+
+def test_ping_pong_through_runnext_does_not_starve_a_runnable_g(procs):
+    # Each hand-off readies the partner into the sender's runnext, which
+    # inherits the time slice (Go) and wakes no other M: without the cap on
+    # runnext runs in a row, the pair would keep the P, and a G waiting in
+    # the ring (here: one that yields in a loop) would never run again.
+    rounds = []
+
+    async def ponger(a, b):
+        while (v := await a.recv()) is not None:
+            await b.send(v)
+
+    async def other(done):
+        for _ in range(100):
+            await gmprt.sleep(0)  # back to the ring's tail, each time
+        done.append(True)
+
+    async def main():
+        a, b = gmprt.Chan(), gmprt.Chan()
+        done = []
+        gmprt.go(ponger, a, b)
+        g = gmprt.go(other, done)
+        deadline = time.monotonic() + WAIT
+        n = 0
+        while not done and time.monotonic() < deadline:
+            await a.send(n)
+            assert await b.recv() == n
+            n += 1
+        await a.send(None)
+        rounds.append(n)
+        await g
+        return bool(done)
+
+    assert gmprt.run(main, procs=procs), f"starved for {WAIT} s ({rounds} round trips)"
 
 
 def test_docstrings_reach_help():

@@ -115,7 +115,11 @@ impl Local {
     /// Go's `runqput`. With `next`, `g` takes the runnext slot and the G it
     /// displaces goes to the tail; otherwise `g` goes to the tail. A full ring
     /// moves half of itself plus the G to `overflow`.
-    pub fn push(&mut self, g: GPtr, next: bool, overflow: &dyn Overflow) {
+    ///
+    /// Returns false when `g` went into an empty runnext slot and nothing
+    /// else moved (the ring did not grow: `Sched::ready` wakes nobody for
+    /// that), true otherwise.
+    pub fn push(&mut self, g: GPtr, next: bool, overflow: &dyn Overflow) -> bool {
         let mut g = g;
         if next {
             // Only the owner stores a non-null runnext, so a swap cannot race
@@ -124,7 +128,7 @@ impl Local {
             // the thief whose CAS takes it; Acquire sees the old G fully.
             let old = self.q.runnext.swap(g.as_ptr(), AcqRel);
             if old.is_null() {
-                return;
+                return false;
             }
             // SAFETY: non-null runnext values are G pointers we stored.
             g = unsafe { GPtr::from_ptr(old) };
@@ -139,10 +143,10 @@ impl Local {
                 // Release: publishes the slot; pairs with Acquire of tail in
                 // pop and steal.
                 self.q.tail.store(t.wrapping_add(1), Release);
-                return;
+                return true;
             }
             if self.push_slow(g, h, t, overflow) {
-                return;
+                return true;
             }
             // A thief took some Gs meanwhile: there is room now.
         }

@@ -10,6 +10,7 @@
 //! or while a Python object is dropped: values come out of the core by value
 //! and are released here, unlocked (see `parked`).
 
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 use std::time::Duration;
 
 use gmprt_core::chan::{
@@ -18,6 +19,7 @@ use gmprt_core::chan::{
 use gmprt_core::WaitReason;
 use gmprt_core::{Case, Chan, Done, Notify, Op, RecvPark, SelectPark, Selected, SendPark};
 use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
@@ -107,15 +109,17 @@ impl PyChan {
     ///     Timeout: not sent within ``timeout`` (the value was not sent).
     ///     Cancelled: the G was cancelled meanwhile (the value was not sent).
     #[pyo3(signature = (value, timeout=None))]
-    fn send(slf: Bound<'_, Self>, value: Py<PyAny>, timeout: Option<f64>) -> PyResult<Token> {
+    fn send(slf: Bound<'_, Self>, value: Py<PyAny>, timeout: Option<f64>) -> PyResult<Py<Token>> {
         let timeout = timeout_arg(timeout)?;
-        Ok(Await::token_with(
+        let py = slf.py();
+        Await::token_with(
             SendOp {
                 ch: slf.unbind(),
                 value,
             },
             timeout,
-        ))
+        )
+        .into_object(py)
     }
 
     /// Receive a value, waiting for one at most ``timeout`` seconds (None or
@@ -126,15 +130,17 @@ impl PyChan {
     ///     Timeout: nothing arrived within ``timeout``.
     ///     Cancelled: the G was cancelled meanwhile (no value was taken).
     #[pyo3(signature = (timeout=None))]
-    fn recv(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Token> {
+    fn recv(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<Token>> {
         let timeout = timeout_arg(timeout)?;
-        Ok(Await::token_with(
+        let py = slf.py();
+        Await::token_with(
             RecvOp {
                 ch: slf.unbind(),
                 iter: false,
             },
             timeout,
-        ))
+        )
+        .into_object(py)
     }
 
     /// Close the channel: waiting receivers and senders are woken (senders
@@ -240,11 +246,13 @@ impl PyChan {
     }
 
     /// The next value; StopAsyncIteration once closed and drained.
-    fn __anext__(slf: Bound<'_, Self>) -> Token {
+    fn __anext__(slf: Bound<'_, Self>) -> PyResult<Py<Token>> {
+        let py = slf.py();
         Await::token(RecvOp {
             ch: slf.unbind(),
             iter: true,
         })
+        .into_object(py)
     }
 
     fn __repr__(&self) -> String {
@@ -656,4 +664,169 @@ pub(crate) fn select_blocking(
     }
     let timeout = op.timeout;
     block(py, &op, timeout)
+}
+
+// ---- the hot methods' calls ----------------------------------------------
+//
+// `await ch.send(v)` and `await ch.recv()` inside a G cost a PyO3 method
+// call each (a trampoline, then argument parsing for the optional timeout)
+// on top of the operation, as much again as making the token. Their method
+// descriptors are re-pointed at `send_fast`/`recv_fast`, which handle the
+// common call (positional value, no timeout, inside a step: PyO3 counts the
+// thread attached) directly and pass every other call, unchanged, to PyO3's
+// own entry point.
+
+/// PyO3's entry points for `Chan.send` and `Chan.recv`, saved by
+/// [`install_fast_methods`] (set once at module init, before any call).
+static SEND_ORIG: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+static RECV_ORIG: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+
+type FastCall = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+/// Calls the entry point saved in `orig`.
+///
+/// # Safety
+/// `orig` holds a `FastCall` saved by `install_fast_methods`; the other
+/// arguments are a METH_FASTCALL|METH_KEYWORDS call's.
+unsafe fn call_orig(
+    orig: &AtomicPtr<()>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: only `install_fast_methods` stores here, a `FastCall`, before
+    // it points a descriptor at the function calling us.
+    let f: FastCall = unsafe { std::mem::transmute(orig.load(Relaxed)) };
+    // SAFETY: the caller's contract.
+    unsafe { f(slf, args, nargs, kwnames) }
+}
+
+/// A token made on the fast path, as a new reference (NULL with an
+/// exception set on failure).
+fn token_ptr(py: Python<'_>, make: impl FnOnce() -> PyResult<Py<Token>>) -> *mut ffi::PyObject {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)).unwrap_or_else(|_| {
+        Err(pyo3::panic::PanicException::new_err(
+            "gmprt internal error: a channel call panicked (please file a bug)",
+        ))
+    });
+    match r {
+        Ok(t) => t.into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// `Chan.send`'s METH_FASTCALL|METH_KEYWORDS entry ("the hot methods").
+///
+/// # Safety
+/// Installed by `install_fast_methods` as `Chan.send`'s method: CPython
+/// calls it attached, with `slf` a `Chan` (the method descriptor checks
+/// it) and `args` holding `nargs` live objects.
+unsafe extern "C" fn send_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    if nargs == 1 && kwnames.is_null() && crate::token::in_step() {
+        // SAFETY: inside a step PyO3 counts the thread attached
+        // (`token::in_step`); `slf` is a Chan and `args[0]` a live object
+        // (this function's contract).
+        unsafe {
+            let py = Python::assume_attached();
+            let ch = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<PyChan>();
+            let value = Bound::from_borrowed_ptr(py, *args).unbind();
+            return token_ptr(py, || {
+                Await::token_with(
+                    SendOp {
+                        ch: ch.unbind(),
+                        value,
+                    },
+                    None,
+                )
+                .into_object(py)
+            });
+        }
+    }
+    // SAFETY: PyO3's own entry, with the call as we got it.
+    unsafe { call_orig(&SEND_ORIG, slf, args, nargs, kwnames) }
+}
+
+/// `Chan.recv`'s METH_FASTCALL|METH_KEYWORDS entry ("the hot methods").
+///
+/// # Safety
+/// As [`send_fast`].
+unsafe extern "C" fn recv_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    if nargs == 0 && kwnames.is_null() && crate::token::in_step() {
+        // SAFETY: as in `send_fast`.
+        unsafe {
+            let py = Python::assume_attached();
+            let ch = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<PyChan>();
+            return token_ptr(py, || {
+                Await::token_with(
+                    RecvOp {
+                        ch: ch.unbind(),
+                        iter: false,
+                    },
+                    None,
+                )
+                .into_object(py)
+            });
+        }
+    }
+    // SAFETY: PyO3's own entry, with the call as we got it.
+    unsafe { call_orig(&RECV_ORIG, slf, args, nargs, kwnames) }
+}
+
+/// Points `Chan.send` and `Chan.recv` at their fast entries ("the hot
+/// methods"), each only if PyO3 made it the expected METH_FASTCALL |
+/// METH_KEYWORDS method descriptor; otherwise it stays PyO3's.
+pub(crate) fn install_fast_methods(py: Python<'_>) -> PyResult<()> {
+    let tp = py.get_type::<PyChan>();
+    let fast: [(&str, FastCall, &AtomicPtr<()>); 2] = [
+        ("send", send_fast, &SEND_ORIG),
+        ("recv", recv_fast, &RECV_ORIG),
+    ];
+    for (name, f, orig) in fast {
+        // On the type, a method descriptor's __get__ returns itself.
+        let d = tp.getattr(name)?;
+        // SAFETY: attached; the type check comes first, so the cast reads
+        // a `PyMethodDescrObject`, whose method def PyO3 made for good
+        // (it lives as long as the type). The new def is leaked the same
+        // way, and `orig` is stored before the descriptor points at `f`.
+        unsafe {
+            let raw = d.as_ptr();
+            if ffi::Py_TYPE(raw) != &raw mut ffi::PyMethodDescr_Type {
+                continue;
+            }
+            let descr = raw.cast::<ffi::PyMethodDescrObject>();
+            let def = (*descr).d_method;
+            if def.is_null() || (*def).ml_flags != ffi::METH_FASTCALL | ffi::METH_KEYWORDS {
+                continue;
+            }
+            let old: FastCall = (*def).ml_meth.PyCFunctionFastWithKeywords;
+            orig.store(old as *mut (), Relaxed);
+            let new = Box::leak(Box::new(ffi::PyMethodDef {
+                ml_meth: ffi::PyMethodDefPointer {
+                    PyCFunctionFastWithKeywords: f,
+                },
+                ..*def
+            }));
+            (*descr).d_method = new;
+        }
+    }
+    Ok(())
 }

@@ -303,9 +303,8 @@ impl GHandle {
             return Ok(fut.call_method0(pyo3::intern!(py, "__await__"))?.unbind());
         }
         Ok(Token::wait(Join::new(slf.unbind()))
-            .into_pyobject(py)?
-            .into_any()
-            .unbind())
+            .into_object(py)?
+            .into_any())
     }
 
     /// Blocks until the G finishes; returns its result or raises its

@@ -93,6 +93,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ChanEmpty", py.get_type::<ChanEmpty>())?;
     m.add_class::<exit::Shutdown>()?;
     m.add_class::<chan::PyChan>()?;
+    chan::install_fast_methods(py)?;
     m.add_class::<chan::RecvCase>()?;
     m.add_class::<chan::SendCase>()?;
     m.add_class::<chan::ClosedType>()?;

@@ -170,10 +170,10 @@ pub(crate) fn _gosched() -> Token {
 /// Raises:
 ///     ValueError: ``seconds`` is negative or NaN.
 #[pyfunction]
-pub(crate) fn sleep(seconds: f64) -> PyResult<Token> {
+pub(crate) fn sleep(py: Python<'_>, seconds: f64) -> PyResult<Py<Token>> {
     let until = after(seconds, "sleep length")?;
     if seconds == 0.0 {
-        return Ok(Token::new(Op::Yield));
+        return Token::new(Op::Yield).into_object(py);
     }
-    Ok(Token::wait(Sleep::new(until)))
+    Token::wait(Sleep::new(until)).into_object(py)
 }

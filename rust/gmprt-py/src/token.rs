@@ -13,6 +13,19 @@
 //! A result of `None` is returned as a bare NULL (no StopIteration object,
 //! 2.4× cheaper on 3.12+), any other value through StopIteration.
 //!
+//! # Token objects
+//!
+//! Every channel operation makes a token and frees it a few hundred
+//! instructions later, so the Python object's life costs as much as the
+//! operation. Tokens skip PyO3's generic paths for it: `token_dealloc`
+//! drops the Rust value and keeps the object's memory on a short
+//! per-thread free list, which [`Token::into_object`] reuses
+//! (`PyObject_Init`, as CPython's own free lists do); `am_await` and
+//! `am_send` are plain C slots. `install_am_send` installs the allocation
+//! fast path only after checking that PyO3 laid the object out as the
+//! Token alone behind the object header (no dict, weakref, GC or borrow
+//! flag); otherwise PyO3's allocation stays in use.
+//!
 //! # Budget
 //!
 //! An await that is ready at once never suspends the coroutine, so a G on a
@@ -21,7 +34,7 @@
 //! token still yields once, and the G goes to the back of the run queue.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
 use gmprt_core::WaitReason;
@@ -133,6 +146,10 @@ struct Stepping {
     budget: Cell<u32>,
     /// That G's cancel state (`cancel::current`), or null.
     cancel: Cell<*const GCancel>,
+    /// Token objects freed on this thread, for reuse ("Token objects").
+    free: Cell<*mut ffi::PyObject>,
+    /// How many `free` holds (at most [`FREE_MAX`]).
+    nfree: Cell<u32>,
 }
 
 thread_local! {
@@ -141,6 +158,8 @@ thread_local! {
             g: Cell::new(0),
             budget: Cell::new(BUDGET),
             cancel: Cell::new(std::ptr::null()),
+            free: Cell::new(std::ptr::null_mut()),
+            nfree: Cell::new(0),
         }
     };
     /// The id of the G this thread is closing at shutdown, or 0.
@@ -231,6 +250,12 @@ impl Drop for InG {
     }
 }
 
+/// Whether the calling thread is stepping a G: an M inside a step, which
+/// PyO3 counts attached for the whole step (`token_am_send`).
+pub(crate) fn in_step() -> bool {
+    stepping().g.get() != 0
+}
+
 /// The G the calling thread is stepping, if any.
 pub(crate) fn current_g() -> Option<u64> {
     Some(STEPPING.with(|s| s.g.get())).filter(|&id| id != 0)
@@ -245,12 +270,25 @@ pub(crate) fn with_current_cancel<R>(f: impl FnOnce(&GCancel) -> R) -> Option<R>
     (!p.is_null()).then(|| f(unsafe { &*p }))
 }
 
-fn take_budget() -> bool {
-    STEPPING.with(|s| {
-        let left = s.budget.get();
-        s.budget.set(left.saturating_sub(1));
+impl Stepping {
+    /// Spends one ready completion of the step's budget; false once none
+    /// is left.
+    fn take_budget(&self) -> bool {
+        let left = self.budget.get();
+        self.budget.set(left.saturating_sub(1));
         left > 0
-    })
+    }
+}
+
+/// The calling thread's [`Stepping`], for the hot path: one thread-local
+/// lookup (`__tls_get_addr` in a shared library) for every field of it,
+/// where each `STEPPING.with` pays one.
+fn stepping() -> &'static Stepping {
+    // SAFETY: a `const` thread-local without a destructor lives, at the
+    // same address, as long as its thread, and the reference never leaves
+    // the thread (`Stepping` is `!Sync`: its cells forbid sharing it), so
+    // extending it to `'static` cannot outlive the storage.
+    STEPPING.with(|s| unsafe { &*(s as *const Stepping) })
 }
 
 impl Token {
@@ -381,7 +419,7 @@ impl Token {
 
     /// One resumption (`__next__` or `am_send`): poll, and either finish the
     /// await or yield the token to the driver.
-    fn advance(slf: &Bound<'_, Self>) -> PyResult<Advance> {
+    fn advance(slf: &Bound<'_, Self>, st: &Stepping) -> PyResult<Advance> {
         let py = slf.py();
         let tok = slf.get();
         // A token is awaited by the one G that made it; the atomic only
@@ -393,11 +431,12 @@ impl Token {
                 "this gmprt awaitable was already awaited",
             ));
         }
-        let Some(me) = current_g() else {
+        let me = st.g.get();
+        if me == 0 {
             // Refused below: it was not forgotten, so no "never awaited".
             tok.word.store(DONE, Release);
             return Token::outside_g(slf);
-        };
+        }
         // The CAS only decides who owns the token (the G's own state
         // travels with its park, g.rs); once owned, the word tells the
         // owner from a thief. Relaxed on failure: we only read the owner.
@@ -453,7 +492,7 @@ impl Token {
                 done(*unsafe { Box::from_raw(r) })
             }
             (Op::Wait(w), _) => match w.poll(py) {
-                Poll::Ready(r) if state == WAITING || take_budget() => {
+                Poll::Ready(r) if state == WAITING || st.take_budget() => {
                     set(DONE);
                     done(r)
                 }
@@ -486,7 +525,7 @@ impl Token {
     /// `am_send`: a value comes back through StopIteration.
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
-        match Token::advance(slf)? {
+        match Token::advance(slf, stepping())? {
             Advance::Yield(v) => Ok(Some(v)),
             Advance::Return(v) => finish(py, Ok(v)),
         }
@@ -505,16 +544,27 @@ unsafe extern "C" fn token_am_send(
     _arg: *mut ffi::PyObject,
     out: *mut *mut ffi::PyObject,
 ) -> ffi::PySendResult {
+    let st = stepping();
+    if st.g.get() != 0 {
+        // The hot path: a G's own await, inside its step. Only an M steps
+        // a G (`InG` is entered in `PyBody::step` only), and an M is
+        // attached, PyO3 counting it, for the whole step (`PyBody::step`'s
+        // SAFETY note): `attach` would only count it once more.
+        // SAFETY: as just said, PyO3 counts this thread attached.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `slf` is a live Token and `out` valid (the slot's
+        // contract, above).
+        return unsafe { send_attached(py, slf, out, st) };
+    }
     // CPython calls slots attached, but not always through PyO3: off an M
     // (a plain thread awaiting a token under asyncio, say) PyO3 does not
     // know it, and with the reference pool compiled out (`.cargo/
     // config.toml`) a `Py` dropped here would abort. `attach` costs one
-    // thread-local increment when PyO3 already counts the thread attached,
-    // as it does on every M.
+    // thread-local increment when PyO3 already counts the thread attached.
     Python::attach(|py| {
         // SAFETY: `slf` is a live Token (this slot is only on Token's type),
         // and `out` is valid, per the slot's contract.
-        unsafe { send_attached(py, slf, out) }
+        unsafe { send_attached(py, slf, out, st) }
     })
 }
 
@@ -526,15 +576,17 @@ unsafe fn send_attached(
     py: Python<'_>,
     slf: *mut ffi::PyObject,
     out: *mut *mut ffi::PyObject,
+    st: &Stepping,
 ) -> ffi::PySendResult {
     // SAFETY: `slf` is a live Token (the caller's contract).
     let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<Token>() };
-    let advanced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Token::advance(&slf)))
-        .unwrap_or_else(|_| {
-            Err(PyRuntimeError::new_err(
-                "gmprt internal error: a token panicked (please file a bug)",
-            ))
-        });
+    let advanced =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Token::advance(&slf, st)))
+            .unwrap_or_else(|_| {
+                Err(PyRuntimeError::new_err(
+                    "gmprt internal error: a token panicked (please file a bug)",
+                ))
+            });
     let (status, value) = match advanced {
         Ok(Advance::Yield(v)) => (ffi::PySendResult::PYGEN_NEXT, v.into_ptr()),
         Ok(Advance::Return(v)) => (ffi::PySendResult::PYGEN_RETURN, v.into_ptr()),
@@ -548,10 +600,127 @@ unsafe fn send_attached(
     status
 }
 
-/// Adds `am_send` to the `Token` type (PyO3 has no attribute for it).
+/// Where a Token's Rust value sits in its Python object (0: the fast
+/// allocation is not installed), and the Token type, set once by
+/// `install_am_send` ("Token objects").
+static TOKEN_OFFSET: AtomicUsize = AtomicUsize::new(0);
+static TOKEN_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Freed token objects a thread keeps (a few in flight per G are all a
+/// hot loop needs; a retiring M leaks at most this many).
+const FREE_MAX: u32 = 16;
+
+impl Token {
+    /// The Python object for this token: a recycled one when the calling
+    /// thread has one ("Token objects"), else PyO3's.
+    pub(crate) fn into_object(self, py: Python<'_>) -> PyResult<Py<Token>> {
+        // Relaxed: set once at module init, before any token exists
+        // (the import's own synchronisation publishes it).
+        let off = TOKEN_OFFSET.load(Relaxed);
+        let st = stepping();
+        let obj = st.free.get();
+        if off != 0 && !obj.is_null() {
+            // SAFETY: `obj` is the memory of a Token object that
+            // `token_dealloc` freed: its size is the type's basicsize, its
+            // value area at `off` holds the next free object, and nobody
+            // else can reach it (the list is this thread's). PyObject_Init
+            // makes it a live object of the type again (type reference and
+            // refcount 1), and the write fills the value area that the
+            // layout check in `install_am_send` showed to be the Token
+            // alone; we are attached (`py`).
+            unsafe {
+                let slot = obj.byte_add(off);
+                st.free.set(*slot.cast::<*mut ffi::PyObject>());
+                st.nfree.set(st.nfree.get() - 1);
+                ffi::PyObject_Init(obj, TOKEN_TYPE.load(Relaxed));
+                slot.cast::<Token>().write(self);
+                return Ok(Bound::from_owned_ptr(py, obj)
+                    .cast_into_unchecked::<Token>()
+                    .unbind());
+            }
+        }
+        Py::new(py, self)
+    }
+}
+
+/// `tp_dealloc` for tokens ("Token objects"): drops the Token, then keeps
+/// the memory on the thread's free list (or frees it when that is full).
+///
+/// # Safety
+/// Installed as `Token`'s `tp_dealloc` by `install_am_send`, with
+/// `TOKEN_OFFSET` set: CPython calls it attached, once, with a Token object
+/// whose refcount reached zero.
+unsafe extern "C" fn token_dealloc(obj: *mut ffi::PyObject) {
+    let off = TOKEN_OFFSET.load(Relaxed);
+    let st = stepping();
+    // SAFETY: the value at `off` is a live Token (the layout check in
+    // `install_am_send`), dropped once here as PyO3's dealloc would.
+    let drop_value = || unsafe { std::ptr::drop_in_place(obj.byte_add(off).cast::<Token>()) };
+    let dropped = if st.g.get() != 0 {
+        // On an M inside a step PyO3 counts the thread attached
+        // (`token_am_send`), which the `Py`s the token drops need.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(drop_value))
+    } else {
+        Python::attach(|_| std::panic::catch_unwind(std::panic::AssertUnwindSafe(drop_value)))
+    };
+    if dropped.is_err() {
+        Python::attach(|py| {
+            pyo3::panic::PanicException::new_err("gmprt internal error: a token's drop panicked")
+                .write_unraisable(py, None)
+        });
+    }
+    // SAFETY: attached; `obj` is a dead object of a heap type whose
+    // reference it held (dropped here, as PyO3's dealloc does). Its memory
+    // is ours: onto the free list (its value area now holds the next
+    // pointer), or back to the type's `tp_free`.
+    unsafe {
+        let tp = ffi::Py_TYPE(obj);
+        if st.nfree.get() < FREE_MAX && tp == TOKEN_TYPE.load(Relaxed) {
+            *obj.byte_add(off).cast::<*mut ffi::PyObject>() = st.free.get();
+            st.free.set(obj);
+            st.nfree.set(st.nfree.get() + 1);
+        } else if let Some(free) = (*tp).tp_free {
+            free(obj.cast());
+        }
+        ffi::Py_DECREF(tp.cast());
+    }
+}
+
+/// `am_await` (and `tp_iter`) for tokens: the token itself, a new
+/// reference. PyO3's `__await__` does the same through a method trampoline
+/// (panic guard, attach count) that costs more than the await itself.
+///
+/// # Safety
+/// Installed as `Token`'s `am_await`/`tp_iter` slot: CPython calls it
+/// attached, with a live object as `slf`.
+unsafe extern "C" fn token_am_await(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: `slf` is live and we are attached (the slot's contract).
+    unsafe { ffi::Py_INCREF(slf) };
+    slf
+}
+
+/// Adds `am_send` to the `Token` type (PyO3 has no attribute for it),
+/// replaces PyO3's `am_await`/`tp_iter` with [`token_am_await`], and, if
+/// PyO3's layout is the one it expects, its `tp_dealloc` with
+/// [`token_dealloc`] ("Token objects").
 pub(crate) fn install_am_send(py: Python<'_>) {
     let tp = py.get_type::<Token>();
     let raw = tp.as_type_ptr();
+    // Where PyO3 put the Token in its object: measured on a probe.
+    let offset = Py::new(py, Token::new(Op::Yield)).ok().map(|probe| {
+        probe.get().forget();
+        (probe.get() as *const Token as usize) - (probe.as_ptr() as usize)
+    });
+    // SAFETY: reads of the type object's fields, attached.
+    let layout_ok = offset.is_some_and(|off| unsafe {
+        off >= std::mem::size_of::<ffi::PyObject>()
+            && usize::try_from((*raw).tp_basicsize) == Ok(off + std::mem::size_of::<Token>())
+            && (*raw).tp_itemsize == 0
+            && (*raw).tp_dictoffset == 0
+            && (*raw).tp_weaklistoffset == 0
+            && (*raw).tp_flags & ffi::Py_TPFLAGS_HAVE_GC == 0
+            && (*raw).tp_free.is_some()
+    });
     // SAFETY: `Token` is a heap type PyO3 created with an `__await__`, so
     // `tp_as_async` points at the type's own, writable `PyAsyncMethods`;
     // nobody has used the type yet (module init), and PyType_Modified
@@ -560,6 +729,13 @@ pub(crate) fn install_am_send(py: Python<'_>) {
         let am = (*raw).tp_as_async;
         assert!(!am.is_null(), "Token has no async slots");
         (*am).am_send = Some(token_am_send);
+        (*am).am_await = Some(token_am_await);
+        (*raw).tp_iter = Some(token_am_await);
+        if let (true, Some(off)) = (layout_ok, offset) {
+            TOKEN_TYPE.store(raw, Relaxed);
+            TOKEN_OFFSET.store(off, Relaxed);
+            (*raw).tp_dealloc = Some(token_dealloc);
+        }
         ffi::PyType_Modified(raw);
     }
 }

@@ -170,3 +170,47 @@ fn wake_while_last_spinner_parks() {
         assert_eq!(tally.snapshot(), [2], "two steps, each exactly once");
     });
 }
+
+/// G1 wakes the parked G0 from inside its own step, as a channel hand-off
+/// does: G0 lands in the runnext slot of G1's M and `ready` wakes no M ("A
+/// runnext G wakes no M", `sched/worker.rs`); or, if G0's M has not
+/// committed the park yet, that M requeues G0 itself. G1 then finishes
+/// while the other M spins, gives up its P and sleeps. G0 must run its
+/// second step, exactly once, with nobody woken for it. (Preemption bound
+/// 2, like the models above: about 35 s in release.)
+#[test]
+fn runnext_handoff_wakes_no_m() {
+    check("sched::runnext_handoff_wakes_no_m", Some(2), || {
+        let s = two_procs(4);
+        let tally = Tally::new(2);
+        let slot: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(None));
+
+        let (t, sl) = (tally.clone(), slot.clone());
+        let mut parked = false;
+        s.spawn(Box::new(FnBody(move |cx: &mut Cx<'_>| {
+            if parked {
+                t.ran(0);
+                return Step::Done;
+            }
+            parked = true;
+            *lock(&sl) = Some(cx.waker());
+            t.ran(0);
+            Step::Park
+        })))
+        .unwrap();
+        tally.wait(|r| r[0] == 1);
+
+        let (t, sl) = (tally.clone(), slot.clone());
+        s.spawn(Box::new(FnBody(move |_cx: &mut Cx<'_>| {
+            let waker = lock(&sl).take().expect("G0 registered its waker");
+            assert!(waker.wake(), "the first wake of a park readies the G");
+            t.ran(1);
+            Step::Done
+        })))
+        .unwrap();
+
+        tally.wait(|r| r[0] == 2 && r[1] == 1);
+        shutdown(s);
+        assert_eq!(tally.snapshot(), [2, 1], "each step exactly once");
+    });
+}

@@ -41,6 +41,21 @@
 //!    blocks there ("Who polls the netpoller", `sched` module docs), else
 //!    `stopm`.
 //!
+//! # A runnext G wakes no M
+//!
+//! `ready` into the calling M's own runnext slot, when that slot was empty
+//! (nothing moved to the ring), skips `wakep`: tokio's LIFO slot rule, and
+//! the reference notes' advice for gmprt. The readier is inside a step (or
+//! between two), so this M takes the slot as soon as the step ends, and a
+//! woken M could take it no sooner: thieves steal runnext only on their
+//! last round (`steal_work`). Go wakes one anyway; here that cost a
+//! spinning M, and the GIL it fought for, on every channel hand-off (the
+//! ping-pong of `benches/chan.py`). If the step runs on instead of parking,
+//! sysmon's retake hands the P, runnext included, to another M
+//! (`handoffp` counts runnext as work). A G displaced from runnext to the
+//! ring, a push that overflowed, and a ready with no P of ours still wake
+//! one, as in Go.
+//!
 //! # Foreign unwinds
 //!
 //! A step runs embedder code, and the embedder's runtime may end the
@@ -518,7 +533,9 @@ impl Sched {
     fn runqput_current(&self, m: &M, g: GPtr, next: bool) {
         let overflow = GlobalOverflow(self);
         match m.p.borrow_mut().as_mut() {
-            Some(p) => p.runq.push(g, next, &overflow),
+            Some(p) => {
+                p.runq.push(g, next, &overflow);
+            }
             None => overflow.push_batch(&mut std::iter::once(g)),
         }
     }
@@ -533,7 +550,9 @@ impl Sched {
     }
 
     /// Go's `ready`: make `g` (already `RUNNABLE`) run. Local runnext when
-    /// called on an M of ours with a P, else the global queue; then `wakep`.
+    /// called on an M of ours with a P, else the global queue; then `wakep`,
+    /// unless `g` went into this M's empty runnext ("A runnext G wakes no
+    /// M", module docs).
     pub(crate) fn ready(self: &Arc<Self>, g: GPtr, next: bool) {
         if trace::enabled() {
             // Relaxed: this M's own store in `lend_p`; the G it last ran.
@@ -541,13 +560,16 @@ impl Sched {
             trace::emit(Kind::Ready, g.id(), by, 0);
         }
         let overflow = GlobalOverflow(self);
-        let local = self
-            .with_current_p(|p| p.runq.push(g, next, &overflow))
-            .is_some();
-        if !local {
-            overflow.push_batch(&mut std::iter::once(g));
+        match self.with_current_p(|p| p.runq.push(g, next, &overflow)) {
+            // Only runnext changed: this M runs `g` as soon as the current
+            // step ends, and no other M could take it sooner.
+            Some(false) => {}
+            Some(true) => self.wakep(),
+            None => {
+                overflow.push_batch(&mut std::iter::once(g));
+                self.wakep();
+            }
         }
-        self.wakep();
     }
 
     /// From inside a G's step: if the step ends in [`Step::Yield`], the G
