@@ -133,6 +133,25 @@ fn issue_spawn_at_thread_cap() {
     });
 }
 
+/// Spawns G0 of the wake models: its first step registers its waker in
+/// `slot` (before the park commits: the driver's job) and parks, its
+/// second finishes; each counts itself in `tally[0]`.
+fn spawn_park_once(s: &Arc<Sched>, tally: &Arc<Tally>, slot: &Arc<Mutex<Option<Waker>>>) {
+    let (t, sl) = (tally.clone(), slot.clone());
+    let mut parked = false;
+    s.spawn(Box::new(FnBody(move |cx: &mut Cx<'_>| {
+        if parked {
+            t.ran(0);
+            return Step::Done;
+        }
+        parked = true;
+        *lock(&sl) = Some(cx.waker());
+        t.ran(0);
+        Step::Park
+    })))
+    .unwrap();
+}
+
 /// A G registers its waker and parks; the main thread wakes it at once, so
 /// the wake races the M's `commit_park` (landing as `NOTIFIED` or readying a
 /// parked G) and then the M's give-up-and-sleep path. The G must run its
@@ -145,20 +164,7 @@ fn wake_while_last_spinner_parks() {
         let tally = Tally::new(1);
         let slot: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(None));
 
-        let (t, sl) = (tally.clone(), slot.clone());
-        let mut parked = false;
-        s.spawn(Box::new(FnBody(move |cx: &mut Cx<'_>| {
-            if parked {
-                t.ran(0);
-                return Step::Done;
-            }
-            parked = true;
-            // Register the wait before the park commits (the driver's job).
-            *lock(&sl) = Some(cx.waker());
-            t.ran(0);
-            Step::Park
-        })))
-        .unwrap();
+        spawn_park_once(&s, &tally, &slot);
 
         tally.wait(|r| r[0] == 1);
         let waker = lock(&slot).take().expect("the G registered its waker");
@@ -185,19 +191,7 @@ fn runnext_handoff_wakes_no_m() {
         let tally = Tally::new(2);
         let slot: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(None));
 
-        let (t, sl) = (tally.clone(), slot.clone());
-        let mut parked = false;
-        s.spawn(Box::new(FnBody(move |cx: &mut Cx<'_>| {
-            if parked {
-                t.ran(0);
-                return Step::Done;
-            }
-            parked = true;
-            *lock(&sl) = Some(cx.waker());
-            t.ran(0);
-            Step::Park
-        })))
-        .unwrap();
+        spawn_park_once(&s, &tally, &slot);
         tally.wait(|r| r[0] == 1);
 
         let (t, sl) = (tally.clone(), slot.clone());
