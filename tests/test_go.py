@@ -917,6 +917,65 @@ def test_contextvar_interleaved_siblings_isolated(procs):
     assert results == [[i] * 10 for i in range(N)]
 
 
+def test_contextvar_token_kept_across_an_await_resets(procs):
+    # A G made in an empty context runs in its M's shared one until it sets
+    # a variable or keeps a token (body.rs, "Borrowed contexts"): set, set,
+    # reset the first (empty again), await (maybe another M), then reset the
+    # second must still find the context the token was made in.
+    async def child(i):
+        t1 = VAR.set(("first", i))
+        t2 = VAR.set(("second", i))
+        VAR.reset(t1)
+        await gmprt.sleep(0)
+        seen = VAR.get()
+        VAR.reset(t2)
+        await gmprt.sleep(0)
+        return seen, VAR.get()
+
+    async def main():
+        gs = [gmprt.go(child, i) for i in range(200)]
+        return [await g for g in gs]
+
+    for out in gmprt.run(main, procs=procs):
+        assert out == ("default", ("first", out[1][1]))
+
+
+def test_contextvar_set_without_token_and_siblings_isolated(procs):
+    # Steps that set and reset within themselves leave the shared context
+    # empty and shared; one that sets and drops the token keeps its value;
+    # no sibling on the same M sees another's value.
+    async def quiet(i):
+        for _ in range(5):
+            VAR.reset(VAR.set(("quiet", i)))
+            await gmprt.sleep(0)
+            assert VAR.get() == "default"
+        return "quiet"
+
+    async def setter(i):
+        VAR.set(("setter", i))
+        for _ in range(5):
+            await gmprt.sleep(0)
+            assert VAR.get() == ("setter", i)
+        return "setter"
+
+    def plain(i):
+        before = VAR.get()
+        VAR.set(("plain", i))
+        return before
+
+    async def main():
+        gs = []
+        for i in range(300):
+            f = (quiet, setter, plain)[i % 3]
+            gs.append(gmprt.go(f, i))
+        out = [await g for g in gs]
+        return out, VAR.get()
+
+    out, final = gmprt.run(main, procs=procs)
+    assert out == [("quiet", "setter", "default")[i % 3] for i in range(300)]
+    assert final == "default"
+
+
 def test_contextvar_set_in_main_does_not_leak_out_of_run():
     async def main():
         VAR.set("inside-run")

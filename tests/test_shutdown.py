@@ -877,6 +877,30 @@ def test_leftovers_are_cancelled_and_finally_can_wait(procs):
     assert log.count("cancelled") == 3 and log.count("cleaned") == 3, log
 
 
+def test_leftover_cleanup_sleeping_longer_than_the_stall_is_waited_for(procs):
+    # run() stops waiting for the cancelled Gs once no step has ended for
+    # 20 ms, but not while a timer is armed: a cleanup that sleeps 100 ms
+    # used to be closed mid-sleep ("cleaned" missing every time).
+    log = []
+
+    async def child(ch):
+        try:
+            await ch.recv()
+        except gmprt.Cancelled:
+            await gmprt.sleep(0.1)
+            log.append("cleaned")
+            raise
+
+    async def main():
+        ch = gmprt.Chan()
+        for _ in range(3):
+            gmprt.go(child, ch)
+        await gmprt.sleep(0.01)
+
+    gmprt.run(main, procs=procs)
+    assert log == ["cleaned"] * 3
+
+
 def test_go_mid_step_at_shutdown_is_quiet(run_script):
     # A G still mid-step on another P when main returns calls go(coroutine):
     # that is shutdown, not a forgotten await (it used to print "never

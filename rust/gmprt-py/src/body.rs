@@ -10,6 +10,24 @@
 //! (see `gmprt_core::g`). An asyncio future of a running `gmprt.aio` loop
 //! is bridged to a token (`aio`); a yield of anything else is a foreign
 //! awaitable: a `TypeError` naming the fix is thrown into the G.
+//!
+//! # Borrowed contexts
+//!
+//! Each G runs in its own copy of its creator's `contextvars` context, but
+//! most are made where that context is empty, and a `Context` object is
+//! 64 bytes of every parked G (issue 14). Such a G has no context of its
+//! own (`PyBody::ctx` is None): its steps enter the M's *shared* empty
+//! context instead, which is indistinguishable from a fresh copy while it
+//! stays empty. After each such step the driver checks that it still is
+//! and that nothing else holds it — a `contextvars.Token` from
+//! `ContextVar.set` holds its context, and `reset` demands that very
+//! object back; nothing else can reach the current context object from
+//! Python, since `copy_context()` copies. If the step set a variable or
+//! kept a token, the G *adopts* the shared context as its own (the token
+//! stays valid: the object is the same) and the M makes a new shared one
+//! when next needed. A step nested in a step on the same thread finds the
+//! shared context entered (a reference above the slot's own) and gives its
+//! G a fresh context of its own.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -28,7 +46,7 @@ use crate::errors;
 use crate::exit::{self, Shutdown};
 use crate::handle::GHandle;
 use crate::rt;
-use crate::token::{Closing, InG, Op, Token};
+use crate::token::{self, Closing, InG, Op, Token};
 
 /// A G's call not made yet, as the driver makes it ([`PyBody::call`]).
 struct Call<'py> {
@@ -72,8 +90,9 @@ pub(crate) struct Spawn {
 pub(crate) struct PyBody {
     code: Option<Py<PyAny>>,
     /// The G's own context (`PyContext_CopyCurrent` at `go()`), entered
-    /// around every step.
-    ctx: Py<PyAny>,
+    /// around every step; None while it runs in its M's shared empty one
+    /// ("Borrowed contexts").
+    ctx: Option<Py<PyAny>>,
     handle: Py<GHandle>,
     /// The token of the current park: for deadlock reports, and to
     /// withdraw the wait if the G is cancelled meanwhile.
@@ -261,6 +280,10 @@ impl PyBody {
         // SAFETY: we are attached; CopyCurrent returns a new reference or
         // NULL with an exception set, which from_owned_ptr_or_err handles.
         let ctx = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
+        // An empty copy is only kept if a step makes it non-empty
+        // ("Borrowed contexts"); it goes back to CPython's context free list.
+        // SAFETY: a length query on a live Context, which cannot fail.
+        let ctx = (unsafe { ffi::PyObject_Length(ctx.as_ptr()) } != 0).then(|| ctx.unbind());
         // A coroutine object passed directly is driven as it is.
         // SAFETY: a type check on a live object.
         // The handle keeps `func` (for names) and the call takes it from
@@ -286,11 +309,68 @@ impl PyBody {
         }
         Ok(PyBody {
             code: Some(code),
-            ctx: ctx.unbind(),
+            ctx,
             handle,
             parked_on: None,
             origin: Origin::here(py, flags),
         })
+    }
+
+    /// The context a step enters, and whether it is the M's shared one
+    /// ("Borrowed contexts").
+    fn step_ctx<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, bool)> {
+        if let Some(ctx) = &self.ctx {
+            return Ok((ctx.bind(py).clone(), false));
+        }
+        let slot = token::shared_ctx();
+        let p = slot.get();
+        // SAFETY: a non-null slot holds a strong reference to a Context.
+        if !p.is_null() && unsafe { ffi::Py_REFCNT(p) } == 1 {
+            // SAFETY: as above; the Bound takes a reference of its own.
+            return Ok((unsafe { Bound::from_borrowed_ptr(py, p) }, true));
+        }
+        // SAFETY: attached; a new reference, or NULL with an exception set.
+        let fresh = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_New())? };
+        if !p.is_null() {
+            // Entered further up this thread's stack: a nested step. This
+            // G gets a context of its own (`after_step` keeps it).
+            return Ok((fresh, false));
+        }
+        slot.set(fresh.clone().into_ptr());
+        Ok((fresh, true))
+    }
+
+    /// After a step in `ctx`: a fresh context given to a G without one is
+    /// kept, and the M's shared one is adopted if the step set a variable
+    /// in it or something (a `contextvars.Token`) still holds it
+    /// ("Borrowed contexts").
+    fn after_step(&mut self, py: Python<'_>, ctx: Bound<'_, PyAny>, shared: bool) {
+        if !shared {
+            if self.ctx.is_none() {
+                self.ctx = Some(ctx.unbind());
+            }
+            return;
+        }
+        let p = ctx.as_ptr();
+        // SAFETY: `ctx` is a live Context; the two references are the
+        // slot's and `ctx`'s own. Its length cannot fail.
+        if unsafe { ffi::Py_REFCNT(p) == 2 && ffi::PyObject_Length(p) == 0 } {
+            return;
+        }
+        // The slot's reference becomes the G's (the slot then holds none).
+        token::shared_ctx().set(std::ptr::null_mut());
+        // SAFETY: the slot held a strong reference to `p`, now ours.
+        self.ctx = Some(unsafe { Bound::from_owned_ptr(py, p) }.unbind());
+    }
+
+    /// The G's own context, or a fresh empty one for a G without (closing
+    /// it at shutdown: the rare path, off the shared one).
+    fn own_ctx<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.ctx {
+            Some(ctx) => Ok(ctx.bind(py).clone()),
+            // SAFETY: attached; a new reference, or NULL with an exception.
+            None => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_New()) },
+        }
     }
 
     /// The call the G starts with, until it is made (None after, and for
@@ -670,8 +750,7 @@ struct Entered<'py> {
 }
 
 impl<'py> Entered<'py> {
-    fn enter(py: Python<'py>, ctx: &Py<PyAny>) -> PyResult<Entered<'py>> {
-        let ctx = ctx.bind(py).clone();
+    fn enter(py: Python<'py>, ctx: Bound<'py, PyAny>) -> PyResult<Entered<'py>> {
         // SAFETY: attached (we hold `py`); ctx is a Context object.
         if unsafe { ffi::PyContext_Enter(ctx.as_ptr()) } < 0 {
             return Err(PyErr::fetch(py));
@@ -679,8 +758,10 @@ impl<'py> Entered<'py> {
         Ok(Entered { ctx, exited: false })
     }
 
-    fn exit(mut self) {
+    /// Exits; the context, for the borrowed-context check.
+    fn exit(mut self) -> Bound<'py, PyAny> {
         self.exit_attached();
+        self.ctx.clone()
     }
 
     fn exit_attached(&mut self) {
@@ -717,8 +798,11 @@ impl Body for PyBody {
         // `Py` dropped in the step decrefs at once.
         let py = unsafe { Python::assume_attached() };
         let _in_g = InG::enter(cx.id(), self.cancel());
-        let step = match Entered::enter(py, &self.ctx) {
-            Ok(ctx) => {
+        let entered = self
+            .step_ctx(py)
+            .and_then(|(ctx, shared)| Ok((Entered::enter(py, ctx)?, shared)));
+        let step = match entered {
+            Ok((ctx, shared)) => {
                 // A panic in the binding's own code (a bug: no input may
                 // cause one) must not leave the G's handle unfinished, or
                 // whoever awaits it, and `run()` for the main G, would wait
@@ -735,7 +819,8 @@ impl Body for PyBody {
                         self.finish(py, Err(e))
                     }
                 };
-                ctx.exit();
+                let ctx = ctx.exit();
+                self.after_step(py, ctx, shared);
                 step
             }
             Err(e) => self.finish(py, Err(e)),
@@ -774,7 +859,7 @@ impl Body for PyBody {
             let this = *self;
             if let Some(coro) = this.coro() {
                 let closing = Closing::enter(this.handle.get().id());
-                let ctx = Entered::enter(py, &this.ctx);
+                let ctx = this.own_ctx(py).and_then(|c| Entered::enter(py, c));
                 let closed = coro.bind(py).call_method0(pyo3::intern!(py, "close"));
                 if closing.abandoned() {
                     report_abandoned(py, this.handle.get().id(), &this.handle.get().name(py));

@@ -44,12 +44,19 @@ impl Hooks for PyHooks {
     fn m_main(&self, run: &mut dyn FnMut()) {
         // None only while the interpreter finalizes: then the M must not run
         // Python at all, and it exits at once.
-        let _ = Python::try_attach(|_py| {
+        let _ = Python::try_attach(|py| {
             // So that, if `run()` abandons this M mid-step, the M parks
             // rather than run Python again (`exit` module docs).
             crate::exit::enter_m(self.ev.abandoned.clone());
             run();
             crate::exit::leave_m();
+            // The M's shared empty context (`body`, "Borrowed contexts"),
+            // released while still attached.
+            let ctx = crate::token::shared_ctx().replace(std::ptr::null_mut());
+            if !ctx.is_null() {
+                // SAFETY: attached; the slot held this strong reference.
+                drop(unsafe { Bound::from_owned_ptr(py, ctx) });
+            }
         });
     }
 

@@ -70,8 +70,9 @@ const MAX_THREADS: i64 = 1_000_000;
 /// hold up the program noticeably.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
-/// How long the cancelled Gs may go without a step ending before `run()`
-/// stops waiting for them (`cancel_leftovers`).
+/// How long the cancelled Gs may go without a step ending, with none
+/// queued and no timer armed, before `run()` stops waiting for them
+/// (`cancel_leftovers`).
 const CANCEL_STALL: Duration = Duration::from_millis(20);
 
 /// How often `run()` looks whether the cancelled Gs have all ended.
@@ -285,8 +286,9 @@ pub(crate) fn _go_linked(
 /// When ``main`` returns, the Gs still alive are cancelled
 /// (:class:`gmprt.Cancelled` at their park point; their ``finally`` blocks
 /// run, and may await) and get up to 1 s to end, while their steps keep
-/// ending; what is left is closed, every thread of the runtime is joined,
-/// and ``run()`` returns; it can be called again afterwards. Ctrl-C raises
+/// ending or one is due (queued, or on an armed timer); what is left is
+/// closed, every thread of the runtime is joined, and ``run()`` returns;
+/// it can be called again afterwards. Ctrl-C raises
 /// ``KeyboardInterrupt`` from ``run()`` without that grace. A G still
 /// running Python then gets ``gmprt.Shutdown`` raised at its next
 /// bytecode; one blocked in a C call gets 100 ms to return, then is
@@ -673,15 +675,25 @@ fn cancel_leftovers(py: Python<'_>, rs: &RunState) -> Option<PyErr> {
         rt::serve_calls(py, &rs.ev);
         // No step ended for a while: what is left is inside one step (a
         // Python loop, a C call) that a cancel cannot reach; waiting out
-        // the grace would not help, `exit::stop_running_steps` does.
+        // the grace would not help, `exit::stop_running_steps` does. Unless
+        // a G is queued to run or a timer is armed: then a step will end
+        // (a cleanup's `sleep`), and on a loaded machine that can take
+        // longer than the stall; the grace still bounds the wait.
         let steps = rs.sched.steps();
         if steps != progress.0 {
             progress = (steps, std::time::Instant::now());
-        } else if progress.1.elapsed() >= CANCEL_STALL {
+        } else if progress.1.elapsed() >= CANCEL_STALL && !may_step(rs) {
             break;
         }
     }
     None
+}
+
+/// Whether a step will begin without help: a G waits in a run queue, or
+/// a timer that wakes one is armed (`cancel_leftovers`).
+fn may_step(rs: &RunState) -> bool {
+    let st = rs.sched.stats();
+    st.timers > 0 || st.global_runq > 0 || st.local_runq.iter().any(|&n| n > 0)
 }
 
 /// Stops the runtime, ends the steps still running (`exit`), joins its

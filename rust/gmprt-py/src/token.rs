@@ -150,6 +150,9 @@ struct Stepping {
     free: Cell<*mut ffi::PyObject>,
     /// How many `free` holds (at most [`FREE_MAX`]).
     nfree: Cell<u32>,
+    /// This thread's shared empty context, one strong reference, or null
+    /// ("Borrowed contexts" in `body`).
+    ctx: Cell<*mut ffi::PyObject>,
 }
 
 thread_local! {
@@ -160,6 +163,7 @@ thread_local! {
             cancel: Cell::new(std::ptr::null()),
             free: Cell::new(std::ptr::null_mut()),
             nfree: Cell::new(0),
+            ctx: Cell::new(std::ptr::null_mut()),
         }
     };
     /// The id of the G this thread is closing at shutdown, or 0.
@@ -289,6 +293,12 @@ fn stepping() -> &'static Stepping {
     // the thread (`Stepping` is `!Sync`: its cells forbid sharing it), so
     // extending it to `'static` cannot outlive the storage.
     STEPPING.with(|s| unsafe { &*(s as *const Stepping) })
+}
+
+/// The calling thread's shared empty context slot ("Borrowed contexts" in
+/// `body`): a strong reference, or null.
+pub(crate) fn shared_ctx() -> &'static Cell<*mut ffi::PyObject> {
+    &stepping().ctx
 }
 
 impl Token {
