@@ -101,6 +101,65 @@ def test_call_later_order_and_time_is_monotonic():
         loop.close()
 
 
+def test_timers_due_together_run_in_scheduling_order_and_cancelled_leave():
+    # The loop's timers are a Rust heap (`_gmprt.TimerHeap`): equal deadlines
+    # keep the order they were scheduled in, a fired or dropped timer is
+    # unscheduled, and many cancelled timers are purged (asyncio's rule), so
+    # a schedule-and-cancel loop keeps no dead handles.
+    async def main():
+        loop = asyncio.get_running_loop()
+        when = loop.time() + 0.02
+        seen = []
+        hs = [loop.call_at(when, seen.append, i) for i in range(50)]
+        dropped = [loop.call_later(0.01, seen.append, "x") for _ in range(300)]
+        for h in dropped:
+            h.cancel()
+        assert all(h._scheduled for h in hs)
+        await asyncio.sleep(0.05)
+        assert not any(h._scheduled for h in hs + dropped)
+        for _ in range(1000):
+            loop.call_later(3600, seen.append, "never").cancel()
+        far = loop.call_later(3600, seen.append, "far")
+        await asyncio.sleep(0)
+        pending = len(loop._scheduled)
+        assert list(loop._scheduled)[-1] is far
+        far.cancel()
+        return seen, pending
+
+    seen, pending = arun(main())
+    assert seen == list(range(50))
+    assert pending < 200  # the 1000 cancelled were purged
+
+
+def test_timers_pending_at_close_and_their_cycles_are_collected():
+    import gc
+    import weakref
+
+    class Cb:
+        def __call__(self):
+            pass
+
+    loop = gmprt.aio.new_event_loop()
+
+    async def main():
+        cb = Cb()
+        cb.loop = asyncio.get_running_loop()  # loop -> heap -> handle -> cb -> loop
+        cb.loop.call_later(3600, cb)
+        return weakref.ref(cb)
+
+    ref = loop.run_until_complete(main())
+    assert len(loop._scheduled) == 1
+    # The collector sees the handles the heap holds (its __traverse__).
+    (handle,) = gc.get_referents(loop._scheduled)
+    assert isinstance(handle, asyncio.TimerHandle)
+    del handle
+    loop.close()
+    assert len(loop._scheduled) == 0
+    del loop
+    gc.collect()
+    assert ref() is None
+
+
 def test_call_soon_threadsafe_wakes_a_parked_loop():
     async def main():
         loop = asyncio.get_running_loop()

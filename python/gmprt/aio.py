@@ -34,8 +34,11 @@ read callback and ``write`` (``_gmprt.SockIO``, set on the transport in
 place of asyncio's methods, so no Python frame of the loop's runs per
 message): one ``recv``, the bytes to ``data_received``, the watcher told
 when the socket was drained, so it waits again with no ``poll(2)``; one
-``send`` before asyncio's own ``write``. Timers are still asyncio's heap
-of timer handles.
+``send`` before asyncio's own ``write``. The timers are asyncio's
+``TimerHandle`` objects, kept in a Rust heap (``_gmprt.TimerHeap``, the
+loop's ``_scheduled``) ordered by deadline, then by scheduling order, with
+no ``TimerHandle.__lt__`` calls; asyncio's rules for cancelled timers
+hold (dropped at the head, purged when they are over half of 100 or more).
 
 Gs and asyncio in one program:
 
@@ -78,7 +81,6 @@ import asyncio
 import contextvars
 import errno
 import functools
-import heapq
 import signal
 import sys
 import threading
@@ -356,6 +358,37 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         self._gm_lent: tuple[int, threading.Thread | None] | None = None
         self._gm_selector = _NetpollSelector()
         super().__init__(self._gm_selector)
+        # asyncio's heap of TimerHandles, ordered in Rust instead of by
+        # `TimerHandle.__lt__` (`_gmprt.TimerHeap`); it counts the cancelled
+        # ones itself, so `_timer_cancelled_count` stays 0.
+        self._scheduled = _gmprt.TimerHeap()
+
+    # -- timers: the heap is Rust's ----------------------------------------------
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        """Like asyncio's: ``callback(*args)`` at loop time ``when``."""
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+        timer = events.TimerHandle(when, callback, args, self, context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        self._scheduled.push(timer._when, timer)
+        timer._scheduled = True
+        return timer
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        if handle._scheduled:
+            self._scheduled.note_cancelled()
 
     # -- no self-pipe: the loop G's wake channel does its job -----------------
 
@@ -372,40 +405,38 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         self._gm_selector.wake()
 
     def _run_once(self) -> None:
-        # asyncio's, with its callback loop in Rust (`Poller.run_ready`);
-        # the loop G already waited, so `select` is not asked to. In debug
-        # mode asyncio's own runs, to time each callback.
-        if self._debug:
-            super()._run_once()
-            return
-        scheduled = self._scheduled
-        n = len(scheduled)
-        if (
-            n > base_events._MIN_SCHEDULED_TIMER_HANDLES
-            and self._timer_cancelled_count / n > base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
-        ):
-            # Many cancelled timers: rebuild the heap without them.
-            live = []
-            for h in scheduled:
-                if h._cancelled:
-                    h._scheduled = False
-                else:
-                    live.append(h)
-            heapq.heapify(live)
-            self._scheduled = scheduled = live
-            self._timer_cancelled_count = 0
-        else:
-            while scheduled and scheduled[0]._cancelled:
-                self._timer_cancelled_count -= 1
-                heapq.heappop(scheduled)._scheduled = False
+        # asyncio's, with its timer heap (`TimerHeap`, which drops cancelled
+        # timers as asyncio's rules say) and its callback loop
+        # (`Poller.run_ready`) in Rust; the loop G already waited, so
+        # `select` is not asked to.
         self._process_events(self._selector.select(0))
         ready = self._ready
-        end = self.time() + self._clock_resolution
-        while scheduled and scheduled[0]._when < end:
-            h = heapq.heappop(scheduled)
-            h._scheduled = False
-            ready.append(h)
-        self._gm_selector._poller.run_ready(ready, len(ready), _HANDLE_TYPES, _callback_failed)
+        self._scheduled.pop_due(self.time() + self._clock_resolution, ready)
+        if self._debug:
+            self._gm_run_ready_debug()
+        else:
+            self._gm_selector._poller.run_ready(ready, len(ready), _HANDLE_TYPES, _callback_failed)
+
+    def _gm_run_ready_debug(self) -> None:
+        # asyncio's debug-mode callback loop: each callback timed, a slow
+        # one logged.
+        ready = self._ready
+        for _ in range(len(ready)):
+            handle = ready.popleft()
+            if handle._cancelled:
+                continue
+            try:
+                self._current_handle = handle
+                t0 = self.time()
+                handle._run()
+                dt = self.time() - t0
+                if dt >= self.slow_callback_duration:
+                    base_events.logger.warning(
+                        "Executing %s took %.3f seconds", base_events._format_handle(handle), dt
+                    )
+            finally:
+                self._current_handle = None
+        handle = None  # asyncio's: breaks the cycle through a raised exception
 
     def _process_events(self, event_list: Any) -> None:
         # Our selector's `select` returns nothing: the fds the loop G's wait
@@ -542,14 +573,9 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         """How long the loop G may wait: asyncio's `_run_once` rule."""
         if self._ready or self._stopping:
             return 0
-        scheduled = self._scheduled
-        # Cancelled timers at the head would wake the loop for nothing.
-        while scheduled and scheduled[0]._cancelled:
-            self._timer_cancelled_count -= 1
-            h = heapq.heappop(scheduled)
-            h._scheduled = False
-        if scheduled:
-            return float(max(0.0, scheduled[0]._when - self.time()))
+        when = self._scheduled.next_when()
+        if when is not None:
+            return max(0.0, when - self.time())
         return None
 
     def _check_thread(self) -> None:

@@ -36,6 +36,7 @@
 
 mod aio;
 mod aio_poll;
+mod aio_timer;
 mod body;
 mod cancel;
 mod chan;
@@ -113,6 +114,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<aio::FutureWake>()?;
     m.add_class::<aio_poll::Poller>()?;
     m.add_class::<aio_poll::SockIO>()?;
+    m.add_class::<aio_timer::TimerHeap>()?;
     // After a fork, the child starts afresh (runtime::after_fork_child).
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item(
