@@ -22,7 +22,8 @@
 //!    (`gmprt.Chan`, `select`) and `sync` (WaitGroup, Mutex, Semaphore);
 //!    `net` (`gmprt.net` and the fd waits, over gmprt-core's `net`);
 //!    `aio_poll` (the readiness of a `gmprt.aio` loop's fds: Rust watcher
-//!    Gs on the netpoller, one wait for the loop G);
+//!    Gs on the netpoller, one wait for the loop G) and `aio_timer`
+//!    (its timers' heap);
 //! 6. `hooks` (the M hooks), `traceback` (the goroutine dump's walk),
 //!    `trace` (the tracer's switch and output) and `runtime` (`run()`,
 //!    `go()`, `stats()`);

@@ -148,9 +148,10 @@ impl Wait for Sleep {
     }
 }
 
-/// ``await _gmprt._gosched()``: ``sleep(0)``, but to the tail of the global
-/// run queue, behind the Gs an M without a P readied (`Sched::gosched`).
-/// Private to ``gmprt.aio``: its loop G yields so before taking a batch.
+/// ``await _gmprt._gosched()``: ``sleep(0)``, but, while Gs wait in the
+/// global run queue, to its tail, behind the Gs an M without a P readied
+/// (`Sched::gosched`). Private to ``gmprt.aio``: its loop G yields so
+/// between iterations.
 #[pyfunction]
 pub(crate) fn _gosched() -> Token {
     if let Some(sched) = crate::rt::sched() {

@@ -493,15 +493,16 @@ impl Sched {
         match step {
             Step::Yield => {
                 g.yield_now(gen);
-                // Go's goyield (local tail), unless the step asked for
-                // Gosched (`Sched::gosched`) or the yielder would be alone in
-                // its local queue while Gs wait in the global one: then
+                // Go's goyield (local tail), unless Gs wait in the global
+                // queue and the step asked for Gosched (`Sched::gosched`) or
+                // the yielder would be alone in its local queue: then
                 // Gosched (global tail), or a G yielding in a loop would run
                 // again at once and the global queue would get one G per 61
-                // ticks.
+                // ticks. With the global queue empty the two tails are the
+                // same place in line, and the local one takes no lock.
                 let alone = m.p.borrow().as_ref().is_none_or(|p| p.runq.is_empty());
                 let gosched = m.gosched.replace(false);
-                if retaken || gosched || (alone && self.runq_size.load(Acquire) > 0) {
+                if retaken || ((gosched || alone) && self.runq_size.load(Acquire) > 0) {
                     GlobalOverflow(self).push_batch(&mut std::iter::once(g));
                     self.wakep();
                 } else {
@@ -572,9 +573,9 @@ impl Sched {
         }
     }
 
-    /// From inside a G's step: if the step ends in [`Step::Yield`], the G
-    /// goes to the tail of the global queue (Go's `Gosched`), not of its
-    /// P's local one (`goyield`). It then runs behind the Gs readied
+    /// From inside a G's step: if the step ends in [`Step::Yield`] while Gs
+    /// wait in the global queue, the G goes to its tail (Go's `Gosched`),
+    /// not to its P's local one (`goyield`). It then runs behind the Gs readied
     /// meanwhile by an M without a P, which wait there: what an M blocked
     /// in the netpoller found. A G that batches what other Gs report (an
     /// event loop taking what its fds' watchers posted) yields so, or a P
