@@ -160,6 +160,53 @@ def test_timers_pending_at_close_and_their_cycles_are_collected():
     assert ref() is None
 
 
+def test_call_soon_makes_asyncios_handle_and_keeps_its_rules():
+    # call_soon is Rust (`_gmprt.CallSoon`): the same Handle asyncio makes,
+    # in order, with the caller's context unless given one; asyncio's own
+    # in debug mode (its thread check); a closed loop refuses.
+    import gc
+    import weakref
+
+    var = contextvars.ContextVar("v", default="none")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+        var.set("caller")
+        h1 = loop.call_soon(lambda: seen.append(("ctx", var.get())))
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "given")
+        loop.call_soon(lambda: seen.append(("given", var.get())), context=ctx)
+        loop.call_soon(seen.append, 3)
+        loop.call_soon(seen.append, "cancelled").cancel()
+        assert type(h1) is asyncio.Handle
+        assert (h1._loop, h1._cancelled, h1._repr, h1._source_traceback) == (
+            loop,
+            False,
+            None,
+            None,
+        )
+        await asyncio.sleep(0)
+        loop.set_debug(True)
+        try:
+            h2 = loop.call_soon(seen.append, 4)
+            assert h2._source_traceback  # asyncio's own, in debug mode
+            await asyncio.sleep(0)
+        finally:
+            loop.set_debug(False)
+        return seen
+
+    assert arun(main()) == [("ctx", "caller"), ("given", "given"), 3, 4]
+    loop = gmprt.aio.new_event_loop()
+    loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        loop.call_soon(print)
+    ref = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert ref() is None  # loop -> its call_soon -> loop is collected
+
+
 def test_call_soon_threadsafe_wakes_a_parked_loop():
     async def main():
         loop = asyncio.get_running_loop()

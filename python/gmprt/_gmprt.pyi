@@ -11,6 +11,7 @@ from ._tls import TLSConn
 __all__ = [
     "CLOSED",
     "Awaitable",
+    "CallSoon",
     "CancelScope",
     "Cancelled",
     "Chan",
@@ -465,6 +466,13 @@ class SockIO:
     def __call__(self) -> None: ...
     def read(self) -> None: ...
     def write(self, data: Any) -> None: ...
+
+@final
+class CallSoon:
+    """A gmprt.aio loop's ``call_soon`` (private)."""
+
+    def __new__(cls, event_loop: Any, append: Any, handle_type: Any, base: Any) -> Self: ...
+    def call(self, callback: Callable[..., object], *args: Any, context: Any = None) -> Any: ...
 
 @final
 class TimerHeap:

@@ -365,6 +365,11 @@ class GmprtEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type
         # `TimerHandle.__lt__` (`_gmprt.TimerHeap`); it counts the cancelled
         # ones itself, so `_timer_cancelled_count` stays 0.
         self._scheduled = _gmprt.TimerHeap()
+        # asyncio's call_soon, without its five Python frames
+        # (`_gmprt.CallSoon`; asyncio's own in debug mode).
+        self.call_soon = _gmprt.CallSoon(  # type: ignore[method-assign]
+            self, self._ready.append, events.Handle, super().call_soon
+        ).call
 
     # -- timers: the heap is Rust's ----------------------------------------------
 

@@ -22,8 +22,8 @@
 //!    (`gmprt.Chan`, `select`) and `sync` (WaitGroup, Mutex, Semaphore);
 //!    `net` (`gmprt.net` and the fd waits, over gmprt-core's `net`);
 //!    `aio_poll` (the readiness of a `gmprt.aio` loop's fds: Rust watcher
-//!    Gs on the netpoller, one wait for the loop G) and `aio_timer`
-//!    (its timers' heap);
+//!    Gs on the netpoller, one wait for the loop G), `aio_timer` (its
+//!    timers' heap) and `aio_ready` (its `call_soon`);
 //! 6. `hooks` (the M hooks), `traceback` (the goroutine dump's walk),
 //!    `trace` (the tracer's switch and output) and `runtime` (`run()`,
 //!    `go()`, `stats()`);
@@ -37,6 +37,7 @@
 
 mod aio;
 mod aio_poll;
+mod aio_ready;
 mod aio_timer;
 mod body;
 mod cancel;
@@ -116,6 +117,7 @@ fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<aio_poll::Poller>()?;
     m.add_class::<aio_poll::SockIO>()?;
     m.add_class::<aio_timer::TimerHeap>()?;
+    m.add_class::<aio_ready::CallSoon>()?;
     // After a fork, the child starts afresh (runtime::after_fork_child).
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item(
