@@ -10,7 +10,8 @@ or ``asyncio.Runner(loop_factory=gmprt.aio.new_event_loop)``, or
 
 How it works. Every callback and task step of a loop runs in one G, the
 *loop G*, one at a time and in order, so asyncio's single-threaded rules
-hold. ``call_soon`` appends to the loop's ready queue, which the loop G
+hold. ``call_soon`` (Rust: ``_gmprt.CallSoon``, the same ``asyncio.Handle``
+asyncio's makes) appends to the loop's ready queue, which the loop G
 drains; the loop G parks on one wait (``_gmprt.Poller``) until the earliest
 ``call_later`` timer is due (a gmprt timer), a watched fd is ready, or
 something wakes it: ``call_soon_threadsafe`` from another thread or G
