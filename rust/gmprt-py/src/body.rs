@@ -329,8 +329,7 @@ impl PyBody {
             // SAFETY: as above; the Bound takes a reference of its own.
             return Ok((unsafe { Bound::from_borrowed_ptr(py, p) }, true));
         }
-        // SAFETY: attached; a new reference, or NULL with an exception set.
-        let fresh = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_New())? };
+        let fresh = new_ctx(py)?;
         if !p.is_null() {
             // Entered further up this thread's stack: a nested step. This
             // G gets a context of its own (`after_step` keeps it).
@@ -368,8 +367,7 @@ impl PyBody {
     fn own_ctx<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match &self.ctx {
             Some(ctx) => Ok(ctx.bind(py).clone()),
-            // SAFETY: attached; a new reference, or NULL with an exception.
-            None => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_New()) },
+            None => new_ctx(py),
         }
     }
 
@@ -734,6 +732,12 @@ fn foreign_awaitable(obj: &Bound<'_, PyAny>) -> PyErr {
          asyncio.Runner(loop_factory=gmprt.aio.new_event_loop)), or use gmprt.sleep, \
          gmprt.Chan, gmprt.net and `await g` instead"
     ))
+}
+
+/// A new empty `contextvars.Context`.
+fn new_ctx(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: attached; a new reference, or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_New()) }
 }
 
 /// Enters `ctx` until [`Entered::exit`] (`PyContext_Enter`/`Exit`).

@@ -499,7 +499,9 @@ impl Sched {
                 // Gosched (global tail), or a G yielding in a loop would run
                 // again at once and the global queue would get one G per 61
                 // ticks. With the global queue empty the two tails are the
-                // same place in line, and the local one takes no lock.
+                // same place in line, and the local one takes no lock. (A
+                // stale `runq_size` only picks the other tail: globalq.rs's
+                // invariants.)
                 let alone = m.p.borrow().as_ref().is_none_or(|p| p.runq.is_empty());
                 let gosched = m.gosched.replace(false);
                 if retaken || ((gosched || alone) && self.runq_size.load(Acquire) > 0) {
