@@ -399,6 +399,69 @@ def test_watchers_end_when_their_fds_are_removed():
             b.close()
 
 
+def test_a_watched_fd_costs_no_second_fd():
+    # 10,000 connections must fit in 20,000 fds: a watch registers the fd
+    # itself, not a duplicate, and both directions share it.
+    socks = [socket.socketpair() for _ in range(200)]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        w, wpeer = socket.socketpair()  # starts the netpoller: not counted
+        loop.add_reader(w, lambda: None)
+        await asyncio.sleep(0.02)
+        base = len(os.listdir("/proc/self/fd"))
+        for a, _ in socks:
+            loop.add_reader(a, lambda: None)
+        await asyncio.sleep(0.05)  # every watcher blocked: registered
+        during = len(os.listdir("/proc/self/fd"))
+        for a, _ in socks:
+            loop.remove_reader(a)
+        loop.remove_reader(w)
+        w.close()
+        wpeer.close()
+        return base, during
+
+    try:
+        base, during = arun(main())
+        assert during - base < 10, (base, during)
+    finally:
+        for a, b in socks:
+            a.close()
+            b.close()
+
+
+def test_removing_the_reader_of_a_closed_fd_spares_its_new_owner():
+    # asyncio's rule: remove the reader, then close. Code that closes first
+    # must not take the fd number's next owner, a gmprt socket registered
+    # with the same netpoller, off it.
+    a, b = socket.socketpair()
+    x, y = socket.socketpair()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        n = a.fileno()
+        loop.add_reader(a, lambda: None)
+        await asyncio.sleep(0.05)  # the watcher blocked: n is registered
+        a.close()
+        conn = gmprt.net.Conn.from_socket(x)  # a duplicate: the lowest free fd
+        assert conn.fileno() == n
+
+        async def recv():
+            return await conn.recv(10)
+
+        got = gmprt.go(recv)
+        await asyncio.sleep(0.05)  # parked: n is registered again
+        loop.remove_reader(n)
+        y.send(b"hi")
+        return await asyncio.wait_for(got, T)
+
+    try:
+        assert arun(main()) == b"hi"
+    finally:
+        for s_ in (a, b, x, y):
+            s_.close()
+
+
 def test_a_busy_loop_lets_gs_queued_globally_run_each_iteration():
     # A loop with callbacks always ready (a streams server under load: each
     # message's task step) yields between iterations without waiting. With

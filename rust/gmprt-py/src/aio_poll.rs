@@ -7,9 +7,10 @@
 //! *posts* it to the poller and wakes the loop G, then parks on its gate
 //! until the loop has run the fd's callbacks ([`Poller::rearm`]); then it
 //! waits again, so a callback that left data unread is told again, as
-//! `select` would (level-triggered). A watcher keeps a duplicate of its fd
-//! registered for its whole life (`net::FdWatch`) and asks `poll(2)` only
-//! when the registration cannot tell; a socket transport whose reads go
+//! `select` would (level-triggered). The watchers of one fd share its
+//! registration (`net::FdReg`: the fd itself, registered while watched and
+//! removed by the unwatch that leaves it unwatched, before asyncio closes
+//! it) and ask `poll(2)` only when the registration cannot tell; a socket transport whose reads go
 //! through [`SockIO`], which knows when it drained the socket, spares even
 //! that. The loop G parks on one token, [`Poller::wait`], which
 //! completes when something was posted, [`Poller::wake`] was called (from
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll as TaskPoll;
 use std::time::{Duration, Instant};
 
-use gmprt_core::net::FdWatch;
+use gmprt_core::net::{FdReg, FdWatch};
 use gmprt_core::netpoll::Dir;
 use gmprt_core::{Cx, Step, Waker};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit};
@@ -67,6 +68,8 @@ struct State {
     /// The loop G, while parked in `wait`.
     waker: Option<Waker>,
     watches: HashMap<(RawFd, u8), Arc<Watch>, BuildHasherDefault<FdHasher>>,
+    /// The registration of each watched fd, shared by its watches.
+    regs: HashMap<RawFd, Arc<FdReg>, BuildHasherDefault<FdHasher>>,
 }
 
 /// The watch map's hasher. Its keys are fds the kernel hands out (small,
@@ -112,6 +115,21 @@ impl Shared {
         }
     }
 
+    /// Deregisters ``fd`` if neither of its directions is watched any
+    /// more (out of the lock: it wakes the watchers parked on it).
+    fn release(&self, fd: RawFd) {
+        let reg = {
+            let mut st = lock(&self.st);
+            if st.watches.contains_key(&(fd, READ)) || st.watches.contains_key(&(fd, WRITE)) {
+                return;
+            }
+            st.regs.remove(&fd)
+        };
+        if let Some(r) = reg {
+            r.deregister();
+        }
+    }
+
     /// The read callback of ``fd``'s reader drained it (`FdWatch::drained`):
     /// its watcher need not ask ``poll(2)`` after the callbacks, and trusts
     /// readiness from then on (the reader handles ``EAGAIN``).
@@ -129,6 +147,7 @@ impl Shared {
 struct Watch {
     fd: RawFd,
     event: u8,
+    reg: Arc<FdReg>,
     st: Mutex<WatchState>,
 }
 
@@ -211,7 +230,7 @@ impl gmprt_core::Body for WatchBody {
             };
             let w = self
                 .wait
-                .get_or_insert_with(|| FdWatch::new(self.w.fd, dir));
+                .get_or_insert_with(|| FdWatch::new(self.w.reg.clone(), dir));
             if let Some(would_block) = drained {
                 w.drained(would_block);
             }
@@ -279,9 +298,15 @@ impl Poller {
                 if st.watches.contains_key(&(fd, ev)) {
                     continue;
                 }
+                let reg = st
+                    .regs
+                    .entry(fd)
+                    .or_insert_with(|| Arc::new(FdReg::new(fd)))
+                    .clone();
                 let w = Arc::new(Watch {
                     fd,
                     event: ev,
+                    reg,
                     st: Mutex::new(WatchState::default()),
                 });
                 st.watches.insert((fd, ev), w.clone());
@@ -295,6 +320,7 @@ impl Poller {
             };
             if sched.spawn(Box::new(body)).is_err() {
                 lock(&self.shared.st).watches.remove(&(fd, ev));
+                self.shared.release(fd);
                 return Err(PyRuntimeError::new_err(
                     "gmprt.aio: the gmprt runtime is stopping",
                 ));
@@ -303,7 +329,8 @@ impl Poller {
         Ok(())
     }
 
-    /// Stop watching ``events`` of ``fd``.
+    /// Stop watching ``events`` of ``fd``. Once neither direction is
+    /// watched the fd is deregistered, now: asyncio may close it next.
     fn unwatch(&self, fd: RawFd, events: u8) {
         for ev in [READ, WRITE] {
             if events & ev == 0 {
@@ -314,18 +341,25 @@ impl Poller {
                 w.signal(true);
             }
         }
+        self.shared.release(fd);
     }
 
     /// Stop every watcher (the loop G stops; its runtime may end).
     fn stop(&self) {
-        let ws: Vec<Arc<Watch>> = {
+        let (ws, regs): (Vec<Arc<Watch>>, Vec<Arc<FdReg>>) = {
             let mut st = lock(&self.shared.st);
             st.ready.clear();
             st.fired.clear();
-            st.watches.drain().map(|(_, w)| w).collect()
+            (
+                st.watches.drain().map(|(_, w)| w).collect(),
+                st.regs.drain().map(|(_, r)| r).collect(),
+            )
         };
         for w in ws {
             w.signal(true);
+        }
+        for r in regs {
+            r.deregister();
         }
     }
 

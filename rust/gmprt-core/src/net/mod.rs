@@ -96,7 +96,7 @@ pub use bufread::{ReadBuf, Until, CHUNK};
 pub use conn::{Conn, RECV_MAX};
 pub use dial::{literal, resolve, Dial};
 pub use error::{is_closed, is_timeout, Closed, DeadlineExceeded, NetpollError};
-pub use fdwait::{FdWait, FdWatch};
+pub use fdwait::{FdReg, FdWait, FdWatch};
 pub use listener::Listener;
 pub use nofile::raise_nofile_limit;
 pub use udp::{PacketConn, DATAGRAM_MAX};

@@ -226,13 +226,31 @@ impl<W: Ready> Registration<W> {
     /// closing the fd: a closed fd number can be reused by a new
     /// registration, which the `EPOLL_CTL_DEL` would then remove.
     pub fn deregister(&self) {
+        self.remove(true);
+    }
+
+    /// What [`deregister`](Self::deregister) does, without the
+    /// `EPOLL_CTL_DEL`: for an fd its owner closed under the registration.
+    /// The kernel dropped the epoll item with the file's last reference,
+    /// and the number may name another file now, whose registration a
+    /// `DEL` would remove. Should the old file live on elsewhere (a
+    /// duplicate), its events carry a token whose generation is retired
+    /// here (`slab`), and wake nobody.
+    pub fn forget(&self) {
+        self.remove(false);
+    }
+
+    fn remove(&self, del: bool) {
         // AcqRel swap: exactly one caller (an explicit deregister or the
         // drop) goes on; pairs with the same swap in any other caller.
         if !self.registered.swap(false, AcqRel) {
             return;
         }
-        // Errors only mean the netpoller's epoll fd already forgot the fd.
-        let _ = self.inner.registry.deregister(self.fd);
+        if del {
+            // Errors only mean the netpoller's epoll fd already forgot the
+            // fd.
+            let _ = self.inner.registry.deregister(self.fd);
+        }
         let removed = lock(&self.inner.ios).remove(self.io.token);
         let mut batch = Vec::new();
         let mut cancel = Vec::new();
