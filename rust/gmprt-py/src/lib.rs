@@ -5,8 +5,9 @@
 //! and results, steps Python Gs and maps errors. Files, bottom up (each
 //! uses only files listed before it):
 //!
-//! 1. `lock` (the one poison-ignoring lock helper) and `errors` (the
-//!    exceptions);
+//! 1. `lock` (the one poison-ignoring lock helper), `errors` (the
+//!    exceptions) and `malloc` (one malloc arena for the process, set at
+//!    import);
 //! 2. `rt`: which runtime is running, its event pipe, and the services Gs
 //!    need from it (`sched`, `block_in_g`, `main_done`, `fatal`, reports);
 //!    `cancel`: cancel scopes and the check every park point makes;
@@ -47,6 +48,7 @@ mod exit;
 mod handle;
 mod hooks;
 mod lock;
+mod malloc;
 mod net;
 mod parked;
 mod rt;
@@ -65,6 +67,7 @@ use token::Token;
 #[pymodule(gil_used = false)]
 fn _gmprt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    malloc::one_arena();
     m.add_function(wrap_pyfunction!(runtime::run, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::go, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_go_linked, m)?)?;
