@@ -90,6 +90,14 @@ pub trait Body: Send + 'static {
         String::new()
     }
 
+    /// Whether its steps run the embedder's code (Python): they run inside
+    /// [`Hooks::attached`]. A Rust-native body that never touches the
+    /// embedder says false, and its steps run detached, beside an M
+    /// running embedded ones.
+    fn embedded(&self) -> bool {
+        true
+    }
+
     /// Whether the next step may block in a system call (a plain function
     /// run as a G). sysmon then retakes the P as soon as work waits, as Go
     /// does for a syscall, instead of after `sysmon::FORCE_PREEMPT`.
@@ -123,9 +131,27 @@ pub trait Hooks: Send + Sync + 'static {
         run()
     }
 
-    /// Wraps every wait of an M (an idle M's sleep).
+    /// Runs the M's scheduling loop, inside `m_main`: everything an M does
+    /// but step embedded Gs ([`Body::embedded`]) — finding work, its
+    /// waits, steps of Rust-native Gs — runs in here, so the embedder can
+    /// release what `m_main` holds (Python: the GIL) for all of it.
+    fn detached(&self, run: &mut dyn FnMut()) {
+        run()
+    }
+
+    /// Wraps a wait an M makes inside a step: a G back from a blocking call
+    /// waiting for a P (`exitsyscall`). Waits between steps run inside
+    /// `detached` already.
     fn blocking(&self, wait: &mut dyn FnMut()) {
         wait()
+    }
+
+    /// Runs steps of embedded Gs, inside `detached`: take back what
+    /// `detached` released. The M keeps it for the next G it finds at
+    /// once, if that one is embedded too (module docs of `sched::worker`,
+    /// "Attached only to step").
+    fn attached(&self, steps: &mut dyn FnMut()) {
+        steps()
     }
 
     /// sysmon saw one step of G `g`, on the OS thread `thread`, last for

@@ -256,6 +256,10 @@ impl gmprt_core::Body for WatchBody {
         }
     }
 
+    fn embedded(&self) -> bool {
+        false
+    }
+
     fn describe(&self) -> String {
         let what = if self.w.event == READ {
             "reader"

@@ -14,10 +14,17 @@ use pyo3::prelude::*;
 use crate::lock::lock;
 use crate::rt::Events;
 
-/// Each M is attached to the interpreter for its whole life and detached
-/// around every wait (`pyo3-engineering.md` §2: ~60 ns, against ~10 µs for a
-/// fresh attach per step on 3.11+). The sysmon-side hooks only record and
-/// signal; the thread in `run()` does the Python part.
+/// Each M keeps one thread state for its whole life (`m_main`: a fresh
+/// attach costs ~10 µs on 3.11+, a detach and re-attach ~60 ns;
+/// `pyo3-engineering.md` §2) but holds the GIL only to step Python Gs:
+/// its scheduling loop runs detached (`detached`), and it attaches for a
+/// run of Python steps (`attached`; the core's `worker` module docs,
+/// "Attached only to step"). So an M that finds work, waits or runs a
+/// Rust-native G (a `gmprt.aio` fd watcher) never queues for the GIL
+/// behind the M running Python. A `Py` dropped detached is a bug the
+/// tested wheel aborts on (`lib` docs); only Python Gs' steps touch
+/// Python. The sysmon-side hooks only record and signal; the thread in
+/// `run()` does the Python part.
 pub(crate) struct PyHooks {
     ev: Arc<Events>,
 }
@@ -60,9 +67,28 @@ impl Hooks for PyHooks {
         });
     }
 
+    fn detached(&self, run: &mut dyn FnMut()) {
+        let run = OnThisThread(run);
+        // Inside `m_main`'s attach: this only releases the GIL.
+        Python::attach(|py| py.detach(move || run.call()));
+    }
+
     fn blocking(&self, wait: &mut dyn FnMut()) {
-        let wait = OnThisThread(wait);
-        Python::attach(|py| py.detach(move || wait.call()));
+        // Inside a Python G's step the GIL is held and must be released for
+        // the wait; inside a Rust-native one it is not held at all.
+        // SAFETY: PyGILState_Check may be called without the GIL.
+        if unsafe { pyo3::ffi::PyGILState_Check() } == 1 {
+            let wait = OnThisThread(wait);
+            Python::attach(|py| py.detach(move || wait.call()));
+        } else {
+            wait();
+        }
+    }
+
+    fn attached(&self, steps: &mut dyn FnMut()) {
+        // Inside `detached`: re-takes the GIL with the M's own thread
+        // state (PyGILState_Ensure finds it), and releases it after.
+        Python::attach(|_| steps());
     }
 
     fn long_step(&self, g: u64, thread: u64, held: Duration, ran: Duration) {

@@ -31,8 +31,8 @@
 //! 7. `lib`, registering everything on the module.
 //!
 //! Built without PyO3's reference pool (`.cargo/config.toml`): a `Py` is
-//! only ever dropped by a thread PyO3 counts attached (every M is, for its
-//! whole life; the `am_send` slot attaches explicitly), so no call pays
+//! only ever dropped by a thread PyO3 counts attached (an M while it steps
+//! Python Gs, `hooks`; the `am_send` slot attaches explicitly), so no call pays
 //! the pool's mutex. The shipped wheel leaks a `Py` dropped detached;
 //! the one `scripts/test.sh` tests aborts.
 

@@ -180,6 +180,10 @@ impl gmprt_core::Body for Noop {
     fn step(&mut self, _cx: &mut gmprt_core::Cx<'_>) -> gmprt_core::Step {
         gmprt_core::Step::Done
     }
+
+    fn embedded(&self) -> bool {
+        false
+    }
 }
 
 /// Start a G running ``fn(*args, **kwargs)`` and return its handle.

@@ -256,12 +256,10 @@ impl Sched {
     /// a P, false when told to exit or when it retired (`M::retired` says
     /// which; a retired M has already counted itself out of `mcount`).
     fn park_idle_m(&self, m: &M) -> bool {
-        let mut handoff = None;
         // The whole wait, the retirement decision included, runs detached
-        // (Python: without the GIL), like every other wait of an M.
-        self.hooks
-            .blocking(&mut || handoff = Some(self.idle_wait(m)));
-        match handoff.expect("idle wait returned nothing") {
+        // (`Hooks::detached`; Python: without the GIL), like every other
+        // wait of an M.
+        match self.idle_wait(m) {
             Some(h) => m.take_handoff(h),
             None => {
                 m.retired.set(true);

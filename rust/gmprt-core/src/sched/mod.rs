@@ -90,7 +90,8 @@
 //! - **Step 13.** An M that gave up its P (after the spinning re-check)
 //!   and is about to park blocks in the poll instead, if some G waits and
 //!   no M blocks there yet, until an event, the next timer or a break. The
-//!   wait goes through [`Hooks::blocking`] (Python: the GIL is released).
+//!   wait, like the whole idle path, runs detached ([`Hooks::detached`];
+//!   Python: without the GIL).
 //!   Back, it takes an idle P if there is one, runs the first G and queues
 //!   the rest (nothing readied: it looks for work again); with no idle P it
 //!   puts them on the global queue (starting Ms on Ps that turn idle

@@ -339,7 +339,11 @@ impl Sched {
             // Release: pairs with the Acquire check in `schedule`.
             self.npwait.fetch_add(1, Release);
             drop(l);
-            if self.park_m(m) {
+            // Mid-step, maybe attached (the step's G is embedded): the wait
+            // goes through `Hooks::blocking`, unlike an idle M's.
+            let mut handoff = None;
+            self.hooks.blocking(&mut || handoff = Some(m.note.sleep()));
+            if m.take_handoff(handoff.expect("note sleep returned nothing")) {
                 let p = m.p.borrow_mut().take().expect("woken without a P");
                 self.lend_p(m, p, g, may_block);
             }

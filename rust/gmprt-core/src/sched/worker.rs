@@ -56,6 +56,22 @@
 //! ring, a push that overflowed, and a ready with no P of ours still wake
 //! one, as in Go.
 //!
+//! # Attached only to step
+//!
+//! An embedder's Gs may need the M attached to something only one thread
+//! holds at a time (Python: the GIL). The M's whole loop runs inside
+//! `Hooks::detached`; only steps of embedded Gs ([`Body::embedded`]) run
+//! inside `Hooks::attached`, and the M stays attached for the next G
+//! steps 1-4 below find at once (`find_ready`), if that one is embedded
+//! too, so a run of Python steps attaches once. Anything else, a
+//! Rust-native step, stealing, the idle path and every wait, runs
+//! detached: an M woken from `epoll_wait`, or one running the netpoller's
+//! Rust watcher Gs, no longer queues for the GIL behind the M running
+//! Python (before: 0.2 futex waits per message in a `gmprt.aio` echo
+//! server, each a GIL handoff).
+//!
+//! [`Body::embedded`]: crate::Body::embedded
+//!
 //! # Foreign unwinds
 //!
 //! A step runs embedder code, and the embedder's runtime may end the
@@ -165,9 +181,11 @@ impl Sched {
             };
             CURRENT.with(|c| c.set(&m));
             lock(&sched.allm).push(m.slot.clone());
-            if sched.park_m(&m) {
-                sched.schedule(&m);
-            }
+            hooks.detached(&mut || {
+                if sched.park_m(&m) {
+                    sched.schedule(&m);
+                }
+            });
             lock(&sched.allm).retain(|s| !Arc::ptr_eq(s, &m.slot));
             CURRENT.with(|c| c.set(ptr::null()));
             retired = m.retired.get();
@@ -192,43 +210,87 @@ impl Sched {
 
     /// Sleeps on the M's note until handed a P (true) or told to exit.
     pub(super) fn park_m(&self, m: &M) -> bool {
-        let mut handoff = None;
-        self.hooks.blocking(&mut || handoff = Some(m.note.sleep()));
-        m.take_handoff(handoff.expect("note sleep returned nothing"))
+        m.take_handoff(m.note.sleep())
     }
 
     /// Go's `schedule`: find a G, run it, forever (until stop, or until the
     /// M retires).
     fn schedule(self: &Arc<Self>, m: &M) {
+        // A G the attached loop below found but may not run (Rust-native,
+        // or found after the M lost its P): run or requeue it here next.
+        let mut next: Option<(GPtr, bool)> = None;
         loop {
-            // A P-less M (sysmon took its P during the last step) goes idle.
-            if m.p.borrow().is_none() && !self.stopm(m) {
-                return;
-            }
-            // An M back from a blocking call is mid-step and cannot hand its
-            // G to anyone: it needs a P. Between two steps we can give ours.
-            // Acquire: pairs with the Release increment in `exitsyscall`.
-            if self.npwait.load(Acquire) > 0 && self.give_p_to_waiter(m) {
-                // A new M started spinning (`handoffp`) can meet the waiter
-                // at once. Going idle still counted in `nmspinning` would
-                // make every later `wakep` skip, stranding the next G
-                // (loom: `loom_tests::idle`): stop spinning and pass the
-                // role on, as a spinner that found work does.
-                if m.spinning.get() {
-                    self.reset_spinning(m);
+            let (g, inherit) = match next.take() {
+                Some(found) => found,
+                None => {
+                    // A P-less M (sysmon took its P during the last step)
+                    // goes idle.
+                    if m.p.borrow().is_none() && !self.stopm(m) {
+                        return;
+                    }
+                    // An M back from a blocking call is mid-step and cannot
+                    // hand its G to anyone: it needs a P. Between two steps
+                    // we can give ours. Acquire: pairs with the Release
+                    // increment in `exitsyscall`.
+                    if self.npwait.load(Acquire) > 0 && self.give_p_to_waiter(m) {
+                        // A new M started spinning (`handoffp`) can meet the
+                        // waiter at once. Going idle still counted in
+                        // `nmspinning` would make every later `wakep` skip,
+                        // stranding the next G (loom: `loom_tests::idle`):
+                        // stop spinning and pass the role on, as a spinner
+                        // that found work does.
+                        if m.spinning.get() {
+                            self.reset_spinning(m);
+                        }
+                        if !self.stopm(m) {
+                            return;
+                        }
+                    }
+                    let Some(found) = self.find_runnable(m) else {
+                        return;
+                    };
+                    if m.spinning.get() {
+                        self.reset_spinning(m);
+                    }
+                    found
                 }
-                if !self.stopm(m) {
-                    return;
-                }
-            }
-            let Some((g, inherit)) = self.find_runnable(m) else {
-                return;
             };
-            if m.spinning.get() {
-                self.reset_spinning(m);
+            if !embedded(g) {
+                self.execute(m, g, inherit);
+                continue;
             }
-            self.execute(m, g, inherit);
+            // "Attached only to step": attach for this G and keep it for
+            // embedded Gs at hand, the P's own or the global queue's;
+            // anything that would steal or wait runs detached again.
+            self.hooks.attached(&mut || {
+                let (mut g, mut inherit) = (g, inherit);
+                loop {
+                    self.execute(m, g, inherit);
+                    // Acquire: as above.
+                    if m.p.borrow().is_none() || self.npwait.load(Acquire) > 0 {
+                        return;
+                    }
+                    match self.find_ready_now(m) {
+                        Some((g2, i2)) if embedded(g2) => (g, inherit) = (g2, i2),
+                        other => {
+                            next = other;
+                            return;
+                        }
+                    }
+                }
+            });
         }
+    }
+
+    /// `find_runnable` up to the point where it would steal or wait (steps
+    /// 1-4 of its order), for an attached M: None when that is all it
+    /// found, or the runtime stops.
+    fn find_ready_now(self: &Arc<Self>, m: &M) -> Option<(GPtr, bool)> {
+        if self.stopping.load(Acquire) {
+            return None;
+        }
+        let mut slot = m.p.borrow_mut();
+        self.find_ready(slot.as_mut()?)
     }
 
     /// Go's `findRunnable`. Returns None only when the runtime stops or the
@@ -240,56 +302,8 @@ impl Sched {
             }
             let mut slot = m.p.borrow_mut();
             let p = slot.as_mut().expect("findRunnable without a P");
-
-            if p.schedtick % GLOBAL_CHECK_INTERVAL == 0 {
-                // tokio's `event_interval`: a busy P polls on the same tick,
-                // so a runtime that never runs out of work still sees I/O and
-                // fires timers (`sched` module docs, "Who polls"). An idle P
-                // polls below anyway.
-                if p.polled_at != p.schedtick && !p.runq.is_empty() && self.netpoll.pending() {
-                    p.polled_at = p.schedtick;
-                    if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
-                        let readied = !polled.is_empty();
-                        self.inject(polled.take(), Some(p), false);
-                        drop(polled);
-                        // They went behind older work in the global queue,
-                        // which a P that never runs dry drains one G per 61
-                        // ticks: take a batch, so readied Gs keep moving.
-                        let room = LOCAL_SHARE.saturating_sub(p.runq.len());
-                        if readied && room > 0 && self.runq_size.load(Acquire) > 0 {
-                            if let Some(g) = self.globrunqget(p, room) {
-                                return Some((g, false));
-                            }
-                        }
-                    }
-                }
-                // Fairness: without this, two Gs respawning each other could
-                // keep the global queue waiting forever.
-                if self.runq_size.load(Acquire) > 0 {
-                    if let Some(g) = self.globrunqget(p, 1) {
-                        return Some((g, false));
-                    }
-                }
-            }
-            if let Some((g, inherit)) = p.runq.pop(p.runnext_streak < MAX_RUNNEXT_STREAK) {
-                p.runnext_streak = if inherit { p.runnext_streak + 1 } else { 0 };
-                return Some((g, inherit));
-            }
-            if self.runq_size.load(Acquire) > 0 {
-                if let Some(g) = self.globrunqget(p, 0) {
-                    return Some((g, false));
-                }
-            }
-            // Go's step 8: a non-blocking poll, if some G waits on the
-            // netpoller and nobody else polls. Run one, queue the rest.
-            if self.netpoll.pending() {
-                if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
-                    let g = self.inject(polled.take(), Some(p), true);
-                    drop(polled);
-                    if let Some(g) = g {
-                        return Some((g, false));
-                    }
-                }
+            if let Some(found) = self.find_ready(p) {
+                return Some(found);
             }
 
             // Steal, if this M is already spinning or spinning Ms are under
@@ -380,18 +394,71 @@ impl Sched {
         }
     }
 
+    /// Steps 1-4 of `find_runnable`'s order, with the P in hand: what this
+    /// M can run without stealing or waiting.
+    fn find_ready(self: &Arc<Self>, p: &mut P) -> Option<(GPtr, bool)> {
+        if p.schedtick % GLOBAL_CHECK_INTERVAL == 0 {
+            // tokio's `event_interval`: a busy P polls on the same tick,
+            // so a runtime that never runs out of work still sees I/O and
+            // fires timers (`sched` module docs, "Who polls"). An idle P
+            // polls below anyway.
+            if p.polled_at != p.schedtick && !p.runq.is_empty() && self.netpoll.pending() {
+                p.polled_at = p.schedtick;
+                if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
+                    let readied = !polled.is_empty();
+                    self.inject(polled.take(), Some(p), false);
+                    drop(polled);
+                    // They went behind older work in the global queue,
+                    // which a P that never runs dry drains one G per 61
+                    // ticks: take a batch, so readied Gs keep moving.
+                    let room = LOCAL_SHARE.saturating_sub(p.runq.len());
+                    if readied && room > 0 && self.runq_size.load(Acquire) > 0 {
+                        if let Some(g) = self.globrunqget(p, room) {
+                            return Some((g, false));
+                        }
+                    }
+                }
+            }
+            // Fairness: without this, two Gs respawning each other could
+            // keep the global queue waiting forever.
+            if self.runq_size.load(Acquire) > 0 {
+                if let Some(g) = self.globrunqget(p, 1) {
+                    return Some((g, false));
+                }
+            }
+        }
+        if let Some((g, inherit)) = p.runq.pop(p.runnext_streak < MAX_RUNNEXT_STREAK) {
+            p.runnext_streak = if inherit { p.runnext_streak + 1 } else { 0 };
+            return Some((g, inherit));
+        }
+        if self.runq_size.load(Acquire) > 0 {
+            if let Some(g) = self.globrunqget(p, 0) {
+                return Some((g, false));
+            }
+        }
+        // Go's step 8: a non-blocking poll, if some G waits on the
+        // netpoller and nobody else polls. Run one, queue the rest.
+        if self.netpoll.pending() {
+            if let Some(mut polled) = self.netpoll.poll(Some(Duration::ZERO)) {
+                let g = self.inject(polled.take(), Some(p), true);
+                drop(polled);
+                if let Some(g) = g {
+                    return Some((g, false));
+                }
+            }
+        }
+        None
+    }
+
     /// An M without a P, about to go idle: block in the netpoller until an
     /// event, the next timer or a break (Go's step 13). None, at once, when
-    /// nobody waits on the netpoller or another M already blocks in it. The
-    /// wait goes through `Hooks::blocking` (Python: the GIL is released).
+    /// nobody waits on the netpoller or another M already blocks in it. Like
+    /// every wait of an M, it runs detached (`Hooks::detached`).
     fn block_in_netpoll(&self) -> Option<Polled<'_, Waker>> {
         if !self.netpoll.pending() || self.netpoll.blocked() {
             return None;
         }
-        let mut polled = None;
-        self.hooks
-            .blocking(&mut || polled = self.netpoll.poll(None));
-        polled
+        self.netpoll.poll(None)
     }
 
     /// Any queue non-empty (Go's `checkRunqsNoP` plus the global check).
@@ -631,6 +698,13 @@ impl Sched {
         })
         .flatten()
     }
+}
+
+/// Whether `g`'s steps run embedder code (`Body::embedded`).
+fn embedded(g: GPtr) -> bool {
+    // SAFETY: popped from a run queue by this M, which owns it until the
+    // step it is about to run ends.
+    unsafe { g.with_body(|b| b.as_ref().is_none_or(|b| b.embedded())) }
 }
 
 /// Parks the calling thread for good if an unwind that is not a Rust panic
