@@ -216,8 +216,9 @@ impl Sched {
     /// Go's `schedule`: find a G, run it, forever (until stop, or until the
     /// M retires).
     fn schedule(self: &Arc<Self>, m: &M) {
-        // A G the attached loop below found but may not run (Rust-native,
-        // or found after the M lost its P): run or requeue it here next.
+        // A Rust-native G the attached loop below found: it runs here next,
+        // detached (the loop found it with the P in hand, so the checks
+        // before `find_runnable` hold for it).
         let mut next: Option<(GPtr, bool)> = None;
         loop {
             let (g, inherit) = match next.take() {
