@@ -123,8 +123,9 @@ pub trait Body: Send + 'static {
     }
 }
 
-/// Per-M hooks supplied by the embedder (the Python binding attaches each M to
-/// the interpreter for its whole life and detaches around every wait).
+/// Per-M hooks supplied by the embedder (the Python binding gives each M a
+/// thread state for its whole life and holds the GIL only while it steps
+/// Python Gs: `detached`, `attached`).
 pub trait Hooks: Send + Sync + 'static {
     /// Runs an M's whole life; must call `run` exactly once.
     fn m_main(&self, run: &mut dyn FnMut()) {

@@ -796,10 +796,10 @@ impl Drop for Entered<'_> {
 
 impl Body for PyBody {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
-        // SAFETY: only Ms step bodies, and `PyHooks::m_main` keeps every M
-        // attached for its whole life (it detaches only around waits, never
-        // during a step), so PyO3 already counts the thread attached and a
-        // `Py` dropped in the step decrefs at once.
+        // SAFETY: only Ms step bodies, and an M steps an embedded body (as
+        // this one is) only inside `PyHooks::attached`, a `Python::attach`,
+        // so PyO3 already counts the thread attached and a `Py` dropped in
+        // the step decrefs at once.
         let py = unsafe { Python::assume_attached() };
         let _in_g = InG::enter(cx.id(), self.cancel());
         let entered = self
