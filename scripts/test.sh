@@ -17,10 +17,12 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "maturin>=1.9.4,<2" pytest psutil ruff pytest-benchmark matplotlib mypy \
     aiohttp httpx uvicorn starlette redis asyncpg
 
-# The servers tests/test_aio_libs.py starts (in temp dirs, on loopback):
-# installed from Debian if missing; apt-get update only when something is.
+# The servers tests/test_aio_libs.py starts (in temp dirs, on loopback), and
+# the quick suite's HTTP load client: installed from Debian if missing;
+# apt-get update only when something is.
 apt_pkgs=()
 command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
+command -v wrk >/dev/null || apt_pkgs+=(wrk)
 # Debian's package also creates the postgres user the tests run it as when
 # they run as root (PostgreSQL refuses root).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_pkgs+=(postgresql)
