@@ -10,9 +10,9 @@
 //! `select` would (level-triggered). The watchers of one fd share its
 //! registration (`net::FdReg`: the fd itself, registered while watched and
 //! removed by the unwatch that leaves it unwatched, before asyncio closes
-//! it) and ask `poll(2)` only when the registration cannot tell; a socket transport whose reads go
-//! through [`SockIO`], which knows when it drained the socket, spares even
-//! that. The loop G parks on one token, [`Poller::wait`], which
+//! it) and ask `poll(2)` only when the registration cannot tell; a socket
+//! transport whose reads go through [`SockIO`], which knows when it
+//! drained the socket, spares even that. The loop G parks on one token, [`Poller::wait`], which
 //! completes when something was posted, [`Poller::wake`] was called (from
 //! any thread: `call_soon_threadsafe`) or its timeout passed (a gmprt
 //! timer).

@@ -75,7 +75,9 @@ impl Hooks for PyHooks {
 
     fn blocking(&self, wait: &mut dyn FnMut()) {
         // Inside a Python G's step the GIL is held and must be released for
-        // the wait; inside a Rust-native one it is not held at all.
+        // the wait; inside a Rust-native one it is not held at all. (Where
+        // CPython disables the check it answers 1: the attach then takes
+        // the GIL first, slower but still right.)
         // SAFETY: PyGILState_Check may be called without the GIL.
         if unsafe { pyo3::ffi::PyGILState_Check() } == 1 {
             let wait = OnThisThread(wait);

@@ -232,10 +232,6 @@ impl FdReg {
         }
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.fd
-    }
-
     /// The registration, registering the fd on first use; a [`closed`]
     /// error once deregistered.
     ///
@@ -277,10 +273,7 @@ impl FdReg {
         match how {
             Registered::Fd(id) if file_id(self.fd) == Some(id) => reg.deregister(),
             Registered::Fd(_) => reg.forget(),
-            Registered::Dup(dup) => {
-                reg.deregister();
-                drop(dup);
-            }
+            Registered::Dup(dup) => release(&mut Some((reg, dup))),
         }
     }
 }
@@ -307,7 +300,8 @@ impl Drop for FdReg {
 pub struct FdWatch {
     shared: Arc<FdReg>,
     dir: Dir,
-    /// `shared`'s registration, once a wait blocked.
+    /// `shared`'s registration, once a wait blocked: kept here so a poll
+    /// takes no lock.
     reg: Option<Arc<Reg>>,
     wait: IoWait,
     /// The readiness the last `Ready` was based on (None: `poll(2)`'s
