@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install -q "maturin>=1.9.4,<2" psutil matplotlib pytest-benchmark aiohttp
+python -m pip install -q "maturin>=1.9.4,<2" psutil matplotlib pytest-benchmark aiohttp uvicorn starlette
 python -m pip install -q uvloop || echo "uvloop did not install: the suite runs without it"
 rm -rf dist
 maturin build -q --release -o dist
